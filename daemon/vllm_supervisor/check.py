@@ -1,0 +1,119 @@
+"""Validate a config dir end to end and describe what each model would run.
+
+Shared by `vllmctl check` and `vllm-supervisor check`: same rules, same messages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import flagcache
+from .config import ModelConfig, Registry, load_registry
+from .engine import EngineInfo, EngineNotFound
+from .hostcheck import check_model
+from .problems import ConfigInvalid, Problem
+from .render import Command, render
+
+
+@dataclass
+class ModelReport:
+    cfg: ModelConfig
+    engine: EngineInfo | None = None
+    command: Command | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+@dataclass
+class Report:
+    config_dir: Path
+    files: tuple[str, ...] = ()
+    models: list[ModelReport] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # file-level (no model to pin on)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.all_problems())
+
+    def all_problems(self) -> list[Problem]:
+        return self.problems + [p for m in self.models for p in m.problems]
+
+
+class UnknownModel(Exception):
+    pass
+
+
+def run_check(config_dir: Path, names: list[str], probe: bool = True,
+              strict: bool = False) -> Report:
+    """Never raises for bad config: everything lands in the report."""
+    report = Report(config_dir)
+    try:
+        reg: Registry = load_registry(config_dir)
+    except ConfigInvalid as exc:
+        report.problems = exc.problems
+        return report
+    report.files = reg.files
+    unknown = [n for n in names if n not in reg.models]
+    if unknown:
+        raise UnknownModel(f"no model {', '.join(repr(n) for n in unknown)} in {config_dir}; "
+                           f"configured: {', '.join(sorted(reg.models)) or 'none'}")
+    chosen = set(names) or set(reg.models)
+    engines: dict[Path, EngineInfo | EngineNotFound] = {}
+    for w in reg.warnings:
+        owner = _owner(w, chosen)
+        if owner is None:
+            report.problems.append(w)
+    for name in sorted(chosen):
+        cfg = reg.models[name]
+        mr = ModelReport(cfg, problems=[w for w in reg.warnings if _owner(w, {name}) == name])
+        info, found = check_model(cfg, engines)
+        mr.engine = info
+        if info is not None and cfg.extra_args:
+            known = flagcache.cached_flags(info)
+            if known is None and probe:
+                try:
+                    known = flagcache.probe_flags(info)
+                except (RuntimeError, OSError) as exc:
+                    report.notes.append(f"{name}: could not list vLLM's flags ({exc})")
+            if known is not None:
+                _, found = check_model(cfg, engines, known)
+        mr.problems += found
+        if info is not None and mr.ok:
+            mr.command = render(cfg, info, read_secret=None)
+            if strict:
+                _strict(mr, info)
+        report.models.append(mr)
+    return report
+
+
+def _strict(mr: ModelReport, info: EngineInfo) -> None:
+    """Let the installed vLLM's own parser judge the rendered server args."""
+    assert mr.command is not None
+    argv = list(mr.command.argv)
+    # The parser knows `--model`; `vllm serve MODEL` takes it as a positional of the subcommand.
+    args = ["--model", argv[2], *argv[3:]] if argv[1:2] == ["serve"] else argv[3:]
+    ok, err = flagcache.parse_argv(info, args)
+    if not ok:
+        mr.problems.append(Problem(mr.cfg.file, mr.cfg.line, f"models.{mr.cfg.name}",
+                                   f"vLLM {info.version}'s parser rejects the command: {err}"))
+
+
+def _owner(p: Problem, names: set[str]) -> str | None:
+    for n in names:
+        if p.key == f"models.{n}" or p.key.startswith(f"models.{n}."):
+            return n
+    return None
+
+
+def describe_env(cmd: Command) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(cmd.redacted_env().items())]
+
+
+def default_config_dir() -> Path:
+    return Path(os.environ.get("VSUP_CONFIG_DIR", "/etc/vllm-supervisor"))

@@ -1,0 +1,35 @@
+"""Is a Hugging Face repo id in the local hub cache? (offline mode needs it there)
+
+Layout per huggingface_hub's cache docs: <hub>/models--ORG--NAME/snapshots/<rev>/<files>.
+Checked without importing huggingface_hub, which lives in the engine venv only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_dir(env: Mapping[str, str]) -> Path:
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"])
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]) / "hub"
+    xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "huggingface" / "hub"
+
+
+def is_local_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or not REPO_ID.match(ref)
+
+
+def cached(repo_id: str, env: Mapping[str, str]) -> bool:
+    folder = hub_dir(env) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        return any(any(snap.iterdir()) for snap in folder.iterdir() if snap.is_dir())
+    except OSError:
+        return False

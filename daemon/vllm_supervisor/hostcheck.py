@@ -1,0 +1,109 @@
+"""Checks that need the host: paths, the engine venv, the HF cache, the installed version.
+
+A config that parses can still be one no engine on this host can start; these are the
+failures we can predict instead of letting vLLM report them 10-60 s into a start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from . import engine_options, flags, hfcache
+from .config import ModelConfig
+from .engine import EngineInfo, EngineNotFound, detect
+from .problems import Problem, did_you_mean
+from .versions import show
+
+KnownFlags = Mapping[str, Mapping[str, bool]]
+
+
+class Add(Protocol):
+    def __call__(self, key: str, message: str, severity: str = "error") -> None: ...
+
+
+def check_model(cfg: ModelConfig, engines: dict[Path, EngineInfo | EngineNotFound],
+                known: KnownFlags | None = None,
+                environ: Mapping[str, str] = os.environ) -> tuple[EngineInfo | None, list[Problem]]:
+    out: list[Problem] = []
+
+    def add(key: str, message: str, severity: str = "error") -> None:
+        f, ln = cfg.locate(key)
+        out.append(Problem(f, ln, f"models.{cfg.name}.{key}", message,
+                           "warning" if severity == "warning" else "error"))
+
+    if cfg.venv not in engines:
+        try:
+            engines[cfg.venv] = detect(cfg.venv)
+        except EngineNotFound as exc:
+            engines[cfg.venv] = exc
+    info = engines[cfg.venv]
+    env = {**environ, **cfg.env}
+    _check_ref(cfg.model, "model", cfg.offline, env, add)
+    tok = cfg.engine.get("tokenizer")
+    if isinstance(tok, str):
+        _check_ref(tok, "engine.tokenizer", cfg.offline, env, add)
+    tpl = cfg.engine.get("chat_template")
+    if isinstance(tpl, str) and "{" not in tpl and "\n" not in tpl and not Path(tpl).is_file():
+        add("engine.chat_template", f"file {tpl} not found (give a path or the template text)")
+    if cfg.api_key_file is not None:
+        _check_key(cfg.api_key_file, add)
+    if isinstance(info, EngineNotFound):
+        add("venv", str(info))
+        return None, out
+    _check_version(cfg, info, known, add)
+    return info, out
+
+
+def _check_ref(ref: str, key: str, offline: bool, env: Mapping[str, str], add: Add) -> None:
+    if hfcache.is_local_path(ref) or Path(ref).exists():
+        p = Path(ref)
+        if not p.exists():
+            add(key, f"{ref} does not exist (a local model directory, or a repo id 'org/name')")
+        elif p.is_dir() and key == "model" and not (p / "config.json").is_file():
+            add(key, f"{ref} has no config.json: not a Hugging Face model directory", "warning")
+    elif offline and not hfcache.cached(ref, env):
+        add(key, f"offline is true but '{ref}' is not in the Hugging Face cache at "
+            f"{hfcache.hub_dir(env)}: download it first (huggingface-cli download {ref}) "
+            "or point HF_HOME at the cache that has it")
+
+
+def _check_key(path: Path, add: Add) -> None:
+    if not path.exists():
+        add("api_key_file", f"{path} does not exist")
+    elif not os.access(path, os.R_OK):
+        add("api_key_file", f"{path} is not readable by this user (the service user must "
+            "read it; systemd's LoadCredential= can hand it over)", "warning")
+    elif not path.read_text(encoding="utf-8", errors="replace").strip():
+        add("api_key_file", f"{path} is empty")
+
+
+def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
+                   add: Add) -> None:
+    rel = info.release
+    for name in cfg.engine:
+        opt = engine_options.BY_NAME[name]
+        if opt.since is not None and rel < opt.since and not opt.env_before:
+            add(f"engine.{name}", f"needs vLLM >= {show(opt.since)}; {cfg.venv} has "
+                f"{info.label}")
+    if cfg.engine.get("max_model_len") == "auto" and rel < (0, 20, 0):
+        add("engine.max_model_len", f"'auto' needs vLLM >= 0.20; {info.label} rejects it")
+    if cfg.engine.get("load_format") == "gguf" and rel >= (0, 32, 0):
+        add("engine.load_format", f"GGUF loading left vLLM in 0.32 ({info.label}): install "
+            "vllm-gguf-plugin in the engine venv", "warning")
+    for name, (since, hint) in flags.GONE_ENV.items():
+        if name in cfg.env and rel >= since:
+            add(f"env.{name}", f"has no effect on vLLM {info.version}: {hint}")
+    for token in cfg.extra_args:
+        flag = flags.flag_of(token)
+        if flag is None:
+            continue
+        moved = flags.moved_problem(flag, rel)
+        if moved is not None:
+            add("extra_args", moved[1], moved[0])
+        elif known is not None and flag not in known:
+            add("extra_args", f"{flag} is not a flag of {info.label}"
+                + did_you_mean(flag, known) + " (vLLM would exit 2: unrecognized arguments)")
+

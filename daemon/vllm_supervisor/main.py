@@ -1,0 +1,35 @@
+"""vllm-supervisor: the daemon's command line (systemd's ExecStart calls it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import exitcodes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vllm-supervisor",
+                                     description="Supervise one vLLM model server.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("check", help="validate one model's config (exit 78 when invalid)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--config-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    from .check import UnknownModel, default_config_dir, run_check
+
+    config_dir = args.config_dir or default_config_dir()
+    try:
+        report = run_check(config_dir, [args.model], probe=False)
+    except UnknownModel as exc:
+        # The unit is vllm-supervisor@MODEL: an unknown MODEL is a config problem, not usage.
+        print(f"vllm-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    for p in report.all_problems():
+        print(p, file=sys.stderr)
+    return exitcodes.OK if report.ok else exitcodes.CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
