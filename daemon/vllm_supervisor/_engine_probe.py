@@ -1,7 +1,7 @@
 """Runs INSIDE the engine venv (never imported by the supervisor): dumps vLLM's CLI flags.
 
-Usage: ENGINE_PYTHON _engine_probe.py [--parse ARG...]
-Prints JSON {"flags": {...}} or, with --parse, {"ok": bool, "error": str} for the argv given.
+Usage: ENGINE_PYTHON _engine_probe.py [--parse < argv-lists.json]
+Prints JSON {"flags": {...}} or, with --parse, {"results": [{"ok": bool, "error": str}]}.
 vLLM has no machine-readable flag list, and the module that builds its parser moved
 between releases (notes/vllm-behaviour.md), so try each known home. Importing it pulls in
 torch: 6-9 s, which is why the supervisor caches the answer per venv and version.
@@ -40,21 +40,29 @@ def build() -> argparse.ArgumentParser:
             continue
     else:
         raise SystemExit(json.dumps({"error": "FlexibleArgumentParser not found"}))
-    return make(flexible(description="probe"))
+    parser: argparse.ArgumentParser = make(flexible(description="probe"))
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, args: list[str]) -> dict[str, object]:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parser.parse_args(args)
+        return {"ok": True, "error": ""}
+    except SystemExit:
+        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        # pydantic errors span lines; keep from the `error:` line on.
+        start = max((i for i, ln in enumerate(lines) if "error:" in ln), default=len(lines) - 1)
+        return {"ok": False, "error": " ".join(ln.strip() for ln in lines[start:start + 3])}
 
 
 def main() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         parser = build()
     if sys.argv[1:2] == ["--parse"]:
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                parser.parse_args(sys.argv[2:])
-            print(json.dumps({"ok": True, "error": ""}))
-        except SystemExit:
-            lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-            print(json.dumps({"ok": False, "error": lines[-1] if lines else "rejected"}))
+        # stdin: a JSON list of argv lists; one parser (one torch import) judges them all.
+        print(json.dumps({"results": [_parse(parser, a) for a in json.load(sys.stdin)]}))
         return
     flags: dict[str, dict[str, object]] = {}
     for action in parser._actions:

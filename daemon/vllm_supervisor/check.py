@@ -86,22 +86,39 @@ def run_check(config_dir: Path, names: list[str], probe: bool = True,
         mr.problems += found
         if info is not None and mr.ok:
             mr.command = render(cfg, info, read_secret=None)
-            if strict:
-                _strict(mr, info)
         report.models.append(mr)
+    if strict:
+        _strict(report)
     return report
 
 
-def _strict(mr: ModelReport, info: EngineInfo) -> None:
-    """Let the installed vLLM's own parser judge the rendered server args."""
-    assert mr.command is not None
-    argv = list(mr.command.argv)
-    # The parser knows `--model`; `vllm serve MODEL` takes it as a positional of the subcommand.
-    args = ["--model", argv[2], *argv[3:]] if argv[1:2] == ["serve"] else argv[3:]
-    ok, err = flagcache.parse_argv(info, args)
-    if not ok:
-        mr.problems.append(Problem(mr.cfg.file, mr.cfg.line, f"models.{mr.cfg.name}",
-                                   f"vLLM {info.version}'s parser rejects the command: {err}"))
+def server_args(cmd: Command) -> list[str]:
+    """The args vLLM's parser sees: it knows `--model`, while `vllm serve MODEL` passes the
+    model as a positional of the subcommand."""
+    argv = list(cmd.argv)
+    return ["--model", argv[2], *argv[3:]] if argv[1:2] == ["serve"] else argv[3:]
+
+
+def _strict(report: Report) -> None:
+    """Let each installed vLLM's own parser judge the rendered commands, one process per venv."""
+    by_venv: dict[Path, list[ModelReport]] = {}
+    for mr in report.models:
+        if mr.command is not None and mr.engine is not None:
+            by_venv.setdefault(mr.engine.venv, []).append(mr)
+    for group in by_venv.values():
+        info = group[0].engine
+        assert info is not None
+        try:
+            verdicts = flagcache.parse_many(
+                info, [server_args(mr.command) for mr in group if mr.command is not None])
+        except (RuntimeError, OSError) as exc:
+            report.notes.append(f"strict check skipped for {info.venv}: {exc}")
+            continue
+        for mr, (ok, err) in zip(group, verdicts, strict=True):
+            if not ok:
+                mr.problems.append(Problem(mr.cfg.file, mr.cfg.line, f"models.{mr.cfg.name}",
+                                           f"vLLM {info.version}'s parser rejects the command: "
+                                           f"{err}"))
 
 
 def _owner(p: Problem, names: set[str]) -> str | None:

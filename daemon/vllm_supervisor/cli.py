@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +31,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="also parse each rendered command with the installed vLLM's own parser "
                         "(imports torch: ~10 s per model)")
     args = parser.parse_args(argv)
-    if args.command == "check":
-        return cmd_check(args)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+    except BrokenPipeError:
+        # `vllmctl check | head`: the reader left; no traceback. Python's docs advise pointing
+        # stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exitcodes.FAILED
     return exitcodes.USAGE  # pragma: no cover - argparse requires a command
 
 

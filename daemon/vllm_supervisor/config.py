@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import engine_options, fields
+from . import fields
 from .engine_options import OptionValue
 from .fields import Ctx
 from .problems import ConfigInvalid, Problem, did_you_mean
@@ -75,7 +75,7 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
     """Load and validate every model; raise ConfigInvalid listing all errors."""
     problems: list[Problem] = []
     main = config_dir / "models.yaml"
-    files = [main] + sorted((config_dir / "models.d").glob("*.yaml"))
+    files = [main, *sorted((config_dir / "models.d").glob("*.yaml"))]
     if not main.is_file():
         raise ConfigInvalid([Problem(str(main), 0, "", "not found (create it, or pass "
                                      "--config-dir; see etc/ for an example)")])
@@ -172,6 +172,8 @@ def _cross_checks(models: dict[str, ModelConfig], problems: list[Problem]) -> No
     names: dict[str, str] = {}
     for cfg in models.values():
         file, line = cfg.locate("port")
+        if not cfg.port:
+            continue  # invalid port: already reported
         key = (cfg.host, cfg.port)
         wildcard = [k for k in ports if k[1] == cfg.port and "0.0.0.0" in (k[0], cfg.host)]
         clash = ports.get(key) or (ports[wildcard[0]] if wildcard else None)

@@ -100,7 +100,9 @@ def coerce(opt: EngineOption, raw: object) -> tuple[OptionValue | None, str | No
     if raw is None:
         return None, "has no value (remove the key to use vLLM's default)"
     if opt.kind == "bool":
-        return (raw, None) if isinstance(raw, bool) else (None, f"expected true or false, got {raw!r}")
+        if isinstance(raw, bool):
+            return raw, None
+        return None, f"expected true or false, got {raw!r}"
     if opt.kind == "int_or_auto" and raw == "auto":
         return "auto", None
     if opt.kind in ("int", "int_or_auto"):

@@ -58,7 +58,6 @@ def build_model(ctx: Ctx, name: str, line: int, body: YNode,
             ctx.err(node, key, "unknown key" + did_you_mean(key, MODEL_KEYS), body.key_lines[key])
     merged = {**defaults, **own}
     where: dict[str, tuple[str, int]] = {k: (n.file, n.line) for k, n in merged.items()}
-    before = len([p for p in ctx.problems if p.severity == "error"])
 
     def get(key: str, conv: Callable[[Ctx, YNode, str], object], default: object) -> object:
         node = merged.get(key)
@@ -101,8 +100,9 @@ def build_model(ctx: Ctx, name: str, line: int, body: YNode,
         f, ln = cfg.locate("deprecated")
         ctx.problems.append(Problem(f, ln, f"{ctx.prefix}.deprecated", cfg.deprecated, "warning"))
     _rules(ctx, cfg, body)
-    after = len([p for p in ctx.problems if p.severity == "error"])
-    return cfg if after == before else None
+    # Returned even when invalid: cross-model checks (ports, names) still run on it, so one
+    # pass reports everything; the registry raises before anyone can use it.
+    return cfg
 
 
 def _rules(ctx: Ctx, cfg: ModelConfig, body: YNode) -> None:
@@ -275,19 +275,30 @@ def _gpus(ctx: Ctx, node: YNode | None) -> tuple[int, ...] | None:
     if node is None or (node.scalar is None and node.sequence is None and node.mapping is None):
         return None
     items = [node] if node.sequence is None else node.sequence
+    if not items:
+        # An empty CUDA_VISIBLE_DEVICES hides every GPU: never what an operator means.
+        ctx.err(node, "gpus", "is empty; list GPU indexes, or remove the key to use all GPUs")
+        return None
     out: list[int] = []
+    bad = False
     for item in items:
         v = item.scalar
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            ctx.err(item, "gpus", f"expected GPU indexes (whole numbers >= 0), got {item.plain()!r}")
+            ctx.err(item, "gpus",
+                    f"expected GPU indexes (whole numbers >= 0), got {item.plain()!r}")
+            bad = True
         elif v in out:
             ctx.err(item, "gpus", f"GPU {v} is listed twice")
+            bad = True
         else:
             out.append(v)
-    return tuple(out)
+    return None if bad else tuple(out)
 
 
 def _deprecated(ctx: Ctx, node: YNode, key: str) -> object:
+    if node.mapping is not None or node.sequence is not None:
+        ctx.err(node, key, f"expected true, false or a message, got {node.kind}")
+        return None
     if node.scalar is True:
         return "model is marked deprecated"
     if node.scalar is False or node.scalar is None:

@@ -57,15 +57,25 @@ def probe_flags(info: EngineInfo, timeout: float = 120.0) -> dict[str, dict[str,
 
 def parse_argv(info: EngineInfo, args: list[str], timeout: float = 120.0) -> tuple[bool, str]:
     """Does the installed vLLM's own parser accept these server args? (ok, its error)"""
-    out = _run(info, ["--parse", *args], timeout)
-    return bool(out.get("ok")), str(out.get("error", ""))
+    return parse_many(info, [args], timeout)[0]
 
 
-def _run(info: EngineInfo, args: list[str], timeout: float) -> dict[str, object]:
+def parse_many(info: EngineInfo, argvs: list[list[str]],
+               timeout: float = 120.0) -> list[tuple[bool, str]]:
+    """Judge several argv lists in one engine-venv process (one torch import, not one each)."""
+    out = _run(info, ["--parse"], timeout, stdin=json.dumps(argvs))
+    results = out.get("results")
+    if not isinstance(results, list) or len(results) != len(argvs):
+        raise RuntimeError(f"parser probe in {info.venv} failed: {out.get('error', out)}")
+    return [(bool(r.get("ok")), str(r.get("error", ""))) for r in results]
+
+
+def _run(info: EngineInfo, args: list[str], timeout: float,
+         stdin: str | None = None) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSUP_")}
     env["VLLM_NO_USAGE_STATS"] = "1"
     proc = subprocess.run([str(info.python), str(PROBE), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False)
+                          timeout=timeout, env=env, check=False, input=stdin or "")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         # The unit is vllm-supervisor@MODEL: an unknown MODEL is a config problem, not usage.
         print(f"vllm-supervisor: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
-    for p in report.all_problems():
-        print(p, file=sys.stderr)
+    for problem in report.all_problems():
+        print(problem, file=sys.stderr)
     return exitcodes.OK if report.ok else exitcodes.CONFIG
 
 

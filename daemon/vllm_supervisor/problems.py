@@ -25,7 +25,8 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         tag = "" if self.severity == "error" else "warning: "
-        return f"{where}: {tag}{self.key}: {self.message}" if self.key else f"{where}: {tag}{self.message}"
+        key = f"{self.key}: " if self.key else ""
+        return f"{where}: {tag}{key}{self.message}"
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -75,9 +75,8 @@ def _convert(node: yaml.Node, file: str, ctor: yaml.SafeLoader, out: list[Proble
                 continue
             skey = str(key)
             if skey in mapping:
-                out.append(
-                    Problem(file, kline, skey, f"duplicate key (first set on line {key_lines[skey]})")
-                )
+                first = key_lines[skey]
+                out.append(Problem(file, kline, skey, f"duplicate key (first set on line {first})"))
                 continue
             mapping[skey] = _convert(vnode, file, ctor, out)
             key_lines[skey] = kline
