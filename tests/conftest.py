@@ -1,0 +1,49 @@
+"""Shared fixtures. The real-engine tier is not optional in CI: a missing engine there fails."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class EngineEnv:
+    venv: Path
+    model: Path
+
+
+def _missing(why: str) -> None:
+    if IN_CI:
+        pytest.fail(f"real-engine tier cannot run in CI: {why} (run scripts/test)")
+    pytest.skip(f"{why}; scripts/test sets up the engine venv and tiny model")
+
+
+@pytest.fixture(scope="session")
+def engine_env() -> EngineEnv:
+    venv = os.environ.get("VSUP_TEST_ENGINE_VENV")
+    model = os.environ.get("VSUP_TEST_MODEL")
+    if not venv or not model:
+        _missing("VSUP_TEST_ENGINE_VENV / VSUP_TEST_MODEL are not set")
+    assert venv and model
+    if not (Path(venv) / "bin" / "python").exists():
+        _missing(f"no engine venv at {venv}")
+    if not (Path(model) / "config.json").exists():
+        _missing(f"no tiny model at {model}")
+    return EngineEnv(Path(venv), Path(model))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped `engine` test is a failure: the real tier must have run."""
+    if not IN_CI:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    engine_skips = [r for r in skipped if "engine" in getattr(r, "keywords", {})]
+    if engine_skips:
+        print(f"\nCI: {len(engine_skips)} real-engine test(s) were skipped; that is a failure")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

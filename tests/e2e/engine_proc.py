@@ -1,0 +1,61 @@
+"""Start the real engine from the argv this project renders; wait until it serves."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_supervisor.render import Command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Engine:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def start(cmd: Command, port: int, log: Path) -> Engine:
+    out = log.open("wb")
+    # Own process group (setsid): the test can kill EngineCore and Workers with the server.
+    proc = subprocess.Popen(list(cmd.argv), env=cmd.child_env(os.environ), stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    out.close()
+    return Engine(proc, port, log)
+
+
+def wait_healthy(engine: Engine, timeout: float = 300.0) -> float:
+    """Seconds until GET /health answered 200. vLLM does not listen before it is ready."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if engine.proc.poll() is not None:
+            raise RuntimeError(f"engine exited {engine.proc.returncode} before serving:\n"
+                               + engine.log_tail())
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{engine.port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - t0
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"engine not healthy after {timeout:.0f} s:\n" + engine.log_tail())

