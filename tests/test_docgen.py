@@ -17,3 +17,12 @@ def test_configuration_md_is_fresh() -> None:
     assert DOC.read_text() == docgen.render(), (
         "docs/configuration.md is stale: python -m vllm_supervisor.docgen > "
         "docs/configuration.md")
+
+
+def test_every_supervision_key_is_documented() -> None:
+    from dataclasses import fields as dc_fields
+
+    from vllm_supervisor import supervision
+
+    keys = {f"{b}.{f.name}" for b, cls in supervision.BLOCKS.items() for f in dc_fields(cls)}
+    assert keys == set(docgen.SUPERVISION_DOCS)

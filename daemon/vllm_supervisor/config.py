@@ -16,6 +16,7 @@ from . import fields
 from .engine_options import OptionValue
 from .fields import Ctx
 from .problems import ConfigInvalid, Problem, did_you_mean
+from .supervision import Supervision
 from .yamlpos import YNode, load
 
 DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")
@@ -58,6 +59,7 @@ class ModelConfig:
     extra_args: tuple[str, ...]
     # "engine.max_model_len" -> (file, line): lets later checks point at the right line.
     where: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
+    supervision: Supervision = field(default_factory=Supervision)
 
     def locate(self, key: str) -> tuple[str, int]:
         return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

@@ -8,11 +8,13 @@ tests/test_docgen.py fails when the committed file differs from this output.
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 
-from . import engine_options, fields, flags
+from . import engine_options, flags, supervision
+from . import fields as model_fields
 from .versions import show
 
-# key -> (type, default, meaning). Every key in fields.MODEL_KEYS must be here (tested).
+# key -> (type, default, meaning). Every key in model_fields.MODEL_KEYS must be here (tested).
 MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
     "model": ("string", "required", "local model directory, or a Hugging Face repo id "
               "(`org/name`); `./` and `../` are relative to the file"),
@@ -37,12 +39,43 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
     "description": ("string", "`\"\"`", "free text for operators and routers"),
     "roles": ("list of strings", "`[]`", "free labels (chat, code, ...)"),
     "capabilities": ("list", "`[]`", "one or more of " + ", ".join(f"`{c}`" for c in
-                                                                    fields.CAPABILITIES)),
+                                                                    model_fields.CAPABILITIES)),
     "aliases": ("list of strings", "`[]`", "extra names for routers; unique across models"),
     "deprecated": ("bool or message", "`false`", "`vllmctl check` warns with the message"),
     "engine": ("map", "`{}`", "typed vLLM options, below; merged over `defaults.engine`"),
     "extra_args": ("list of strings", "`[]`", "raw vLLM flags for what has no typed key; "
                    "checked against the installed vLLM's flag list"),
+    "autostart": ("bool", "`true`", "start the engine with the service; `false`: READY at "
+                  "once with the engine inactive"),
+    "startup": ("map", "below", "load timeouts and readiness probes"),
+    "health": ("map", "below", "liveness checks once ready"),
+    "restart": ("map", "below", "backoff and restart budget"),
+    "stop": ("map", "below", "stop grace period"),
+}
+
+SUPERVISION_DOCS: dict[str, str] = {
+    "startup.stall_timeout": "no load progress in the engine's log for this long: kill, "
+                             "diagnose, restart",
+    "startup.start_timeout": "not ready this long after the spawn: kill, diagnose, restart",
+    "startup.poll_interval": "seconds between /health polls while loading (the engine's "
+                             "'server starting' log line triggers a probe at once)",
+    "startup.probe_generation": "a 1-token generation must succeed before READY",
+    "startup.probe_timeout": "timeout of each readiness probe",
+    "health.interval": "seconds between /health checks once ready",
+    "health.timeout": "timeout of one /health check",
+    "health.failures": "consecutive failed checks that mean the engine hangs",
+    "health.generation_interval": "also run a 1-token generation this often (0: off); for "
+                                  "engines whose /health stays 200 while hung",
+    "health.generation_timeout": "timeout of that generation",
+    "restart.backoff_initial": "first delay before a restart",
+    "restart.backoff_max": "cap of the exponential backoff",
+    "restart.backoff_factor": "growth of the delay per consecutive failure",
+    "restart.stable_after": "a run that lasted this long resets the backoff",
+    "restart.budget": "restarts allowed per window; when spent the model ends `failed` and "
+                      "the service exits 1",
+    "restart.window": "the budget's window in seconds",
+    "stop.grace": "SIGTERM -> SIGKILL of the engine's process group (5 s at most while "
+                  "loading: vLLM ignores SIGTERM then)",
 }
 
 
@@ -56,7 +89,7 @@ def render() -> str:
         "Files: `/etc/vllm-supervisor/models.yaml` (`--config-dir` or `$VSUP_CONFIG_DIR` "
         "overrides the folder) and, optionally, `models.d/*.yaml`, read in name order. "
         "`models.yaml` may hold `defaults:` (any key below except "
-        + ", ".join(f"`{k}`" for k in sorted(fields.PER_MODEL_ONLY))
+        + ", ".join(f"`{k}`" for k in sorted(model_fields.PER_MODEL_ONLY))
         + ") and `models:`; drop-ins hold `models:` only. A model name is its systemd "
         "instance name: lowercase letters, digits, `.`, `_`, `-`, at most 64 characters.",
         "",
@@ -67,7 +100,7 @@ def render() -> str:
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for key in fields.MODEL_KEYS:
+    for key in model_fields.MODEL_KEYS:
         typ, default, meaning = MODEL_KEY_DOCS[key]
         out.append(f"| `{key}` | {typ} | {default} | {meaning} |")
     out += ["", "## `engine:` options", "",
@@ -76,6 +109,14 @@ def render() -> str:
             "| key | flag | type | meaning |", "| --- | --- | --- | --- |"]
     for opt in engine_options.OPTIONS:
         out.append(f"| `{opt.name}` | `{opt.flag}` | {_type(opt)} | {opt.help}{_since(opt)} |")
+    out += ["", "## Supervision blocks", "",
+            "Set in `defaults:` or per model, key by key (a model's key wins).", "",
+            "| key | default | meaning |", "| --- | --- | --- |"]
+    for block, cls in supervision.BLOCKS.items():
+        for f in fields(cls):
+            key = f"{block}.{f.name}"
+            out.append(f"| `{key}` | `{_show(getattr(cls(), f.name))}` | "
+                       f"{SUPERVISION_DOCS[key]} |")
     out += ["", "## `extra_args:` refusals", "",
             "Flags the supervisor owns: " + ", ".join(f"`{f}`" for f in flags.OWNED_FLAGS) + ".",
             "Request-time parameters (set them per request): "
@@ -91,6 +132,12 @@ def render() -> str:
             + ", ".join(f"`{k}` (from {show(v[0])}: {v[1]})" for k, v in flags.GONE_ENV.items())
             + ".", ""]
     return "\n".join(out)
+
+
+def _show(v: object) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _type(opt: engine_options.EngineOption) -> str:

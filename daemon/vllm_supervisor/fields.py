@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import engine_options, flags
+from . import engine_options, flags, supervision
 from .engine_options import OptionValue
 from .problems import Problem, did_you_mean
 from .yamlpos import YNode
@@ -23,7 +23,8 @@ CAPABILITIES = ("chat", "completion", "vision", "audio", "tools", "structured_ou
                 "reasoning", "embedding", "rerank", "code", "long_context")
 MODEL_KEYS = ("model", "served_model_name", "host", "port", "venv", "gpus", "env", "offline",
               "api_key_file", "tool_support", "description", "roles", "capabilities",
-              "aliases", "deprecated", "engine", "extra_args")
+              "aliases", "deprecated", "engine", "extra_args", "autostart", "startup", "health",
+              "restart", "stop")
 PER_MODEL_ONLY = frozenset({"model", "served_model_name", "port", "aliases"})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[^\s/][^\s]*$")
@@ -95,6 +96,7 @@ def build_model(ctx: Ctx, name: str, line: int, body: YNode,
         aliases=_tuple(get("aliases", _names, ())),
         deprecated=deprecated if isinstance(deprecated, str) else None,
         engine=engine, extra_args=_tuple(extra), where=where,
+        supervision=_supervision(ctx, defaults, own),
     )
     if cfg.deprecated:
         f, ln = cfg.locate("deprecated")
@@ -157,6 +159,24 @@ def _engine(ctx: Ctx, dflt: YNode | None, own: YNode | None,
             out[key] = value
             where[f"engine.{key}"] = (vnode.file, kline)
     return out
+
+
+def _supervision(ctx: Ctx, defaults: dict[str, YNode],
+                 own: dict[str, YNode]) -> supervision.Supervision:
+    """Blocks merge key by key: defaults' block first, then the model's."""
+    sup = supervision.Supervision()
+    for layer in (defaults, own):
+        auto = layer.get("autostart")
+        if auto is not None:
+            v = _bool(ctx, auto, "autostart")
+            if isinstance(v, bool):
+                sup = replace(sup, autostart=v)
+        for name in supervision.BLOCKS:
+            node = layer.get(name)
+            if node is not None:
+                block = supervision.parse_block(ctx, name, node, getattr(sup, name))
+                sup = replace(sup, **{name: block})  # type: ignore[arg-type]
+    return sup
 
 
 def _env(ctx: Ctx, dflt: YNode | None, own: YNode | None) -> dict[str, str]:

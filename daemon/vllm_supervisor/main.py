@@ -1,4 +1,4 @@
-"""vllm-supervisor: the daemon's command line (systemd's ExecStart calls it)."""
+"""vllm-supervisor: the daemon's command line (systemd's ExecStart calls `run`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate one model's config (exit 78 when invalid)")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--config-dir", type=Path, default=None)
+    r = sub.add_parser("run", help="run and supervise MODEL's engine in the foreground")
+    r.add_argument("model", metavar="MODEL")
+    r.add_argument("--config-dir", type=Path, default=None)
+    r.add_argument("--state-dir", type=Path, default=None,
+                   help="where the last failure is written (default $STATE_DIRECTORY, "
+                        "else /var/lib/vllm-supervisor/MODEL)")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        from .daemon import run
+
+        return run(args.model, args.config_dir, args.state_dir)
     from .check import UnknownModel, default_config_dir, run_check
 
     config_dir = args.config_dir or default_config_dir()

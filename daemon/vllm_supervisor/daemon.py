@@ -1,0 +1,121 @@
+"""`vllm-supervisor run MODEL`: wire the real OS effects to the supervisor and run it on uvloop.
+
+Config errors exit 78 (EX_CONFIG) before anything starts, listing every problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from . import events as ev
+from . import logs, process
+from .check import UnknownModel, default_config_dir, run_check
+from .config import ModelConfig, load_registry
+from .engine import EngineInfo, detect
+from .exitcodes import CONFIG
+from .health import Prober, Target
+from .notify import Notifier
+from .problems import ConfigInvalid
+from .render import Command, read_key_file, render
+from .supervision import Supervision
+from .supervisor import Ports, Supervisor
+
+
+class Current:
+    """The model's config as of the last good load (SIGHUP may replace it)."""
+
+    def __init__(self, cfg: ModelConfig, info: EngineInfo) -> None:
+        self.cfg, self.info = cfg, info
+
+    def command(self) -> Command:
+        return render(self.cfg, self.info)  # reads the key file at every start: rotation works
+
+    def target(self) -> Target:
+        key = read_key_file(self.cfg.api_key_file) if self.cfg.api_key_file else None
+        return Target(self.cfg.host, self.cfg.port, self.cfg.served_model_names, key)
+
+
+def validate(model: str, config_dir: Path) -> tuple[ModelConfig, EngineInfo] | str:
+    """The model's config and engine, or every problem as text."""
+    try:
+        report = run_check(config_dir, [model], probe=False)
+    except UnknownModel as exc:
+        return str(exc)
+    if not report.ok:
+        return "\n".join(str(p) for p in report.all_problems() if p.severity == "error")
+    mr = report.models[0]
+    assert mr.engine is not None
+    return mr.cfg, mr.engine
+
+
+def run(model: str, config_dir: Path | None, state_dir: Path | None) -> int:
+    config_dir = config_dir or default_config_dir()
+    got = validate(model, config_dir)
+    if isinstance(got, str):
+        print(got, file=sys.stderr)
+        print(f"vllm-supervisor: config invalid for {model}; nothing started", file=sys.stderr)
+        return CONFIG
+    cur = Current(*got)
+    state = state_dir or Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+                              or f"/var/lib/vllm-supervisor/{model}")
+    logs.setup()
+    return uvloop.run(_main(model, config_dir, cur, state))
+
+
+async def _main(model: str, config_dir: Path, cur: Current, state: Path) -> int:
+    log = logs.get()
+    notifier = Notifier()
+    async with aiohttp.ClientSession() as session:
+        prober = Prober(cur.target(), session)
+
+        def reload() -> tuple[Command, Supervision] | str:
+            try:
+                cfg = load_registry(config_dir).models.get(model)
+            except ConfigInvalid as exc:
+                return str(exc)
+            if cfg is None:
+                return f"model {model} is no longer in {config_dir}"
+            got = validate(model, config_dir)
+            if isinstance(got, str):
+                return got
+            cur.cfg, cur.info = got[0], detect(got[0].venv)
+            prober.t = cur.target()
+            return cur.command(), cur.cfg.supervision
+
+        async def spawn(cmd: Command, on_line: Any) -> process.Engine:
+            return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_line)
+
+        ports = Ports(spawn=spawn, prober=prober, notifier=notifier, command=cur.command,
+                      on_line=logs.EngineLineWriter(model), log=log,
+                      save_failure=lambda rec: _save(state, rec, log), reload=reload)
+        sup = Supervisor(model, cur.cfg.supervision, ports,
+                         endpoint=f"{cur.cfg.host}:{cur.cfg.port}")
+        loop = asyncio.get_running_loop()
+        # Signal handlers only post events (the supervisor decides).
+        loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))
+        loop.add_signal_handler(signal.SIGINT, sup.post, ev.Shutdown("SIGINT"))
+        loop.add_signal_handler(signal.SIGHUP, sup.post, ev.Reload("SIGHUP"))
+        log.info("starting", model=model, engine=cur.info.label, endpoint=sup.endpoint,
+                 pid=os.getpid())
+        code = await sup.run()
+        log.info("exiting", model=model, code=code, state=sup.snap.state.value)
+        return code
+
+
+def _save(state: Path, record: dict[str, Any], log: Any) -> None:
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        tmp = state / ".last-failure.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(state / "last-failure.json")
+    except OSError as exc:
+        log.error("cannot write the last failure", path=str(state), error=str(exc))

@@ -1,0 +1,73 @@
+"""Logging for journald: one event per line on stdout, sd-daemon(3) `<N>` priority prefixes.
+
+Supervisor events go through structlog as `<N>event key=value ...`; tracebacks are plain
+text without local variables (structlog's dict tracebacks default to show_locals=True, which
+would put API keys in the journal: notes/systemd-on-these-machines.md). Engine lines are
+re-emitted as `<N>[model] line`, the priority mapped from vLLM's level.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+# sd-daemon(3): <3> err, <4> warning, <6> info, <7> debug.
+PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+_VLLM_LEVEL = re.compile(r"^(?:\(\w+ pid=\d+\) )?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+_UVICORN = re.compile(r"^(INFO|WARNING|ERROR|CRITICAL):\s")
+_ERRORISH = re.compile(r"^Traceback \(most recent call last\)|^[\w.]+(?:Error|Exception)\b")
+
+
+def engine_priority(line: str) -> int:
+    m = _VLLM_LEVEL.match(line) or _UVICORN.match(line)
+    if m:
+        return PRIORITY[m.group(1).lower()]
+    return 3 if _ERRORISH.match(line) else 6
+
+
+class EngineLineWriter:
+    """Writes engine lines to stdout for journald. Cheap: called for every line."""
+
+    def __init__(self, model: str, out: TextIO | None = None) -> None:
+        self.prefix = f"[{model}] "
+        self.out = out or sys.stdout
+
+    def __call__(self, line: str) -> None:
+        self.out.write(f"<{engine_priority(line)}>{self.prefix}{line}\n")
+
+
+def _render(_logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+    level = event.pop("level", method)
+    msg = str(event.pop("event", ""))
+    exc = event.pop("exception", None)
+    parts = [f"<{PRIORITY.get(level, 6)}>{msg}"]
+    for k, v in event.items():
+        text = str(v)
+        parts.append(f"{k}={text!r}" if (" " in text or not text) else f"{k}={text}")
+    line = " ".join(parts)
+    if exc:
+        # One journal entry per line would split the traceback; indent it under the event.
+        line += "\n" + "\n".join(f"<{PRIORITY.get(level, 6)}>  {ln}"
+                                 for ln in str(exc).splitlines())
+    return line
+
+
+def setup(out: TextIO | None = None) -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,  # traceback.format_exception: no locals
+            _render,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(out or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get() -> Any:
+    return structlog.get_logger()

@@ -1,0 +1,47 @@
+"""Restart policy: exponential backoff with a cap, reset after a stable period, and a budget
+of restarts per window. Pure: the caller passes the clock."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    backoff_initial: float = 2.0
+    backoff_max: float = 60.0
+    backoff_factor: float = 2.0
+    stable_after: float = 300.0  # a run this long resets the backoff
+    budget: int = 5  # restarts allowed ...
+    window: float = 600.0  # ... per this many seconds
+
+
+@dataclass
+class RestartTracker:
+    policy: RestartPolicy
+    attempts: int = 0  # consecutive failures since the last stable run
+    history: deque[float] = field(default_factory=deque)
+
+    def next_delay(self, now: float, ran_for: float) -> float | None:
+        """Seconds to wait before the next start, or None when the budget is spent."""
+        if ran_for >= self.policy.stable_after:
+            self.attempts = 0
+        while self.history and now - self.history[0] > self.policy.window:
+            self.history.popleft()
+        if len(self.history) >= self.policy.budget:
+            return None
+        self.history.append(now)
+        delay = min(self.policy.backoff_max,
+                    self.policy.backoff_initial * self.policy.backoff_factor ** self.attempts)
+        self.attempts += 1
+        return delay
+
+    @property
+    def used(self) -> int:
+        return len(self.history)
+
+    def reset(self) -> None:
+        """An operator's activate starts a fresh budget."""
+        self.attempts = 0
+        self.history.clear()

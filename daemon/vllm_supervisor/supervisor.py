@@ -1,0 +1,407 @@
+"""The supervisor: owns one model's lifecycle state and is the only thing that changes it.
+
+Events arrive on one queue (events.py); OS effects come in through `Ports`, so tests drive
+the whole state machine with fakes and no fork. Decisions cite the vLLM behaviour they guard
+against (notes/vllm-behaviour.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import events as ev
+from . import states
+from .diagnose import Finding, diagnose, is_fatal_while_serving
+from .notify import Notifier
+from .process import Exit
+from .progress import READY_HINTS, Progress
+from .render import Command
+from .states import State
+from .supervision import Supervision
+
+RING = 2000  # engine lines kept for `logs` and diagnosis
+EXIT_OK, EXIT_ENGINE_FAILED, EXIT_CONFIG = 0, 1, 78
+
+
+class EngineHandle(Protocol):
+    pid: int
+
+    async def wait(self) -> Exit: ...
+    async def stop(self, grace: float) -> tuple[bool, list[int]]: ...
+    async def kill(self) -> list[int]: ...
+
+
+class ProberLike(Protocol):
+    async def health(self, timeout: float) -> int | str: ...
+    async def models(self, timeout: float) -> str | None: ...
+    async def one_token(self, timeout: float) -> str | None: ...
+
+
+@dataclass
+class Ports:
+    spawn: Callable[[Command, Callable[[str], None]], Coroutine[Any, Any, EngineHandle]]
+    prober: ProberLike
+    notifier: Notifier
+    command: Callable[[], Command]  # renders the current config
+    on_line: Callable[[str], None] = lambda line: None  # journal writer
+    log: Any = None  # structlog logger
+    clock: Callable[[], float] = time.monotonic
+    save_failure: Callable[[dict[str, Any]], None] = lambda record: None
+    reload: Callable[[], tuple[Command, Supervision] | str] | None = None
+
+
+@dataclass
+class Snapshot:
+    state: State = State.INACTIVE
+    since: float = 0.0
+    reason: str = ""
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
+
+
+class Supervisor:
+    def __init__(self, name: str, settings: Supervision, ports: Ports,
+                 endpoint: str = "") -> None:
+        from .policy import RestartTracker
+
+        self.name = name
+        self.endpoint = endpoint
+        self.s = settings
+        self.p = ports
+        self.queue: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self.snap = Snapshot(since=ports.clock())
+        self.tracker = RestartTracker(settings.restart)
+        self.ring: deque[str] = deque(maxlen=RING)
+        self.gen = 0
+        self.engine: EngineHandle | None = None
+        self.progress = Progress()
+        self.spawned_at = 0.0
+        self.ready_at: float | None = None
+        self.failure: Finding | None = None
+        self.last_exit: str = ""
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self.want_active = False
+        self.shutting_down = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._kick = asyncio.Event()
+        self._fatal_seen = -1
+        self._ring_mark = 0  # ring index where this generation's lines start
+        self._lines = 0
+
+    # ---- the loop -------------------------------------------------------------------------
+    def post(self, event: ev.Event) -> None:
+        self.queue.put_nowait(event)
+
+    async def run(self) -> int:
+        watchdog = asyncio.ensure_future(self._watchdog())
+        if self.s.autostart:
+            self.post(ev.Activate("autostart"))
+        else:
+            self.p.notifier.ready(f"inactive (autostart off): {self.name}")
+        try:
+            while self.exit_code is None:
+                await self._handle(await self.queue.get())
+        finally:
+            watchdog.cancel()
+            self._cancel_tasks()
+        return self.exit_code
+
+    async def _handle(self, e: ev.Event) -> None:
+        cur = self.gen
+        if isinstance(e, ev.Activate):
+            await self._activate(e.reason)
+        elif isinstance(e, ev.Deactivate):
+            self.want_active = False
+            await self._stop(e.reason)
+        elif isinstance(e, ev.Shutdown):
+            self.shutting_down, self.want_active = True, False
+            self.p.notifier.stopping(f"stopping ({e.reason})")
+            if not await self._stop(e.reason):
+                self.exit_code = EXIT_OK
+        elif isinstance(e, ev.Reload):
+            await self._reload()
+        elif getattr(e, "gen", cur) != cur:
+            return  # from an engine generation that is already gone
+        elif isinstance(e, ev.Stopped):
+            await self._stopped(e)
+        elif isinstance(e, ev.Exited) and self.snap.state.engine_expected:
+            # vLLM exits 0 after its engine dies (upstream 48966): any exit we did not ask
+            # for is a failure, whatever the code.
+            self.last_exit = e.exit.describe()
+            await self._fail(f"engine {e.exit.describe()} unexpectedly")
+        elif isinstance(e, ev.PortUp) and self.snap.state is State.STARTING:
+            self._set(State.PROBING, "HTTP server answers /health")
+            self._spawn_task(self._probe(cur))
+        elif isinstance(e, ev.ProbesDone) and self.snap.state is State.PROBING:
+            if e.error is None:
+                self._ready()
+            else:
+                await self._fail(f"readiness probe failed: {e.error}")
+        elif isinstance(e, ev.EngineDead | ev.StartTimeout) and self.snap.state.engine_expected:
+            await self._fail(e.why)
+        elif isinstance(e, ev.BackoffDone) and self.snap.state is State.RESTARTING:
+            await self._start("backoff elapsed")
+
+    # ---- transitions ----------------------------------------------------------------------
+    def _set(self, new: State, reason: str) -> None:
+        old = self.snap.state
+        states.check(old, new)
+        now = self.p.clock()
+        self.snap.state, self.snap.since, self.snap.reason = new, now, reason
+        self.snap.history.append({"state": new.value, "from": old.value, "reason": reason,
+                                  "at": time.time()})
+        if self.p.log is not None:
+            self.p.log.info("state", model=self.name, state=new.value, previous=old.value,
+                            reason=reason)
+        self.p.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        st, now = self.snap.state, self.p.clock()
+        if st is State.STARTING:
+            return f"{self.progress.phase} ({now - self.spawned_at:.0f} s)"
+        if st is State.PROBING:
+            return "probing: served names and a 1-token generation"
+        if st is State.READY:
+            return f"ready on {self.endpoint}" if self.endpoint else "ready"
+        if st is State.RESTARTING:
+            return (f"restarting after {self.snap.reason} "
+                    f"({self.tracker.used}/{self.s.restart.budget})")
+        if st is State.FAILED and self.failure is not None:
+            return f"failed: {self.failure.cause.title}: {self.failure.fix}"
+        return f"{st.value}: {self.snap.reason}"
+
+    async def _activate(self, reason: str) -> None:
+        self.want_active = True
+        st = self.snap.state
+        if st in (State.INACTIVE, State.FAILED):
+            if st is State.FAILED:
+                self.tracker.reset()  # an operator's activate starts a fresh budget
+            await self._start(reason)
+        # STOPPING: _stopped() starts again because want_active is set; others: idempotent.
+
+    async def _start(self, reason: str) -> None:
+        self.gen += 1
+        gen = self.gen
+        self.progress = Progress()
+        self.ready_at, self.failure, self._fatal_seen = None, None, -1
+        self._ring_mark = self._lines
+        self.spawned_at = self.p.clock()
+        self._set(State.STARTING, reason)
+        try:
+            self.engine = await self.p.spawn(self.p.command(), self._on_line)
+        except OSError as exc:
+            self.engine = None
+            await self._fail(f"cannot start the engine: {exc}")
+            return
+        engine = self.engine
+        self._spawn_task(self._watch(gen, engine))
+        self._spawn_task(self._readiness(gen))
+        self._spawn_task(self._start_timer(gen))
+
+    def _ready(self) -> None:
+        self.ready_at = self.p.clock()
+        self._set(State.READY, "probes passed")
+        self.p.notifier.ready(self.status_line())
+        self._spawn_task(self._liveness(self.gen))
+
+    async def _fail(self, reason: str) -> None:
+        self._cancel_tasks()
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            left = await engine.kill()
+            self._log_group(left, "after failure")
+        lines = list(self.ring)[max(0, len(self.ring) - (self._lines - self._ring_mark)):]
+        self.failure = diagnose(lines)
+        never_ready = self.ready_at is None
+        now = self.p.clock()
+        ran = now - self.ready_at if self.ready_at is not None else 0.0
+        permanent = never_ready and self.failure is not None and not self.failure.cause.retry
+        delay = None if permanent else self.tracker.next_delay(now, ran)
+        record = {"model": self.name, "reason": reason, "at": time.time(),
+                  "diagnosis": self.failure.as_dict() if self.failure else None,
+                  "log_tail": lines[-50:], "restarts": self.restarts}
+        if self.p.log is not None:
+            self.p.log.error("engine failure", model=self.name, reason=reason,
+                             cause=self.failure.cause.id if self.failure else "unknown",
+                             fix=self.failure.fix if self.failure else "")
+        if delay is None:
+            self._set(State.FAILED, reason)
+            self.p.save_failure(record)
+            why = "restarting cannot fix this" if permanent else "restart budget spent"
+            self.p.notifier.errno(1, f"{self.status_line()} ({why})")
+            self.exit_code = EXIT_CONFIG if permanent else EXIT_ENGINE_FAILED
+            return
+        self.restarts += 1
+        self._set(State.RESTARTING, f"{reason}; next start in {delay:g} s")
+        gen = self.gen
+        self._spawn_task(self._backoff(gen, delay))
+
+    async def _stop(self, reason: str) -> bool:
+        """Begin stopping; True when an engine is being stopped (Stopped will follow)."""
+        st = self.snap.state
+        if st in (State.INACTIVE, State.STOPPING):
+            return st is State.STOPPING
+        self._cancel_tasks()
+        loading = st is State.STARTING
+        self._set(State.STOPPING, reason)
+        engine, self.engine = self.engine, None
+        if engine is None:
+            self.post(ev.Stopped(self.gen, False, ()))
+            return True
+        gen, grace = self.gen, self.s.stop.grace
+        if loading:
+            # vLLM swallows SIGTERM while it loads (3 of 3 runs on 0.32): waiting the full
+            # drain grace would only delay the SIGKILL that has to come anyway.
+            grace = min(grace, 5.0)
+        self._spawn_task(self._stop_task(gen, engine, grace))
+        return True
+
+    async def _stopped(self, e: ev.Stopped) -> None:
+        self._log_group(list(e.left), "after stop" + (" (SIGKILL needed)" if e.escalated
+                                                        else ""))
+        if self.shutting_down:
+            self._set(State.INACTIVE, "shut down")
+            self.exit_code = EXIT_OK
+        elif self.want_active:
+            await self._start("restart")
+        else:
+            self._set(State.INACTIVE, "stopped")
+
+    async def _reload(self) -> None:
+        if self.p.reload is None:
+            return
+        before = self.p.command()
+        got = self.p.reload()
+        if isinstance(got, str):
+            if self.p.log is not None:
+                self.p.log.error("reload refused: config invalid; keeping the running one",
+                                 model=self.name, problems=got)
+            return
+        command, settings = got
+        self.s = settings
+        self.tracker.policy = settings.restart
+        if (command.argv, command.env_add) == (before.argv, before.env_add):
+            if self.p.log is not None:
+                self.p.log.info("reload: engine command unchanged", model=self.name)
+            return
+        if self.snap.state.engine_expected:
+            self.p.notifier.reloading()
+            self.want_active = True
+            await self._stop("config changed (reload)")
+
+    # ---- tasks ----------------------------------------------------------------------------
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_tasks(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        self._tasks.clear()
+
+    def _on_line(self, line: str) -> None:
+        self.ring.append(line)
+        self._lines += 1
+        self.p.on_line(line)
+        phase = self.progress.feed(line)
+        if phase is not None:
+            if phase in READY_HINTS:
+                self._kick.set()
+            if self.snap.state is State.STARTING:
+                self.p.notifier.status(self.status_line())
+        if self._fatal_seen != self.gen and is_fatal_while_serving(line):
+            # Act at once: vLLM's own watchdog exits the server only ~5 s later.
+            self._fatal_seen = self.gen
+            self.post(ev.EngineDead(self.gen, f"engine log: {line.strip()[:200]}"))
+
+    async def _watch(self, gen: int, engine: EngineHandle) -> None:
+        self.post(ev.Exited(gen, await engine.wait()))
+
+    async def _readiness(self, gen: int) -> None:
+        while await self.p.prober.health(timeout=2.0) != 200:
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.s.startup.poll_interval)
+        self.post(ev.PortUp(gen))
+
+    async def _probe(self, gen: int) -> None:
+        t = self.s.startup.probe_timeout
+        err = await self.p.prober.models(t)
+        if err is None and self.s.startup.probe_generation:
+            err = await self.p.prober.one_token(t)
+        self.post(ev.ProbesDone(gen, err))
+
+    async def _start_timer(self, gen: int) -> None:
+        st, tick = self.s.startup, 5.0
+        seen, last_change = self.progress.changes, self.p.clock()
+        while True:
+            await asyncio.sleep(tick)
+            if self.snap.state not in (State.STARTING, State.PROBING) or self.gen != gen:
+                return  # startup is over: READY (or failed) ends this timer
+            now = self.p.clock()
+            if self.progress.changes != seen:
+                seen, last_change = self.progress.changes, now
+            if now - self.spawned_at > st.start_timeout:
+                self.post(ev.StartTimeout(gen, f"not ready after {st.start_timeout:g} s "
+                                               "(startup.start_timeout)"))
+                return
+            if now - last_change > st.stall_timeout:
+                self.post(ev.StartTimeout(gen, f"no load progress for {st.stall_timeout:g} s "
+                                               f"in phase '{self.progress.phase}' "
+                                               "(startup.stall_timeout)"))
+                return
+            # systemd(1) would kill a start job that outlives TimeoutStartSec: extend it while
+            # the load makes progress and the engine lives.
+            self.p.notifier.extend_timeout(3 * tick + 5)
+            self.p.notifier.status(self.status_line())
+
+    async def _liveness(self, gen: int) -> None:
+        h, fails, last_gen = self.s.health, 0, self.p.clock()
+        while True:
+            await asyncio.sleep(h.interval)
+            got = await self.p.prober.health(h.timeout)
+            if got == 503:
+                self.post(ev.EngineDead(gen, "/health answered 503 (EngineDeadError)"))
+                return
+            fails = 0 if got == 200 else fails + 1
+            if fails >= h.failures:
+                self.post(ev.EngineDead(gen, f"engine hung: {fails} health checks in a row "
+                                             f"failed ({got})"))
+                return
+            if h.generation_interval and self.p.clock() - last_gen >= h.generation_interval:
+                last_gen = self.p.clock()
+                err = await self.p.prober.one_token(h.generation_timeout)
+                if err is not None:
+                    self.post(ev.EngineDead(gen, f"generation probe failed: {err}"))
+                    return
+
+    async def _backoff(self, gen: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.post(ev.BackoffDone(gen))
+
+    async def _stop_task(self, gen: int, engine: EngineHandle, grace: float) -> None:
+        escalated, left = await engine.stop(grace)
+        self.post(ev.Stopped(gen, escalated, tuple(left)))
+
+    async def _watchdog(self) -> None:
+        usec = self.p.notifier.watchdog_usec
+        if not usec:
+            return
+        while True:  # sd_watchdog_enabled(3): ping at half the interval, from the event loop
+            self.p.notifier.watchdog()
+            await asyncio.sleep(usec / 2_000_000)
+
+    def _log_group(self, left: list[int], when: str) -> None:
+        if self.p.log is None:
+            return
+        if left:
+            self.p.log.error("engine processes left", model=self.name, when=when, pids=left)
+        else:
+            self.p.log.info("engine process group gone", model=self.name, when=when)
