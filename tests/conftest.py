@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,16 @@ def engine_env() -> EngineEnv:
     if not (Path(model) / "config.json").exists():
         _missing(f"no tiny model at {model}")
     return EngineEnv(Path(venv), Path(model))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run `async def` tests on a fresh event loop (no pytest-asyncio needed), bounded."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    args = {k: pyfuncitem.funcargs[k] for k in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**args), timeout=120))
+    return True
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -63,11 +63,17 @@ class Engine:
         self.lines = 0
 
     async def wait(self) -> Exit:
+        """Returns when the warden (so the API server) exits: at once, not when the pipe
+        closes, since an orphaned EngineCore can hold the pipe open for a long time."""
         rc = await self.proc.wait()
-        # Let the pump drain what the engine wrote before it died: the fatal lines are last.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._pump), timeout=2.0)
         return Exit(rc, None) if rc >= 0 else Exit(None, -rc)
+
+    async def _drain(self) -> None:
+        """After the group is dead the pipe closes: read what is left (the fatal lines are
+        last), bounded in case something outside the group still holds the pipe."""
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._pump), timeout=2.0)
+        self._pump.cancel()
 
     def signal_group(self, sig: int) -> bool:
         try:
@@ -90,14 +96,15 @@ class Engine:
         self.signal_group(signal.SIGKILL)
         await self.proc.wait()
         left = await reap_check(self.pgid)
-        self._pump.cancel()
+        await self._drain()
         return escalated, left
 
     async def kill(self) -> list[int]:
         self.signal_group(signal.SIGKILL)
         await self.proc.wait()
-        self._pump.cancel()
-        return await reap_check(self.pgid)
+        left = await reap_check(self.pgid)
+        await self._drain()
+        return left
 
 
 async def reap_check(pgid: int, timeout: float = 5.0) -> list[int]:

@@ -79,6 +79,7 @@ class Supervisor:
         self.ring: deque[str] = deque(maxlen=RING)
         self.gen = 0
         self.engine: EngineHandle | None = None
+        self.running: Command | None = None  # what the current engine was started with
         self.progress = Progress()
         self.spawned_at = 0.0
         self.ready_at: float | None = None
@@ -194,7 +195,8 @@ class Supervisor:
         self.spawned_at = self.p.clock()
         self._set(State.STARTING, reason)
         try:
-            self.engine = await self.p.spawn(self.p.command(), self._on_line)
+            self.running = self.p.command()
+            self.engine = await self.p.spawn(self.running, self._on_line)
         except OSError as exc:
             self.engine = None
             await self._fail(f"cannot start the engine: {exc}")
@@ -276,7 +278,6 @@ class Supervisor:
     async def _reload(self) -> None:
         if self.p.reload is None:
             return
-        before = self.p.command()
         got = self.p.reload()
         if isinstance(got, str):
             if self.p.log is not None:
@@ -286,7 +287,8 @@ class Supervisor:
         command, settings = got
         self.s = settings
         self.tracker.policy = settings.restart
-        if (command.argv, command.env_add) == (before.argv, before.env_add):
+        before = self.running
+        if before is None or (command.argv, command.env_add) == (before.argv, before.env_add):
             if self.p.log is not None:
                 self.p.log.info("reload: engine command unchanged", model=self.name)
             return
@@ -339,7 +341,8 @@ class Supervisor:
         self.post(ev.ProbesDone(gen, err))
 
     async def _start_timer(self, gen: int) -> None:
-        st, tick = self.s.startup, 5.0
+        st = self.s.startup
+        tick = min(5.0, st.stall_timeout / 4, st.start_timeout / 4)
         seen, last_change = self.progress.changes, self.p.clock()
         while True:
             await asyncio.sleep(tick)
@@ -372,7 +375,8 @@ class Supervisor:
                 return
             fails = 0 if got == 200 else fails + 1
             if fails >= h.failures:
-                self.post(ev.EngineDead(gen, f"engine hung: {fails} health checks in a row "
+                what = ("engine stopped listening" if got == "refused" else "engine hung")
+                self.post(ev.EngineDead(gen, f"{what}: {fails} health checks in a row "
                                              f"failed ({got})"))
                 return
             if h.generation_interval and self.p.clock() - last_gen >= h.generation_interval:

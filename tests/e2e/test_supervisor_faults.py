@@ -1,0 +1,152 @@
+"""The real supervisor process against the fake engine: faults on demand."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.engine_proc import free_port
+from tests.e2e.supervisor_proc import SupervisorProc, wait_gone
+from tests.helpers import fake_venv, write_config
+
+FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+
+
+@pytest.fixture
+def run_fake(tmp_path: Path) -> Iterator[object]:
+    procs: list[SupervisorProc] = []
+
+    def start(mode: str, extra: str = "", stdout_to_file: bool = True,
+              startup: str = "") -> SupervisorProc:
+        venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
+        script = venv / "bin" / "vllm"
+        # `vllm serve MODEL ...` -> the fake engine with the same arguments.
+        script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\"\n")
+        script.chmod(0o755)
+        cfg = write_config(tmp_path, f"""
+        models:
+          m:
+            model: org/m
+            port: {free_port()}
+            venv: {venv}
+            env: {{FAKE_MODE: "{mode}"}}
+            startup: {{poll_interval: 0.1{startup}}}
+            health: {{interval: 0.2, timeout: 0.5, failures: 2}}
+            restart: {{backoff_initial: 0.1, budget: 2}}
+        {extra}
+        """)
+        p = SupervisorProc("m", cfg, tmp_path, stdout_to_file=stdout_to_file)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        left = p.cleanup()
+        assert left == [], f"processes left behind: {left}"
+
+
+def test_ready_only_once_the_engine_serves(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=1.5")  # type: ignore[operator]
+    sup.wait_for("READY")
+    ready = sup.notify.first("READY")
+    assert ready is not None and ready - sup.started >= 1.5
+    statuses = [m["STATUS"] for _, m in sup.notify.messages if "STATUS" in m]
+    assert any(s.startswith("loading weights") or s.startswith("weights loaded")
+               for s in statuses), statuses
+    assert statuses[-1].startswith("ready on 127.0.0.1:")
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
+    assert sup.members() == []
+    assert sup.notify.count("STOPPING") == 1
+
+
+def test_unexpected_exit_0_is_restarted(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=0.2,exit0_after=0.5")  # type: ignore[operator]
+    sup.wait_for("READY", 2)
+    assert "engine exited with code 0 unexpectedly" in sup.text()
+
+
+def test_health_503_is_restarted(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=0.2,health503_after=0.5")  # type: ignore[operator]
+    sup.wait_for("READY", 2)
+    assert "/health answered 503" in sup.text()
+
+
+def test_hung_engine_is_killed_and_restarted(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=0.2")  # type: ignore[operator]
+    sup.wait_for("READY")
+    (group,) = sup.engine_groups
+    import os
+    os.killpg(group, signal.SIGSTOP)  # a hang: the process lives, nothing answers
+    sup.wait_for("READY", 2, timeout=30)
+    assert "engine hung: 2 health checks in a row failed" in sup.text()
+    wait_gone({group}, timeout=5)  # the stopped group was SIGKILLed, not left frozen
+
+
+def test_crash_during_load_spends_the_budget_then_fails(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=0.1,crash_load=3")  # type: ignore[operator]
+    assert sup.wait(timeout=60) == 1
+    assert sup.text().count("state=starting") == 3  # first start + budget of 2
+    rec = json.loads((sup.state_dir / "last-failure.json").read_text())
+    assert rec["diagnosis"]["id"] == "engine-start-failed"
+    assert rec["reason"] == "engine exited with code 3 unexpectedly"
+    assert sup.notify.count("ERRNO") == 1
+    assert sup.members() == []
+
+
+def test_sigterm_ignored_is_escalated_to_sigkill(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=0.2,ignore_term",  # type: ignore[operator]
+                                   extra="    stop: {grace: 1}")
+    sup.wait_for("READY")
+    t0 = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
+    assert time.monotonic() - t0 < 5
+    assert "SIGKILL needed" in sup.text()
+    assert sup.members() == []
+
+
+def test_stall_without_progress_is_killed(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake(  # type: ignore[operator]
+        "load=600,no_progress", startup=", stall_timeout: 1")
+    assert sup.wait(timeout=60) == 1
+    assert "no load progress for 1 s in phase 'spawned'" in sup.text()
+    assert sup.members() == []
+
+
+def test_killing_the_supervisor_takes_the_engine_group_down(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("load=0.2,ignore_term")  # type: ignore[operator]
+    sup.wait_for("READY")
+    groups = set(sup.engine_groups)
+    assert sup.members()
+    sup.signal(signal.SIGKILL)
+    gone = wait_gone(groups, timeout=2.0)
+    print(f"engine group gone {gone:.3f} s after kill -9 of the supervisor")
+
+
+def test_log_flood_keeps_the_supervisor_bounded(run_fake: object) -> None:
+    sup: SupervisorProc = run_fake("flood=1000000,load=0.1",  # type: ignore[operator]
+                                   stdout_to_file=False)
+    sup.wait_for("READY", timeout=120)
+    rss_kib = int(next(line.split()[1] for line in
+                       Path(f"/proc/{sup.proc.pid}/status").read_text().splitlines()
+                       if line.startswith("VmHWM:")))
+    # 1,000,000 lines of ~110 bytes went through; the ring keeps 2000 of them.
+    assert rss_kib < 150 * 1024, f"supervisor peak RSS {rss_kib} KiB"
+
+
+def test_config_error_exits_78_before_anything_starts(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "models:\n  m: {model: org/m, port: 99999}\n")
+    sup = SupervisorProc("m", cfg, tmp_path)
+    try:
+        assert sup.wait() == 78
+        assert "models.m.port: expected a TCP port 1-65535, got 99999" in sup.text()
+        assert not sup.engine_groups and sup.notify.count("READY") == 0
+    finally:
+        assert sup.cleanup() == []

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""A fake vLLM server for faults the real one can't produce on demand.
+
+Speaks the HTTP surface the supervisor uses (/health, /v1/models, /v1/completions), prints
+vLLM-like log lines, and forks a child named like EngineCore so group kills are exercised.
+Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
+  load=S            seconds of "loading" before listening (vLLM listens only when ready)
+  crash_load=CODE   exit with CODE during load, after a fatal log line
+  exit0_after=S     serve S seconds, then exit 0 (as vLLM does after its engine dies)
+  health503_after=S serve S seconds, then answer /health 503
+  ignore_term       ignore SIGTERM (as vLLM does while loading)
+  flood=N           print N log lines at start, as fast as possible
+  no_progress       print nothing while loading
+Accepts vLLM's flags it needs (--port, --host, --served-model-name) and ignores the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def opts() -> dict[str, str]:
+    out = {}
+    for part in filter(None, os.environ.get("FAKE_MODE", "").split(",")):
+        k, _, v = part.partition("=")
+        out[k] = v
+    return out
+
+
+def arg(name: str, default: str) -> str:
+    a = sys.argv
+    return a[a.index(name) + 1] if name in a else default
+
+
+def names() -> list[str]:
+    a = sys.argv
+    if "--served-model-name" not in a:
+        return ["fake"]
+    out = []
+    for x in a[a.index("--served-model-name") + 1:]:
+        if x.startswith("--"):
+            break
+        out.append(x)
+    return out
+
+
+def log(msg: str, level: str = "INFO") -> None:
+    print(f"(APIServer pid={os.getpid()}) {level} 11-22 00:00:00 [fake.py:1] {msg}", flush=True)
+
+
+def main() -> None:
+    o = opts()
+    state = {"health": 200}
+    if "ignore_term" in o:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if os.fork() == 0:  # the stand-in for VLLM::EngineCore, in our process group
+        try:
+            with open("/proc/self/comm", "w") as f:
+                f.write("FAKE::EngineCore")
+        except OSError:
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        while True:
+            time.sleep(1)
+    if "flood" in o:
+        line = f"(EngineCore pid={os.getpid()}) INFO 11-22 00:00:00 [flood.py:1] " + "x" * 60
+        out = sys.stdout
+        for _ in range(int(o["flood"])):
+            out.write(line + "\n")
+        out.flush()
+        log("flood done")
+    quiet = "no_progress" in o
+    if not quiet:
+        log("vLLM server version 0.32.0-fake, serving model fake")
+        log("Starting to load model fake...")
+    load = float(o.get("load", "0.2"))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < load:
+        time.sleep(min(0.2, load))
+        if not quiet:
+            log("Loading weights took 0.10 seconds")
+    if "crash_load" in o:
+        log("EngineCore failed to start.", "ERROR")
+        sys.exit(int(o["crash_load"]))
+
+    served = names()
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def reply(self, code: int, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self.reply(state["health"], {})
+            elif self.path == "/v1/models":
+                self.reply(200, {"data": [{"id": n} for n in served]})
+            else:
+                self.reply(404, {})
+
+        def do_POST(self) -> None:
+            n = int(self.headers.get("Content-Length", "0"))
+            self.rfile.read(n)
+            self.reply(200, {"choices": [{"text": "x"}]})
+
+    srv = ThreadingHTTPServer((arg("--host", "127.0.0.1"), int(arg("--port", "8000"))), H)
+    log(f"Starting vLLM server on http://127.0.0.1:{arg('--port', '8000')}")
+    print("INFO:     Application startup complete.", flush=True)
+    if "exit0_after" in o:
+        threading.Timer(float(o["exit0_after"]), lambda: os._exit(0)).start()
+    if "health503_after" in o:
+        def dead() -> None:  # silent: the /health path must find it, not the log
+            state["health"] = 503
+        threading.Timer(float(o["health503_after"]), dead).start()
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

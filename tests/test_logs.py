@@ -1,0 +1,40 @@
+"""Journal lines: sd-daemon priorities, and tracebacks without local variables."""
+
+from __future__ import annotations
+
+import io
+
+from vllm_supervisor import logs
+
+
+def test_engine_priorities() -> None:
+    assert logs.engine_priority("(APIServer pid=1) INFO 11-22 [a.py:1] x") == 6
+    assert logs.engine_priority("(EngineCore pid=2) WARNING 11-22 [a.py:1] x") == 4
+    assert logs.engine_priority("(Worker pid=3) ERROR 11-22 [a.py:1] x") == 3
+    assert logs.engine_priority("DEBUG 11-22 [a.py:1] x") == 7  # 0.11: no process prefix
+    assert logs.engine_priority("INFO:     Application startup complete.") == 6
+    assert logs.engine_priority("Traceback (most recent call last):") == 3
+    assert logs.engine_priority("OSError: [Errno 98] Address already in use") == 3
+    assert logs.engine_priority("  File \"x.py\", line 1") == 6
+
+
+def test_engine_line_writer() -> None:
+    out = io.StringIO()
+    logs.EngineLineWriter("qwen", out)("(Worker pid=3) ERROR 11-22 [a.py:1] boom")
+    assert out.getvalue() == "<3>[qwen] (Worker pid=3) ERROR 11-22 [a.py:1] boom\n"
+
+
+def test_events_and_tracebacks_without_locals() -> None:
+    out = io.StringIO()
+    logs.setup(out)
+    log = logs.get()
+    log.info("state", model="m", reason="two words")
+    secret = "sk-live-123"  # noqa: F841 - a local that must not reach the journal
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed", model="m")
+    text = out.getvalue()
+    assert text.startswith("<6>state model=m reason='two words'\n")
+    assert "<3>failed model=m\n<3>  Traceback (most recent call last):" in text
+    assert "RuntimeError: boom" in text and "sk-live-123" not in text

@@ -1,0 +1,237 @@
+"""The state machine with injected spawn/probe/notify: no fork, no engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from vllm_supervisor import events as ev
+from vllm_supervisor import states
+from vllm_supervisor.policy import RestartPolicy
+from vllm_supervisor.process import Exit
+from vllm_supervisor.render import Command
+from vllm_supervisor.states import State
+from vllm_supervisor.supervision import Startup, Supervision
+from vllm_supervisor.supervisor import Ports, Supervisor
+
+from tests.fakes import FakeProber, RecordingNotifier, Spawner, command, fast_settings
+
+
+class Rig:
+    def __init__(self, settings: Supervision | None = None) -> None:
+        self.prober = FakeProber()
+        self.notifier = RecordingNotifier()
+        self.spawner = Spawner(self.prober)
+        self.failures: list[dict[str, Any]] = []
+        self.cmd = command()
+        self.reload_answer: tuple[Command, Supervision] | str | None = None
+        self.ports = Ports(spawn=self.spawner, prober=self.prober, notifier=self.notifier,
+                           command=lambda: self.cmd, save_failure=self.failures.append,
+                           reload=lambda: self.reload_answer or "unset")
+        self.sup = Supervisor("m", settings or fast_settings(), self.ports, endpoint="h:1")
+        self.task: asyncio.Task[int] = asyncio.ensure_future(self.sup.run())
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not cond():
+            if self.task.done():
+                self.task.result()
+            assert asyncio.get_running_loop().time() < deadline, self.trail()
+            await asyncio.sleep(0.005)
+
+    async def state(self, st: State, timeout: float = 5.0) -> None:
+        await self.until(lambda: self.sup.snap.state is st, timeout)
+
+    def trail(self) -> list[str]:
+        return [f"{h['from']}->{h['state']}: {h['reason']}" for h in self.sup.snap.history]
+
+    async def ready(self) -> None:
+        self.prober.up = True
+        await self.state(State.READY)
+
+    async def finish(self) -> int:
+        self.sup.post(ev.Shutdown())
+        return await asyncio.wait_for(self.task, 5)
+
+
+def legal(history: list[dict[str, Any]]) -> None:
+    for h in history:
+        states.check(State(h["from"]), State(h["state"]))
+
+
+async def test_ready_only_after_health_models_and_a_token() -> None:
+    rig = Rig()
+    await rig.state(State.STARTING)
+    await asyncio.sleep(0.05)
+    assert rig.notifier.count("READY") == 0  # still loading: no READY
+    rig.prober.up = True
+    await rig.state(State.READY)
+    assert rig.notifier.count("READY") == 1
+    assert rig.notifier.sent[-1]["STATUS"] == "ready on h:1"
+    assert [h["state"] for h in rig.sup.snap.history] == ["starting", "probing", "ready"]
+    assert await rig.finish() == 0
+    assert rig.spawner.engines[0].stops == [7.0]
+    assert rig.notifier.count("STOPPING") == 1
+    legal(list(rig.sup.snap.history))
+
+
+async def test_probe_failure_restarts_instead_of_ready() -> None:
+    rig = Rig()
+    rig.prober.token_error = "1-token generation answered 500: boom"
+    rig.prober.up = True
+    await rig.until(lambda: len(rig.spawner.engines) >= 2)
+    assert rig.notifier.count("READY") == 0
+    assert any("readiness probe failed: 1-token generation answered 500" in t
+               for t in rig.trail())
+    rig.prober.token_error = None
+    await rig.state(State.READY)
+    await rig.finish()
+
+
+@pytest.mark.parametrize("how", ["exit0", "fatal-line", "503", "hang"])
+async def test_engine_death_while_ready_restarts(how: str) -> None:
+    rig = Rig()
+    await rig.ready()
+    first = rig.spawner.engines[0]
+    if how == "exit0":
+        first.exit(0)  # vLLM exits 0 after its engine dies: still a failure
+    elif how == "fatal-line":
+        assert rig.spawner.on_line is not None
+        rig.spawner.on_line("(APIServer pid=1) WARNING [core_client.py:817] [shutdown] "
+                            "MPClient: engine core exited unexpectedly; starting cleanup")
+    elif how == "503":
+        rig.prober.health_answer = 503
+    else:
+        rig.prober.health_answer = "timeout"
+    await rig.until(lambda: len(rig.spawner.engines) == 2)
+    rig.prober.health_answer = None
+    await rig.state(State.READY)
+    assert rig.sup.restarts == 1
+    assert first.killed  # the old group is always killed before a restart
+    reasons = {"exit0": "engine exited with code 0 unexpectedly",
+               "fatal-line": "engine log: (APIServer pid=1)",
+               "503": "/health answered 503", "hang": "engine hung: 3 health checks"}
+    assert any(reasons[how] in t for t in rig.trail()), rig.trail()
+    assert rig.notifier.count("READY") == 2
+    await rig.finish()
+    legal(list(rig.sup.snap.history))
+
+
+async def test_failure_that_restarting_cannot_fix_ends_failed_with_78() -> None:
+    rig = Rig()
+    rig.spawner.lines = ["vllm serve: error: unrecognized arguments: --bogus"]
+    await rig.state(State.STARTING)
+    rig.spawner.engines[0].exit(2)
+    assert await asyncio.wait_for(rig.task, 5) == 78
+    assert len(rig.spawner.engines) == 1  # no restart storm
+    assert rig.sup.snap.state is State.FAILED
+    rec = rig.failures[0]
+    assert rec["diagnosis"]["id"] == "unknown-flag"
+    assert rec["reason"] == "engine exited with code 2 unexpectedly"
+    assert rec["log_tail"] == ["vllm serve: error: unrecognized arguments: --bogus"]
+    assert rig.notifier.sent[-1]["ERRNO"] == "1"
+    assert "restarting cannot fix this" in rig.notifier.sent[-1]["STATUS"]
+
+
+async def test_budget_spent_ends_failed_with_1() -> None:
+    rig = Rig(fast_settings(restart=RestartPolicy(backoff_initial=0.01, budget=2, window=60)))
+    for n in range(3):
+        await rig.until(lambda n=n: len(rig.spawner.engines) == n + 1)
+        rig.spawner.engines[n].exit(1)
+    assert await asyncio.wait_for(rig.task, 5) == 1
+    assert rig.sup.restarts == 2 and len(rig.spawner.engines) == 3
+    assert rig.failures[0]["diagnosis"] is None
+    legal(list(rig.sup.snap.history))
+
+
+async def test_backoff_grows() -> None:
+    rig = Rig(fast_settings(restart=RestartPolicy(backoff_initial=0.01, backoff_factor=3,
+                                                  budget=5, window=60)))
+    for n in range(3):
+        await rig.until(lambda n=n: len(rig.spawner.engines) == n + 1)
+        rig.spawner.engines[n].exit(1)
+    await rig.until(lambda: len(rig.spawner.engines) == 4)
+    delays = [t.split("next start in ")[1] for t in rig.trail() if "next start in" in t]
+    assert delays == ["0.01 s", "0.03 s", "0.09 s"]
+    await rig.finish()
+
+
+async def test_spawn_error_is_a_failure_not_a_crash() -> None:
+    rig = Rig(fast_settings(restart=RestartPolicy(backoff_initial=0.01, budget=0)))
+    rig.spawner.fail_with = FileNotFoundError(2, "No such file", "/venv/bin/python")
+    assert await asyncio.wait_for(rig.task, 5) == 1
+    assert "cannot start the engine" in rig.failures[0]["reason"]
+
+
+async def test_stall_timeout_kills_and_restarts() -> None:
+    rig = Rig(fast_settings(startup=Startup(stall_timeout=0.1, start_timeout=60,
+                                            poll_interval=0.01)))
+    await rig.until(lambda: len(rig.spawner.engines) == 2)
+    assert rig.spawner.engines[0].killed
+    assert any("no load progress for 0.1 s in phase 'spawned'" in t for t in rig.trail())
+    await rig.finish()
+
+
+async def test_shutdown_while_loading_uses_short_grace() -> None:
+    rig = Rig()
+    await rig.state(State.STARTING)
+    assert await rig.finish() == 0
+    assert rig.spawner.engines[0].stops == [5.0]  # vLLM swallows SIGTERM while loading
+
+
+async def test_autostart_off_is_ready_at_once_and_activate_starts() -> None:
+    rig = Rig(fast_settings(autostart=False))
+    await rig.until(lambda: rig.notifier.count("READY") == 1)
+    assert rig.sup.snap.state is State.INACTIVE and not rig.spawner.engines
+    rig.sup.post(ev.Activate())
+    await rig.ready()
+    rig.sup.post(ev.Deactivate())
+    await rig.state(State.INACTIVE)
+    rig.sup.post(ev.Deactivate())  # idempotent
+    rig.sup.post(ev.Activate())
+    await rig.until(lambda: len(rig.spawner.engines) == 2)
+    await rig.state(State.READY)
+    assert await rig.finish() == 0
+    legal(list(rig.sup.snap.history))
+
+
+async def test_reload_restarts_only_when_the_command_changes() -> None:
+    rig = Rig()
+    await rig.ready()
+    rig.reload_answer = (command("a"), fast_settings())
+    rig.sup.post(ev.Reload())
+    await asyncio.sleep(0.05)
+    assert len(rig.spawner.engines) == 1 and rig.notifier.count("RELOADING") == 0
+    rig.reload_answer = "models.yaml:3: models.m.port: expected a TCP port"
+    rig.sup.post(ev.Reload())
+    await asyncio.sleep(0.05)
+    assert rig.sup.snap.state is State.READY and len(rig.spawner.engines) == 1
+    rig.cmd = command("b")
+    rig.reload_answer = (rig.cmd, fast_settings())
+    rig.sup.post(ev.Reload())
+    await rig.until(lambda: len(rig.spawner.engines) == 2)
+    await rig.state(State.READY)
+    assert rig.notifier.count("RELOADING") == 1 and rig.notifier.count("READY") == 2
+    assert "MONOTONIC_USEC" in next(s for s in rig.notifier.sent if "RELOADING" in s)
+    await rig.finish()
+
+
+async def test_events_of_a_gone_engine_are_ignored() -> None:
+    rig = Rig()
+    await rig.ready()
+    rig.sup.post(ev.EngineDead(gen=0, why="stale"))
+    rig.sup.post(ev.Exited(gen=0, exit=Exit(0, None)))
+    await asyncio.sleep(0.05)
+    assert rig.sup.snap.state is State.READY and rig.sup.restarts == 0
+    await rig.finish()
+
+
+def test_transition_table_refuses_what_it_does_not_list() -> None:
+    with pytest.raises(states.IllegalTransition):
+        states.check(State.INACTIVE, State.READY)
+    with pytest.raises(states.IllegalTransition):
+        states.check(State.FAILED, State.READY)
+    assert all(State.STOPPING in targets for s, targets in states.TRANSITIONS.items()
+               if s is not State.STOPPING)
