@@ -78,18 +78,22 @@ class Spawner:
         self.prober = prober
         self.engines: list[FakeEngine] = []
         self.lines: list[str] = []  # printed by the next engine at spawn
-        self.on_line: Callable[[str], None] | None = None
+        self.on_lines: Callable[[list[str], str], None] | None = None
         self.fail_with: OSError | None = None
 
-    async def __call__(self, cmd: Command, on_line: Callable[[str], None]) -> Any:
+    async def __call__(self, cmd: Command, on_lines: Callable[[list[str], str], None]) -> Any:
         if self.fail_with is not None:
             raise self.fail_with
-        self.on_line = on_line
+        self.on_lines = on_lines
         engine = FakeEngine(1000 + len(self.engines))
         self.engines.append(engine)
-        for line in self.lines:
-            on_line(line)
+        if self.lines:
+            on_lines(list(self.lines), "\n".join(self.lines))
         return engine
+
+    def say(self, line: str) -> None:
+        assert self.on_lines is not None
+        self.on_lines([line], line)
 
 
 def fast_settings(**kw: Any) -> Supervision:

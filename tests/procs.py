@@ -44,3 +44,26 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> list[int
         time.sleep(0.1)
         left = group_members(pgid)
     return left
+
+
+def descendants(root: int) -> dict[int, int]:
+    """{pid: pgid} of every live descendant of root (and root itself)."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        if rest[0] != "Z":
+            table[int(entry.name)] = (int(rest[1]), int(rest[2]))
+    out: dict[int, int] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in table:
+            out[pid] = table[pid][1]
+        frontier += [p for p, (ppid, _) in table.items() if ppid == pid and p not in out]
+    return out

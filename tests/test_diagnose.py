@@ -34,6 +34,8 @@ SAMPLES = {
                      "`gpu_memory_utilization` when initializing the engine.",
     "offline-cache-miss": "huggingface_hub.errors.LocalEntryNotFoundError: outgoing traffic "
                           "has been disabled.",
+    "not-a-model": "  Value error, Unrecognized model in /srv/m. Should have a `model_type` key "
+                   "in its config.json. [type=value_error, input_value=ArgsKwargs(()]",
     "gated-repo": "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access "
                   "gated repo for url https://huggingface.co/meta-llama/x/config.json.",
     "bad-model-path": "OSError: Invalid repository ID or local directory specified: 'x'.",

@@ -20,8 +20,16 @@ def test_engine_priorities() -> None:
 
 def test_engine_line_writer() -> None:
     out = io.StringIO()
-    logs.EngineLineWriter("qwen", out)("(Worker pid=3) ERROR 11-22 [a.py:1] boom")
-    assert out.getvalue() == "<3>[qwen] (Worker pid=3) ERROR 11-22 [a.py:1] boom\n"
+    w = logs.EngineLineWriter("qwen", out)
+    batch = ["(Worker pid=3) ERROR 11-22 [a.py:1] boom", "(Worker pid=3) INFO 11-22 [a.py:2] ok"]
+    w(batch, "\n".join(batch))
+    fast = ["(APIServer pid=1) INFO 11-22 [a.py:1] a", "INFO:     Started server process"]
+    w(fast, "\n".join(fast))
+    assert out.getvalue() == (
+        "<3>[qwen] (Worker pid=3) ERROR 11-22 [a.py:1] boom\n"
+        "<6>[qwen] (Worker pid=3) INFO 11-22 [a.py:2] ok\n"
+        "<6>[qwen] (APIServer pid=1) INFO 11-22 [a.py:1] a\n"
+        "<6>[qwen] INFO:     Started server process\n")
 
 
 def test_events_and_tracebacks_without_locals() -> None:

@@ -98,9 +98,8 @@ async def test_engine_death_while_ready_restarts(how: str) -> None:
     if how == "exit0":
         first.exit(0)  # vLLM exits 0 after its engine dies: still a failure
     elif how == "fatal-line":
-        assert rig.spawner.on_line is not None
-        rig.spawner.on_line("(APIServer pid=1) WARNING [core_client.py:817] [shutdown] "
-                            "MPClient: engine core exited unexpectedly; starting cleanup")
+        rig.spawner.say("(APIServer pid=1) WARNING [core_client.py:817] [shutdown] "
+                        "MPClient: engine core exited unexpectedly; starting cleanup")
     elif how == "503":
         rig.prober.health_answer = 503
     else:

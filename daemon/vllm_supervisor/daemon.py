@@ -27,7 +27,7 @@ from .notify import Notifier
 from .problems import ConfigInvalid
 from .render import Command, read_key_file, render
 from .supervision import Supervision
-from .supervisor import Ports, Supervisor
+from .supervisor import LinesSink, Ports, Supervisor
 
 
 class Current:
@@ -91,11 +91,11 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path) -> int:
             prober.t = cur.target()
             return cur.command(), cur.cfg.supervision
 
-        async def spawn(cmd: Command, on_line: Any) -> process.Engine:
-            return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_line)
+        async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:
+            return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_lines)
 
         ports = Ports(spawn=spawn, prober=prober, notifier=notifier, command=cur.command,
-                      on_line=logs.EngineLineWriter(model), log=log,
+                      on_lines=logs.EngineLineWriter(model), log=log,
                       save_failure=lambda rec: _save(state, rec, log), reload=reload)
         sup = Supervisor(model, cur.cfg.supervision, ports,
                          endpoint=f"{cur.cfg.host}:{cur.cfg.port}")

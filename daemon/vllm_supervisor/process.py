@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -19,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_LINE = 16 * 1024  # longer lines are cut, not fatal (a traceback with a huge repr, say)
-READ_LIMIT = 64 * 1024
+CHUNK = 1024 * 1024
+CUT = " …[line cut]"
+# The pump reads, handles the batch, then waits this long so the next read finds a batch, not
+# one 4 KiB write: without it a flood costs one event-loop wake-up per write and slows the
+# engine 2-4x (scripts/bench/log_pump.py). A log line is seen at most this much later.
+BATCH_WAIT = 0.001
+PIPE_SIZE = 1024 * 1024  # fcntl(2) F_SETPIPE_SZ: room for ~1 ms of a flood
+F_SETPIPE_SZ = 1031
 
 
 @dataclass(frozen=True)
@@ -52,15 +60,12 @@ def group_members(pgid: int, proc: Path = Path("/proc")) -> list[int]:
 class Engine:
     """One running engine group. Created by spawn(); the supervisor owns it."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, on_line: Callable[[str], None]) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, read_fd: int,
+                 on_lines: Callable[[list[str], str], None]) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.pgid = proc.pid  # the warden was started with setsid: it leads the group
-        self.started = time.monotonic()
-        self._on_line = on_line
-        assert proc.stdout is not None
-        self._pump = asyncio.ensure_future(pump(proc.stdout, on_line))
-        self.lines = 0
+        self._pump = asyncio.ensure_future(pump(read_fd, on_lines))
 
     async def wait(self) -> Exit:
         """Returns when the warden (so the API server) exits: at once, not when the pipe
@@ -117,46 +122,109 @@ async def reap_check(pgid: int, timeout: float = 5.0) -> list[int]:
 
 
 async def spawn(argv: Sequence[str], env: dict[str, str],
-                on_line: Callable[[str], None]) -> Engine:
+                on_lines: Callable[[list[str], str], None]) -> Engine:
     warden = [sys.executable, "-m", "vllm_supervisor.warden", str(os.getpid()), "--", *argv]
     # Run the warden from the supervisor's own import path, wherever it was installed.
     pkg_root = str(Path(__file__).resolve().parent.parent)
     wenv = dict(env)
     wenv["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                      else "")
-    proc = await asyncio.create_subprocess_exec(
-        *warden, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env=wenv, start_new_session=True, limit=READ_LIMIT)
-    return Engine(proc, on_line)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size: best effort
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *warden, stdin=asyncio.subprocess.DEVNULL, stdout=write_end,
+            stderr=write_end, env=wenv, start_new_session=True)
+    finally:
+        os.close(write_end)  # only the child keeps the write end: EOF when the group is gone
+    return Engine(proc, read_end, on_lines)
 
 
-async def pump(reader: asyncio.StreamReader, on_line: Callable[[str], None]) -> None:
-    """Read lines as fast as they come, so the child never blocks on a full pipe; cut lines
-    longer than MAX_LINE instead of failing on them."""
+async def pump(fd: int, on_lines: Callable[[list[str], str], None]) -> None:
+    """Read the engine's output straight from the pipe in large chunks, so the child never
+    waits on a full pipe, and hand over whole lines in batches: on_lines(lines, text) with
+    text == "\n".join(lines), so callers scan a batch with one substring check instead of
+    one per line. Lines longer than MAX_LINE are cut. Closes fd."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    partial = b""
+    skipping = False  # inside a line that was already cut
+    try:
+        while True:
+            await _readable(loop, fd)
+            # Let a burst accumulate: one wake-up per batch, not per 4 KiB write (BATCH_WAIT).
+            await asyncio.sleep(BATCH_WAIT)
+            data, eof = _read_available(fd)
+            if data:
+                partial, skipping = _split(partial + data, skipping, on_lines)
+            if eof:
+                if partial and not skipping:
+                    _emit([_decode(partial)], on_lines)
+                return
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """One-shot wait for fd to be readable. A reader left registered would fire again and
+    again while the pump waits for a batch (epoll is level-triggered)."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        loop.remove_reader(fd)
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+def _read_available(fd: int) -> tuple[bytes, bool]:
+    parts: list[bytes] = []
     while True:
         try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                on_line(_decode(exc.partial))
-            return
-        except asyncio.LimitOverrunError as exc:
-            raw = await reader.readexactly(exc.consumed)
-            on_line(_decode(raw[:MAX_LINE]) + " …[line cut]")
-            await _skip_to_newline(reader)
-            continue
-        on_line(_decode(raw[:MAX_LINE]) + (" …[line cut]" if len(raw) > MAX_LINE + 1 else ""))
+            chunk = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return b"".join(parts), False
+        if not chunk:
+            return b"".join(parts), True
+        parts.append(chunk)
+        if len(chunk) < CHUNK:
+            return b"".join(parts), False
 
 
-async def _skip_to_newline(reader: asyncio.StreamReader) -> None:
-    while True:
-        try:
-            await reader.readuntil(b"\n")
-            return
-        except asyncio.LimitOverrunError as exc:
-            await reader.readexactly(exc.consumed)
-        except asyncio.IncompleteReadError:
-            return
+def _split(data: bytes, skipping: bool,
+           on_lines: Callable[[list[str], str], None]) -> tuple[bytes, bool]:
+    """Emit the complete lines in data; return the unfinished tail and the skipping flag."""
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        if skipping:
+            return b"", True
+        if len(data) > MAX_LINE:
+            _emit([_decode(data[:MAX_LINE]) + CUT], on_lines)
+            return b"", True
+        return data, False
+    lines = data[:cut].decode("utf-8", errors="replace").split("\n")
+    if skipping:  # the rest of a cut line ends at the first newline
+        lines = lines[1:]
+    if lines:
+        _emit(lines, on_lines)
+    return data[cut + 1:], False
+
+
+def _emit(lines: list[str], on_lines: Callable[[list[str], str], None]) -> None:
+    if max(map(len, lines)) > MAX_LINE:
+        lines = [ln if len(ln) <= MAX_LINE else ln[:MAX_LINE] + CUT for ln in lines]
+    text = "\n".join(lines)
+    if "\r" in text:  # progress bars and CRLF output: one scan of the batch decides
+        lines = [ln.rstrip("\r") for ln in lines]
+        text = "\n".join(lines)
+    on_lines(lines, text)
 
 
 def _decode(raw: bytes) -> str:

@@ -39,6 +39,12 @@ class Progress:
     changes: int = 0  # bumps on every recognised line: the stall timer watches it
     _index: int = -1
 
+    def feed_batch(self, lines: list[str], text: str) -> list[str]:
+        """New phases started by these lines; one regex scan when none is relevant."""
+        if not any(k in text for k in _KEYWORDS):  # substring checks: far faster than a regex
+            return []
+        return [p for ln in lines if (p := self.feed(ln)) is not None]
+
     def feed(self, line: str) -> str | None:
         """The new phase when this line starts one, else None. Facts are kept either way."""
         if not any(k in line for k in _KEYWORDS):

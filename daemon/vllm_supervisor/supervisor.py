@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from . import events as ev
 from . import states
-from .diagnose import Finding, diagnose, is_fatal_while_serving
+from .diagnose import Finding, diagnose, first_fatal_line
 from .notify import Notifier
 from .process import Exit
 from .progress import READY_HINTS, Progress
@@ -26,6 +26,8 @@ from .states import State
 from .supervision import Supervision
 
 RING = 2000  # engine lines kept for `logs` and diagnosis
+# Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
+LinesSink = Callable[[list[str], str], None]
 EXIT_OK, EXIT_ENGINE_FAILED, EXIT_CONFIG = 0, 1, 78
 
 
@@ -45,11 +47,11 @@ class ProberLike(Protocol):
 
 @dataclass
 class Ports:
-    spawn: Callable[[Command, Callable[[str], None]], Coroutine[Any, Any, EngineHandle]]
+    spawn: Callable[[Command, LinesSink], Coroutine[Any, Any, EngineHandle]]
     prober: ProberLike
     notifier: Notifier
     command: Callable[[], Command]  # renders the current config
-    on_line: Callable[[str], None] = lambda line: None  # journal writer
+    on_lines: LinesSink = lambda lines, text: None  # journal writer
     log: Any = None  # structlog logger
     clock: Callable[[], float] = time.monotonic
     save_failure: Callable[[dict[str, Any]], None] = lambda record: None
@@ -196,7 +198,7 @@ class Supervisor:
         self._set(State.STARTING, reason)
         try:
             self.running = self.p.command()
-            self.engine = await self.p.spawn(self.running, self._on_line)
+            self.engine = await self.p.spawn(self.running, self._on_lines)
         except OSError as exc:
             self.engine = None
             await self._fail(f"cannot start the engine: {exc}")
@@ -308,20 +310,27 @@ class Supervisor:
             t.cancel()
         self._tasks.clear()
 
-    def _on_line(self, line: str) -> None:
-        self.ring.append(line)
-        self._lines += 1
-        self.p.on_line(line)
-        phase = self.progress.feed(line)
-        if phase is not None:
-            if phase in READY_HINTS:
+    def _on_lines(self, lines: list[str], text: str) -> None:
+        """Every engine line passes here, in batches; work per line only on a regex hit, so a
+        log flood does not slow the engine (scripts/bench/log_pump.py)."""
+        self.ring.extend(lines)
+        self._lines += len(lines)
+        self.p.on_lines(lines, text)
+        # Load progress matters only until READY; skipping it afterwards keeps a request-log
+        # flood cheap.
+        starting = self.snap.state in (State.STARTING, State.PROBING)
+        phases = self.progress.feed_batch(lines, text) if starting else []
+        if phases:
+            if any(p in READY_HINTS for p in phases):
                 self._kick.set()
             if self.snap.state is State.STARTING:
                 self.p.notifier.status(self.status_line())
-        if self._fatal_seen != self.gen and is_fatal_while_serving(line):
-            # Act at once: vLLM's own watchdog exits the server only ~5 s later.
-            self._fatal_seen = self.gen
-            self.post(ev.EngineDead(self.gen, f"engine log: {line.strip()[:200]}"))
+        if self._fatal_seen != self.gen:
+            line = first_fatal_line(text)
+            if line is not None:
+                # Act at once: vLLM's own watchdog exits the server only ~5 s later.
+                self._fatal_seen = self.gen
+                self.post(ev.EngineDead(self.gen, f"engine log: {line.strip()[:200]}"))
 
     async def _watch(self, gen: int, engine: EngineHandle) -> None:
         self.post(ev.Exited(gen, await engine.wait()))

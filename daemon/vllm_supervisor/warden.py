@@ -53,7 +53,10 @@ def main(argv: list[str]) -> int:
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        # Die of the same signal, so the supervisor sees what killed the engine. SIGKILL and
+        # SIGSTOP cannot have handlers (signal(7)): nothing to reset for them.
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
