@@ -11,24 +11,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
+from vllm_supervisor.process import group_members, proc_stats
 
-def group_members(pgid: int) -> list[int]:
-    """PIDs whose process group is pgid, read from /proc/PID/stat (field 5)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        # fields[0] is state; a zombie has released everything but its table entry.
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
+__all__ = ["descendants", "group_members", "kill_group"]
 
 
 def kill_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> list[int]:
@@ -48,17 +34,7 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> list[int
 
 def descendants(root: int) -> dict[int, int]:
     """{pid: pgid} of every live descendant of root (and root itself)."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        if rest[0] != "Z":
-            table[int(entry.name)] = (int(rest[1]), int(rest[2]))
+    table = {pid: (ppid, pgid) for pid, state, ppid, pgid in proc_stats() if state != "Z"}
     out: dict[int, int] = {}
     frontier = [root]
     while frontier:

@@ -26,3 +26,10 @@ def test_every_supervision_key_is_documented() -> None:
 
     keys = {f"{b}.{f.name}" for b, cls in supervision.BLOCKS.items() for f in dc_fields(cls)}
     assert keys == set(docgen.SUPERVISION_DOCS)
+
+
+def test_troubleshooting_md_is_fresh() -> None:
+    doc = DOC.with_name("troubleshooting.md")
+    assert doc.read_text() == docgen.render_troubleshooting(), (
+        "docs/troubleshooting.md is stale: python -m vllm_supervisor.docgen troubleshooting "
+        "> docs/troubleshooting.md")

@@ -20,9 +20,10 @@ from tests.fakes import FakeProber, RecordingNotifier, Spawner, command, fast_se
 
 
 class Rig:
-    def __init__(self, settings: Supervision | None = None) -> None:
+    def __init__(self, settings: Supervision | None = None, watchdog_usec: int = 0) -> None:
         self.prober = FakeProber()
         self.notifier = RecordingNotifier()
+        self.notifier.watchdog_usec = watchdog_usec  # as if WATCHDOG_USEC named our PID
         self.spawner = Spawner(self.prober)
         self.failures: list[dict[str, Any]] = []
         self.cmd = command()
@@ -234,3 +235,18 @@ def test_transition_table_refuses_what_it_does_not_list() -> None:
         states.check(State.FAILED, State.READY)
     assert all(State.STOPPING in targets for s, targets in states.TRANSITIONS.items()
                if s is not State.STOPPING)
+
+
+async def test_watchdog_pings_at_half_the_interval_from_the_loop() -> None:
+    rig = Rig(fast_settings(autostart=False), watchdog_usec=40_000)
+    await asyncio.sleep(0.2)
+    pings = rig.notifier.count("WATCHDOG")
+    assert 5 <= pings <= 15, pings  # every 20 ms for 0.2 s
+    await rig.finish()
+
+
+async def test_no_watchdog_pings_when_the_watchdog_is_off() -> None:
+    rig = Rig(fast_settings(autostart=False))
+    await asyncio.sleep(0.1)
+    assert rig.notifier.count("WATCHDOG") == 0
+    await rig.finish()

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,20 +41,23 @@ class Exit:
         return f"exited with code {self.code}"
 
 
-def group_members(pgid: int, proc: Path = Path("/proc")) -> list[int]:
-    """Live PIDs in process group pgid (zombies excluded: they hold nothing but a PID)."""
-    out = []
+def proc_stats(proc: Path = Path("/proc")) -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgid) of every process, from /proc/PID/stat (proc(5)). The command
+    name can hold spaces and ')': the fields start after its last ')'."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
-            continue
+            continue  # exited while we looked
         rest = stat[stat.rindex(")") + 2:].split()
-        if int(rest[2]) == pgid and rest[0] != "Z":
-            out.append(int(entry.name))
-    return out
+        yield int(entry.name), rest[0], int(rest[1]), int(rest[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live PIDs in process group pgid (zombies excluded: they hold nothing but a PID)."""
+    return [pid for pid, state, _, group in proc_stats() if group == pgid and state != "Z"]
 
 
 class Engine:

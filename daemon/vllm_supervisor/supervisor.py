@@ -8,7 +8,6 @@ against (notes/vllm-behaviour.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import events as ev
-from . import states
+from . import states, watchers
 from .diagnose import Finding, diagnose, first_fatal_line
 from .notify import Notifier
 from .process import Exit
@@ -92,7 +91,7 @@ class Supervisor:
         self.want_active = False
         self.shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._kick = asyncio.Event()
+        self.kick = asyncio.Event()  # set when the engine log says the server starts
         self._fatal_seen = -1
         self._ring_mark = 0  # ring index where this generation's lines start
         self._lines = 0
@@ -102,7 +101,7 @@ class Supervisor:
         self.queue.put_nowait(event)
 
     async def run(self) -> int:
-        watchdog = asyncio.ensure_future(self._watchdog())
+        watchdog = asyncio.ensure_future(watchers.watchdog(self))
         if self.s.autostart:
             self.post(ev.Activate("autostart"))
         else:
@@ -140,7 +139,7 @@ class Supervisor:
             await self._fail(f"engine {e.exit.describe()} unexpectedly")
         elif isinstance(e, ev.PortUp) and self.snap.state is State.STARTING:
             self._set(State.PROBING, "HTTP server answers /health")
-            self._spawn_task(self._probe(cur))
+            self._spawn_task(watchers.probe(self, cur))
         elif isinstance(e, ev.ProbesDone) and self.snap.state is State.PROBING:
             if e.error is None:
                 self._ready()
@@ -204,15 +203,15 @@ class Supervisor:
             await self._fail(f"cannot start the engine: {exc}")
             return
         engine = self.engine
-        self._spawn_task(self._watch(gen, engine))
-        self._spawn_task(self._readiness(gen))
-        self._spawn_task(self._start_timer(gen))
+        self._spawn_task(watchers.watch(self, gen, engine))
+        self._spawn_task(watchers.readiness(self, gen))
+        self._spawn_task(watchers.start_timer(self, gen))
 
     def _ready(self) -> None:
         self.ready_at = self.p.clock()
         self._set(State.READY, "probes passed")
         self.p.notifier.ready(self.status_line())
-        self._spawn_task(self._liveness(self.gen))
+        self._spawn_task(watchers.liveness(self, self.gen))
 
     async def _fail(self, reason: str) -> None:
         self._cancel_tasks()
@@ -244,7 +243,7 @@ class Supervisor:
         self.restarts += 1
         self._set(State.RESTARTING, f"{reason}; next start in {delay:g} s")
         gen = self.gen
-        self._spawn_task(self._backoff(gen, delay))
+        self._spawn_task(watchers.backoff(self, gen, delay))
 
     async def _stop(self, reason: str) -> bool:
         """Begin stopping; True when an engine is being stopped (Stopped will follow)."""
@@ -263,7 +262,7 @@ class Supervisor:
             # vLLM swallows SIGTERM while it loads (3 of 3 runs on 0.32): waiting the full
             # drain grace would only delay the SIGKILL that has to come anyway.
             grace = min(grace, 5.0)
-        self._spawn_task(self._stop_task(gen, engine, grace))
+        self._spawn_task(watchers.stop_task(self, gen, engine, grace))
         return True
 
     async def _stopped(self, e: ev.Stopped) -> None:
@@ -322,7 +321,7 @@ class Supervisor:
         phases = self.progress.feed_batch(lines, text) if starting else []
         if phases:
             if any(p in READY_HINTS for p in phases):
-                self._kick.set()
+                self.kick.set()
             if self.snap.state is State.STARTING:
                 self.p.notifier.status(self.status_line())
         if self._fatal_seen != self.gen:
@@ -331,85 +330,6 @@ class Supervisor:
                 # Act at once: vLLM's own watchdog exits the server only ~5 s later.
                 self._fatal_seen = self.gen
                 self.post(ev.EngineDead(self.gen, f"engine log: {line.strip()[:200]}"))
-
-    async def _watch(self, gen: int, engine: EngineHandle) -> None:
-        self.post(ev.Exited(gen, await engine.wait()))
-
-    async def _readiness(self, gen: int) -> None:
-        while await self.p.prober.health(timeout=2.0) != 200:
-            self._kick.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.s.startup.poll_interval)
-        self.post(ev.PortUp(gen))
-
-    async def _probe(self, gen: int) -> None:
-        t = self.s.startup.probe_timeout
-        err = await self.p.prober.models(t)
-        if err is None and self.s.startup.probe_generation:
-            err = await self.p.prober.one_token(t)
-        self.post(ev.ProbesDone(gen, err))
-
-    async def _start_timer(self, gen: int) -> None:
-        st = self.s.startup
-        tick = min(5.0, st.stall_timeout / 4, st.start_timeout / 4)
-        seen, last_change = self.progress.changes, self.p.clock()
-        while True:
-            await asyncio.sleep(tick)
-            if self.snap.state not in (State.STARTING, State.PROBING) or self.gen != gen:
-                return  # startup is over: READY (or failed) ends this timer
-            now = self.p.clock()
-            if self.progress.changes != seen:
-                seen, last_change = self.progress.changes, now
-            if now - self.spawned_at > st.start_timeout:
-                self.post(ev.StartTimeout(gen, f"not ready after {st.start_timeout:g} s "
-                                               "(startup.start_timeout)"))
-                return
-            if now - last_change > st.stall_timeout:
-                self.post(ev.StartTimeout(gen, f"no load progress for {st.stall_timeout:g} s "
-                                               f"in phase '{self.progress.phase}' "
-                                               "(startup.stall_timeout)"))
-                return
-            # systemd(1) would kill a start job that outlives TimeoutStartSec: extend it while
-            # the load makes progress and the engine lives.
-            self.p.notifier.extend_timeout(3 * tick + 5)
-            self.p.notifier.status(self.status_line())
-
-    async def _liveness(self, gen: int) -> None:
-        h, fails, last_gen = self.s.health, 0, self.p.clock()
-        while True:
-            await asyncio.sleep(h.interval)
-            got = await self.p.prober.health(h.timeout)
-            if got == 503:
-                self.post(ev.EngineDead(gen, "/health answered 503 (EngineDeadError)"))
-                return
-            fails = 0 if got == 200 else fails + 1
-            if fails >= h.failures:
-                what = ("engine stopped listening" if got == "refused" else "engine hung")
-                self.post(ev.EngineDead(gen, f"{what}: {fails} health checks in a row "
-                                             f"failed ({got})"))
-                return
-            if h.generation_interval and self.p.clock() - last_gen >= h.generation_interval:
-                last_gen = self.p.clock()
-                err = await self.p.prober.one_token(h.generation_timeout)
-                if err is not None:
-                    self.post(ev.EngineDead(gen, f"generation probe failed: {err}"))
-                    return
-
-    async def _backoff(self, gen: int, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self.post(ev.BackoffDone(gen))
-
-    async def _stop_task(self, gen: int, engine: EngineHandle, grace: float) -> None:
-        escalated, left = await engine.stop(grace)
-        self.post(ev.Stopped(gen, escalated, tuple(left)))
-
-    async def _watchdog(self) -> None:
-        usec = self.p.notifier.watchdog_usec
-        if not usec:
-            return
-        while True:  # sd_watchdog_enabled(3): ping at half the interval, from the event loop
-            self.p.notifier.watchdog()
-            await asyncio.sleep(usec / 2_000_000)
 
     def _log_group(self, left: list[int], when: str) -> None:
         if self.p.log is None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from vllm_supervisor.config import load_registry
 from vllm_supervisor.engine import detect
+from vllm_supervisor.process import group_members as group
+from vllm_supervisor.process import proc_stats
 from vllm_supervisor.render import render
 
 
@@ -44,20 +46,6 @@ def first_200(p: int, stop: threading.Event, out: list[float]) -> None:
         except OSError:
             pass
         time.sleep(0.01)
-
-
-def group(pgid: int) -> list[int]:
-    pids = []
-    for e in Path("/proc").iterdir():
-        if e.name.isdigit():
-            try:
-                st = (e / "stat").read_text()
-            except OSError:
-                continue
-            rest = st[st.rindex(")") + 2:].split()
-            if int(rest[2]) == pgid and rest[0] != "Z":
-                pids.append(int(e.name))
-    return pids
 
 
 def main() -> None:
@@ -146,16 +134,7 @@ def main() -> None:
 
 
 def _children(pid: int) -> list[int]:
-    out = []
-    for e in Path("/proc").iterdir():
-        if e.name.isdigit():
-            try:
-                st = (e / "stat").read_text()
-            except OSError:
-                continue
-            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(e.name))
-    return out
+    return [p for p, _, ppid, _ in proc_stats() if ppid == pid]
 
 
 if __name__ == "__main__":

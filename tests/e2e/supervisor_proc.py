@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from vllm_supervisor.process import proc_stats
+
 from tests.procs import group_members
 
 
@@ -79,16 +81,9 @@ class SupervisorProc:
 
     def track(self) -> None:
         """Remember every engine group (the warden leads it; it is our direct child)."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            rest = stat[stat.rindex(")") + 2:].split()
-            if int(rest[1]) == self.proc.pid:
-                self.engine_groups.add(int(rest[2]))
+        for _, _, ppid, pgid in proc_stats():
+            if ppid == self.proc.pid:
+                self.engine_groups.add(pgid)
 
     def members(self) -> list[int]:
         return [p for g in self.engine_groups for p in group_members(g)]
