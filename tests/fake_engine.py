@@ -11,6 +11,7 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   ignore_term       ignore SIGTERM (as vLLM does while loading)
   flood=N           print N log lines at start, as fast as possible
   no_progress       print nothing while loading
+  slow_completion=S completions take S seconds (for drain tests); /metrics counts them
 Accepts vLLM's flags it needs (--port, --host, --served-model-name) and ignores the rest.
 """
 
@@ -56,7 +57,8 @@ def log(msg: str, level: str = "INFO") -> None:
 
 def main() -> None:
     o = opts()
-    state = {"health": 200}
+    state = {"health": 200, "running": 0}
+    lock = threading.Lock()
     if "ignore_term" in o:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if os.fork() == 0:  # the stand-in for VLLM::EngineCore, in our process group
@@ -108,13 +110,30 @@ def main() -> None:
                 self.reply(state["health"], {})
             elif self.path == "/v1/models":
                 self.reply(200, {"data": [{"id": n} for n in served]})
+            elif self.path == "/metrics":
+                text = ("# HELP vllm:num_requests_running Requests running.\n"
+                        "# TYPE vllm:num_requests_running gauge\n"
+                        f'vllm:num_requests_running{{model_name="{served[0]}"}} '
+                        f'{float(state["running"])}\n')
+                data = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
             else:
                 self.reply(404, {})
 
         def do_POST(self) -> None:
             n = int(self.headers.get("Content-Length", "0"))
             self.rfile.read(n)
-            self.reply(200, {"choices": [{"text": "x"}]})
+            with lock:
+                state["running"] += 1
+            log(f"request {self.path} started")
+            time.sleep(float(o.get("slow_completion", "0")))
+            with lock:
+                state["running"] -= 1
+            self.reply(200, {"choices": [{"text": "x", "message": {"content": "x"}}]})
 
     srv = ThreadingHTTPServer((arg("--host", "127.0.0.1"), int(arg("--port", "8000"))), H)
     log(f"Starting vLLM server on http://127.0.0.1:{arg('--port', '8000')}")

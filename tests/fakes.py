@@ -57,6 +57,11 @@ class FakeProber:
     async def one_token(self, timeout: float) -> str | None:
         return self.token_error
 
+    async def running_requests(self, timeout: float) -> float | None:
+        return self.running
+
+    running: float | None = 0.0
+
 
 class RecordingNotifier(Notifier):
     def __init__(self) -> None:

@@ -250,3 +250,48 @@ async def test_no_watchdog_pings_when_the_watchdog_is_off() -> None:
     await asyncio.sleep(0.1)
     assert rig.notifier.count("WATCHDOG") == 0
     await rig.finish()
+
+
+async def test_deactivate_drains_until_no_request_runs() -> None:
+    rig = Rig()
+    await rig.ready()
+    rig.prober.running = 2.0
+    rig.sup.post(ev.Deactivate(drain_timeout=30))
+    await rig.state(State.DRAINING)
+    await asyncio.sleep(0.3)
+    assert rig.sup.snap.state is State.DRAINING  # still running requests: keep serving
+    rig.prober.running = 0.0
+    await rig.state(State.INACTIVE)
+    assert any("deactivate (no running requests)" in t for t in rig.trail())
+    await rig.finish()
+
+
+async def test_drain_timeout_and_activate_calling_it_off() -> None:
+    rig = Rig()
+    await rig.ready()
+    rig.prober.running = 1.0
+    rig.sup.post(ev.Deactivate(drain_timeout=30))
+    await rig.state(State.DRAINING)
+    rig.sup.post(ev.Activate())
+    await rig.state(State.READY)
+    assert len(rig.spawner.engines) == 1  # the same engine goes on serving
+    rig.sup.post(ev.Deactivate(drain_timeout=0.3))
+    await rig.state(State.INACTIVE)
+    assert any("drain timeout 0.3 s, 1 request(s) still running" in t for t in rig.trail())
+    await rig.finish()
+    legal(list(rig.sup.snap.history))
+
+
+async def test_restart_replaces_the_engine_and_acks() -> None:
+    rig = Rig()
+    await rig.ready()
+    ack = asyncio.get_running_loop().create_future()
+    rig.sup.post(ev.Restart(ack=ack))
+    await asyncio.wait_for(ack, 5)
+    assert rig.sup.snap.state in (State.STOPPING, State.STARTING)
+    assert "ready->stopping: restart" in rig.trail()
+    await rig.until(lambda: len(rig.spawner.engines) == 2)
+    await rig.state(State.READY)
+    assert rig.sup.restarts == 0  # asked for, not a failure
+    assert rig.sup.state_dict()["events"] >= 2
+    await rig.finish()

@@ -5,7 +5,6 @@ Shared by `vllmctl check` and `vllm-supervisor check`: same rules, same messages
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,7 +129,3 @@ def _owner(p: Problem, names: set[str]) -> str | None:
 
 def describe_env(cmd: Command) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(cmd.redacted_env().items())]
-
-
-def default_config_dir() -> Path:
-    return Path(os.environ.get("VSUP_CONFIG_DIR", "/etc/vllm-supervisor"))

@@ -16,24 +16,76 @@ if TYPE_CHECKING:
     from .check import Report
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--socket-dir", default=None, help="where MODEL/admin.sock live "
+                        "(default $VSUP_RUNTIME_DIR, else /run/vllm-supervisor)")
+    common.add_argument("--config-dir", type=Path, default=None, help="config directory "
+                        "(default $VSUP_CONFIG_DIR, else /etc/vllm-supervisor)")
+    common.add_argument("--state-dir", default=None, help="last failures (default "
+                        "$VSUP_STATE_DIR, else /var/lib/vllm-supervisor)")
     parser = argparse.ArgumentParser(prog="vllmctl", description="Operate vllm-supervisor "
-                                     "instances.")
+                                     "instances. Exit codes: 0 ok, 1 failed, 2 usage, 3 not "
+                                     "running, 4 permission denied, 78 config invalid.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("check", help="validate the config and show what each model runs")
+    s = sub.add_parser("status", parents=[common], help="one line per model")
+    s.add_argument("models", nargs="*", metavar="MODEL")
+    for name, help_ in (("activate", "start the engine and follow its progress until ready"),
+                        ("restart", "restart the engine and follow it until ready")):
+        a = sub.add_parser(name, parents=[common], help=help_)
+        a.add_argument("model", metavar="MODEL")
+        a.add_argument("--no-wait", action="store_true", help="return once accepted")
+        a.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
+    d = sub.add_parser("deactivate", parents=[common],
+                       help="drain running requests, then stop the engine")
+    d.add_argument("model", metavar="MODEL")
+    d.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to wait for running requests (30; 0: stop at once)")
+    d.add_argument("--no-wait", action="store_true", help="return once accepted")
+    lg = sub.add_parser("logs", parents=[common], help="the engine's recent log lines")
+    lg.add_argument("model", metavar="MODEL")
+    lg.add_argument("-n", type=int, default=100, help="lines (100)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep following")
+    for name, help_ in (("metrics", "Prometheus text for the supervisor and engine"),
+                        ("config", "the rendered command and environment (secrets redacted)")):
+        sub.add_parser(name, parents=[common], help=help_).add_argument("model", metavar="MODEL")
+    pr = sub.add_parser("probe", parents=[common], help="preflight: names, chat, JSON, image")
+    pr.add_argument("model", metavar="MODEL")
+    pr.add_argument("--timeout", type=float, default=60.0, help="seconds per check (60)")
+    sub.add_parser("completion", help="print the bash completion script").add_argument(
+        "shell", choices=["bash"])
+    sub.add_parser("_models", parents=[common])  # names for completion; not shown in help
+    p = sub.add_parser("check", parents=[common],
+                       help="validate the config and show what each model runs")
     p.add_argument("models", nargs="*", metavar="MODEL")
-    p.add_argument("--config-dir", type=Path, default=None,
-                   help="config directory (default /etc/vllm-supervisor, or $VSUP_CONFIG_DIR)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-probe", action="store_true",
                    help="do not ask the engine venv for its flag list when it is not cached")
     p.add_argument("--strict", action="store_true",
                    help="also parse each rendered command with the installed vLLM's own parser "
-                        "(imports torch: ~10 s per model)")
-    args = parser.parse_args(argv)
+                        "(imports torch: ~10 s per engine venv)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .ctlclient import CtlError
+
     try:
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "probe":
+            from .ctlprobe import cmd_probe
+
+            return cmd_probe(args)
+        from . import ctlcmds
+
+        return int(getattr(ctlcmds, "cmd_" + args.command.lstrip("_"))(args))
+    except CtlError as exc:
+        print(f"vllmctl: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return exitcodes.FAILED
     except BrokenPipeError:
         # `vllmctl check | head`: the reader left; no traceback. Python's docs advise pointing
         # stdout at devnull so the interpreter's final flush does not raise again.
@@ -43,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import UnknownModel, default_config_dir, run_check
+    from .check import UnknownModel, run_check
+    from .config import default_config_dir
 
     config_dir = args.config_dir or default_config_dir()
     try:

@@ -23,6 +23,10 @@ DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")
 DEFAULT_VENV = Path("/opt/vllm-supervisor/engine")
 
 
+def default_config_dir() -> Path:
+    return Path(os.environ.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+
+
 def default_venv() -> Path:
     """The engine venv of models that name none: $VSUP_ENGINE_VENV (set by the unit or a
     developer), else where scripts/install.sh puts it."""

@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from . import admin, logs, process
 from . import events as ev
-from . import logs, process
-from .check import UnknownModel, default_config_dir, run_check
-from .config import ModelConfig, load_registry
+from .check import UnknownModel, run_check
+from .config import ModelConfig, default_config_dir, load_registry
 from .engine import EngineInfo, detect
 from .exitcodes import CONFIG
 from .health import Prober, Target
@@ -27,7 +27,7 @@ from .notify import Notifier
 from .problems import ConfigInvalid
 from .render import Command, read_key_file, render
 from .supervision import Supervision
-from .supervisor import LinesSink, Ports, Supervisor
+from .supervisor import EXIT_ENGINE_FAILED, LinesSink, Ports, Supervisor
 
 
 class Current:
@@ -57,7 +57,12 @@ def validate(model: str, config_dir: Path) -> tuple[ModelConfig, EngineInfo] | s
     return mr.cfg, mr.engine
 
 
-def run(model: str, config_dir: Path | None, state_dir: Path | None) -> int:
+def default_runtime_dir() -> Path:
+    return Path(os.environ.get("VSUP_RUNTIME_DIR") or "/run/vllm-supervisor")
+
+
+def run(model: str, config_dir: Path | None, state_dir: Path | None,
+        runtime_dir: Path | None = None, admin_group: str | None = None) -> int:
     config_dir = config_dir or default_config_dir()
     got = validate(model, config_dir)
     if isinstance(got, str):
@@ -67,11 +72,14 @@ def run(model: str, config_dir: Path | None, state_dir: Path | None) -> int:
     cur = Current(*got)
     state = state_dir or Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0]
                               or f"/var/lib/vllm-supervisor/{model}")
+    sock = (runtime_dir or default_runtime_dir()) / model / "admin.sock"
     logs.setup()
-    return uvloop.run(_main(model, config_dir, cur, state))
+    return uvloop.run(_main(model, config_dir, cur, state, sock,
+                            admin_group or admin.DEFAULT_GROUP))
 
 
-async def _main(model: str, config_dir: Path, cur: Current, state: Path) -> int:
+async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: Path,
+                group: str) -> int:
     log = logs.get()
     notifier = Notifier()
     async with aiohttp.ClientSession() as session:
@@ -89,6 +97,7 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path) -> int:
                 return got
             cur.cfg, cur.info = got[0], detect(got[0].venv)
             prober.t = cur.target()
+            sup.facts = facts(cur)
             return cur.command(), cur.cfg.supervision
 
         async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:
@@ -99,16 +108,42 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path) -> int:
                       save_failure=lambda rec: _save(state, rec, log), reload=reload)
         sup = Supervisor(model, cur.cfg.supervision, ports,
                          endpoint=f"{cur.cfg.host}:{cur.cfg.port}")
+        sup.facts = facts(cur)
+        socket_server = admin.Admin(sup, sock, group, log, config=lambda: describe(cur),
+                                    engine_metrics=lambda: prober.metrics_text(5.0))
+        try:
+            await socket_server.start()
+        except (admin.AlreadyServed, OSError) as exc:
+            log.error("cannot open the admin socket; nothing started", model=model,
+                      path=str(sock), error=str(exc))
+            return EXIT_ENGINE_FAILED
         loop = asyncio.get_running_loop()
         # Signal handlers only post events (the supervisor decides).
         loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))
         loop.add_signal_handler(signal.SIGINT, sup.post, ev.Shutdown("SIGINT"))
         loop.add_signal_handler(signal.SIGHUP, sup.post, ev.Reload("SIGHUP"))
         log.info("starting", model=model, engine=cur.info.label, endpoint=sup.endpoint,
-                 pid=os.getpid())
-        code = await sup.run()
+                 pid=os.getpid(), admin_socket=str(sock))
+        try:
+            code = await sup.run()
+        finally:
+            await socket_server.stop()
         log.info("exiting", model=model, code=code, state=sup.snap.state.value)
         return code
+
+
+def facts(cur: Current) -> dict[str, Any]:
+    return {"served_names": list(cur.cfg.served_model_names), "host": cur.cfg.host,
+            "port": cur.cfg.port, "engine": {"distribution": cur.info.distribution,
+                                             "version": cur.info.version,
+                                             "venv": str(cur.info.venv)},
+            "gpu_memory": None}  # NVML (gpu module) not wired yet
+
+
+def describe(cur: Current) -> dict[str, Any]:
+    cmd = render(cur.cfg, cur.info, read_secret=None)  # never the key itself
+    return {"model": cur.cfg.name, "argv": list(cmd.argv), "env": cmd.redacted_env(),
+            "env_removed": list(cmd.env_remove), "file": cur.cfg.file, "line": cur.cfg.line}
 
 
 def _save(state: Path, record: dict[str, Any], log: Any) -> None:

@@ -7,7 +7,8 @@ to: events from an engine that is already gone are ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from .process import Exit
 
@@ -15,11 +16,28 @@ from .process import Exit
 @dataclass(frozen=True)
 class Activate:
     reason: str = "activate"
+    # Set by the supervisor, to the event's sequence number, once it has handled it: a caller
+    # knows its request is done, and the highest number is the request accepted last.
+    ack: asyncio.Future[int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Deactivate:
     reason: str = "deactivate"
+    drain_timeout: float = 0.0  # >0: wait for running requests to finish first
+    ack: asyncio.Future[int] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Restart:
+    reason: str = "restart"
+    ack: asyncio.Future[int] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DrainDone:
+    gen: int
+    why: str
 
 
 @dataclass(frozen=True)
@@ -73,5 +91,5 @@ class Stopped:
     left: tuple[int, ...]
 
 
-Event = (Activate | Deactivate | Shutdown | Reload | Exited | PortUp | ProbesDone | EngineDead
-         | StartTimeout | BackoffDone | Stopped)
+Event = (Activate | Deactivate | Restart | Shutdown | Reload | Exited | PortUp | ProbesDone
+         | EngineDead | StartTimeout | BackoffDone | Stopped | DrainDone)

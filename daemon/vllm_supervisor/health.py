@@ -81,3 +81,27 @@ class Prober:
             return f"1-token generation failed: {type(exc).__name__}"
         return None if data.get("choices") else "1-token generation returned no choices"
 
+
+    async def metrics_text(self, timeout: float) -> str | None:
+        """The engine's Prometheus /metrics text, or None."""
+        try:
+            async with self.session.get(self.t.base + "/metrics",
+                                        timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                return await r.text() if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def running_requests(self, timeout: float) -> float | None:
+        """Sum of vllm:num_requests_running over its label sets, or None when unreadable."""
+        text = await self.metrics_text(timeout)
+        if text is None:
+            return None
+        total, seen = 0.0, False
+        for line in text.splitlines():
+            if line.startswith("vllm:num_requests_running"):
+                try:
+                    total += float(line.rsplit(" ", 1)[1])
+                    seen = True
+                except (IndexError, ValueError):
+                    continue
+        return total if seen else None

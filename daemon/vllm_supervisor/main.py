@@ -22,12 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--state-dir", type=Path, default=None,
                    help="where the last failure is written (default $STATE_DIRECTORY, "
                         "else /var/lib/vllm-supervisor/MODEL)")
+    r.add_argument("--runtime-dir", type=Path, default=None,
+                   help="holds MODEL/admin.sock (default $VSUP_RUNTIME_DIR, else "
+                        "/run/vllm-supervisor)")
+    r.add_argument("--admin-group", default=None,
+                   help="group allowed on the admin socket (default vllm-admin)")
     args = parser.parse_args(argv)
     if args.command == "run":
         from .daemon import run
 
-        return run(args.model, args.config_dir, args.state_dir)
-    from .check import UnknownModel, default_config_dir, run_check
+        return run(args.model, args.config_dir, args.state_dir, args.runtime_dir,
+                   args.admin_group)
+    from .check import UnknownModel, run_check
+    from .config import default_config_dir
 
     config_dir = args.config_dir or default_config_dir()
     try:

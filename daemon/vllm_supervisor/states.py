@@ -2,6 +2,7 @@
 
 inactive --activate--> starting --/health 200--> probing --probes pass--> ready
 ready --engine dead / exit / hung--> restarting --backoff--> starting
+ready --deactivate (drain)--> draining --no running requests / drain timeout--> stopping
 starting|probing --exit/stall/timeout/probe failed--> restarting (failed when budget spent)
 any --deactivate--> stopping --group gone--> inactive; failed --activate--> starting
 """
@@ -16,13 +17,14 @@ class State(enum.Enum):
     STARTING = "starting"  # engine spawned, loading (no HTTP listener yet)
     PROBING = "probing"  # /health answered: checking served names and one generation
     READY = "ready"  # serving; READY=1 sent
+    DRAINING = "draining"  # deactivating: waiting for running requests to finish
     RESTARTING = "restarting"  # engine gone, waiting out the backoff
     STOPPING = "stopping"  # group being stopped (deactivate, reload, shutdown, failure)
     FAILED = "failed"  # restart budget spent or unrecoverable; diagnosis kept
 
     @property
     def engine_expected(self) -> bool:
-        return self in (State.STARTING, State.PROBING, State.READY)
+        return self in (State.STARTING, State.PROBING, State.READY, State.DRAINING)
 
 
 S = State
@@ -30,7 +32,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.INACTIVE: frozenset({S.STARTING, S.STOPPING}),
     S.STARTING: frozenset({S.PROBING, S.RESTARTING, S.STOPPING, S.FAILED}),
     S.PROBING: frozenset({S.READY, S.RESTARTING, S.STOPPING, S.FAILED}),
-    S.READY: frozenset({S.RESTARTING, S.STOPPING, S.FAILED}),
+    S.READY: frozenset({S.RESTARTING, S.STOPPING, S.FAILED, S.DRAINING}),
+    S.DRAINING: frozenset({S.READY, S.RESTARTING, S.STOPPING, S.FAILED}),
     S.RESTARTING: frozenset({S.STARTING, S.STOPPING, S.FAILED}),
     S.STOPPING: frozenset({S.INACTIVE, S.STARTING, S.FAILED}),
     S.FAILED: frozenset({S.STARTING, S.STOPPING}),

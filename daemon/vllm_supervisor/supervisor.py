@@ -8,6 +8,7 @@ against (notes/vllm-behaviour.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -25,6 +26,8 @@ from .states import State
 from .supervision import Supervision
 
 RING = 2000  # engine lines kept for `logs` and diagnosis
+SUB_QUEUE = 1000  # state / log-line batches a subscriber may lag behind before losing some
+HISTORY_SHOWN = 20
 # Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
 LinesSink = Callable[[list[str], str], None]
 EXIT_OK, EXIT_ENGINE_FAILED, EXIT_CONFIG = 0, 1, 78
@@ -42,6 +45,7 @@ class ProberLike(Protocol):
     async def health(self, timeout: float) -> int | str: ...
     async def models(self, timeout: float) -> str | None: ...
     async def one_token(self, timeout: float) -> str | None: ...
+    async def running_requests(self, timeout: float) -> float | None: ...
 
 
 @dataclass
@@ -91,6 +95,13 @@ class Supervisor:
         self.want_active = False
         self.shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._drain: asyncio.Task[None] | None = None
+        self._state_subs: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._line_subs: set[asyncio.Queue[list[str]]] = set()
+        self.facts: dict[str, Any] = {}  # static facts for `state` (served names, engine)
+        self.time_to_ready: float | None = None  # seconds, last successful start
+        self.last_start: float | None = None  # seconds the last start took, ready or failed
+        self.handled = 0  # events handled: orders admin requests (the last one accepted wins)
         self.kick = asyncio.Event()  # set when the engine log says the server starts
         self._fatal_seen = -1
         self._ring_mark = 0  # ring index where this generation's lines start
@@ -115,12 +126,29 @@ class Supervisor:
         return self.exit_code
 
     async def _handle(self, e: ev.Event) -> None:
+        await self._dispatch(e)
+        self.handled += 1
+        ack = getattr(e, "ack", None)
+        if ack is not None and not ack.done():
+            ack.set_result(self.handled)
+
+    async def _dispatch(self, e: ev.Event) -> None:
         cur = self.gen
         if isinstance(e, ev.Activate):
             await self._activate(e.reason)
         elif isinstance(e, ev.Deactivate):
             self.want_active = False
-            await self._stop(e.reason)
+            if e.drain_timeout > 0 and self.snap.state is State.READY:
+                self._set(State.DRAINING, f"{e.reason}: draining up to {e.drain_timeout:g} s")
+                self._drain = self._spawn_task(watchers.drain(self, self.gen, e.drain_timeout))
+            elif self.snap.state is not State.DRAINING:
+                await self._stop(e.reason)
+        elif isinstance(e, ev.Restart):
+            if self.snap.state in (State.INACTIVE, State.FAILED):
+                await self._activate(e.reason)
+            else:
+                self.want_active = True
+                await self._stop(e.reason)
         elif isinstance(e, ev.Shutdown):
             self.shutting_down, self.want_active = True, False
             self.p.notifier.stopping(f"stopping ({e.reason})")
@@ -149,6 +177,8 @@ class Supervisor:
             await self._fail(e.why)
         elif isinstance(e, ev.BackoffDone) and self.snap.state is State.RESTARTING:
             await self._start("backoff elapsed")
+        elif isinstance(e, ev.DrainDone) and self.snap.state is State.DRAINING:
+            await self._stop(f"deactivate ({e.why})")
 
     # ---- transitions ----------------------------------------------------------------------
     def _set(self, new: State, reason: str) -> None:
@@ -162,6 +192,8 @@ class Supervisor:
             self.p.log.info("state", model=self.name, state=new.value, previous=old.value,
                             reason=reason)
         self.p.notifier.status(self.status_line())
+        if self._state_subs:
+            self._offer(self._state_subs, self.state_dict())
 
     def status_line(self) -> str:
         st, now = self.snap.state, self.p.clock()
@@ -181,6 +213,10 @@ class Supervisor:
     async def _activate(self, reason: str) -> None:
         self.want_active = True
         st = self.snap.state
+        if st is State.DRAINING:  # the deactivation is called off: keep serving
+            self._cancel_drain()
+            self._set(State.READY, f"{reason} (drain called off)")
+            return
         if st in (State.INACTIVE, State.FAILED):
             if st is State.FAILED:
                 self.tracker.reset()  # an operator's activate starts a fresh budget
@@ -209,11 +245,14 @@ class Supervisor:
 
     def _ready(self) -> None:
         self.ready_at = self.p.clock()
+        self.time_to_ready = self.last_start = self.ready_at - self.spawned_at
         self._set(State.READY, "probes passed")
         self.p.notifier.ready(self.status_line())
         self._spawn_task(watchers.liveness(self, self.gen))
 
     async def _fail(self, reason: str) -> None:
+        if self.snap.state in (State.STARTING, State.PROBING):
+            self.last_start = self.p.clock() - self.spawned_at
         self._cancel_tasks()
         engine, self.engine = self.engine, None
         if engine is not None:
@@ -299,15 +338,64 @@ class Supervisor:
             await self._stop("config changed (reload)")
 
     # ---- tasks ----------------------------------------------------------------------------
-    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _cancel_drain(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+
+    # ---- what the admin socket reads --------------------------------------------------------
+    def subscribe_states(self) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of state snapshots, one per transition. Bounded: a slow reader loses
+        snapshots, it never blocks the supervisor."""
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=SUB_QUEUE)
+        self._state_subs.add(q)
+        return q
+
+    def subscribe_lines(self) -> asyncio.Queue[list[str]]:
+        q: asyncio.Queue[list[str]] = asyncio.Queue(maxsize=SUB_QUEUE)
+        self._line_subs.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Any]) -> None:
+        self._state_subs.discard(q)
+        self._line_subs.discard(q)
+
+    @staticmethod
+    def _offer(subs: set[asyncio.Queue[Any]], item: Any) -> None:
+        for q in subs:
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(item)
+
+    def state_dict(self) -> dict[str, Any]:
+        now, wall = self.p.clock(), time.time()
+        st = self.snap.state
+        return {
+            "model": self.name, "state": st.value, "reason": self.snap.reason,
+            "since": wall - (now - self.snap.since), "endpoint": self.endpoint,
+            "pid": self.engine.pid if self.engine is not None else None,
+            "uptime": (now - self.ready_at) if self.ready_at is not None
+            and st in (State.READY, State.DRAINING) else None,
+            "restarts": self.restarts, "restart_budget_used": self.tracker.used,
+            "last_exit": self.last_exit or None,
+            "diagnosis": self.failure.as_dict() if self.failure is not None else None,
+            "progress": {"phase": self.progress.phase, **self.progress.facts}
+            if st.engine_expected else None,
+            "time_to_ready": self.time_to_ready, "status": self.status_line(),
+            "events": self.handled, "last_start": self.last_start,
+            "history": list(self.snap.history)[-HISTORY_SHOWN:], **self.facts,
+        }
 
     def _cancel_tasks(self) -> None:
         for t in list(self._tasks):
             t.cancel()
         self._tasks.clear()
+        self._drain = None
 
     def _on_lines(self, lines: list[str], text: str) -> None:
         """Every engine line passes here, in batches; work per line only on a regex hit, so a
@@ -315,6 +403,8 @@ class Supervisor:
         self.ring.extend(lines)
         self._lines += len(lines)
         self.p.on_lines(lines, text)
+        if self._line_subs:
+            self._offer(self._line_subs, lines)
         # Load progress matters only until READY; skipping it afterwards keeps a request-log
         # flood cheap.
         starting = self.snap.state in (State.STARTING, State.PROBING)
@@ -324,6 +414,8 @@ class Supervisor:
                 self.kick.set()
             if self.snap.state is State.STARTING:
                 self.p.notifier.status(self.status_line())
+                if self._state_subs:  # `vllmctl activate` shows each phase as it starts
+                    self._offer(self._state_subs, self.state_dict())
         if self._fatal_seen != self.gen:
             line = first_fatal_line(text)
             if line is not None:

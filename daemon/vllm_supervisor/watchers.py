@@ -95,3 +95,21 @@ async def watchdog(sup: Supervisor) -> None:
     while True:  # sd_watchdog_enabled(3): ping at half the interval, from the event loop
         sup.p.notifier.watchdog()
         await asyncio.sleep(usec / 2_000_000)
+
+
+async def drain(sup: Supervisor, gen: int, timeout: float) -> None:
+    """Wait until the engine reports no running requests (vllm:num_requests_running), or
+    the timeout, then post DrainDone. Unreadable metrics count as drained: an engine that
+    cannot answer /metrics is not serving anyone either."""
+    start = sup.p.clock()
+    while True:
+        running = await sup.p.prober.running_requests(2.0)
+        if not running:
+            sup.post(ev.DrainDone(gen, "no running requests" if running == 0
+                                  else "engine metrics unavailable"))
+            return
+        if sup.p.clock() - start >= timeout:
+            sup.post(ev.DrainDone(gen, f"drain timeout {timeout:g} s, {running:g} request(s) "
+                                       "still running"))
+            return
+        await asyncio.sleep(0.2)

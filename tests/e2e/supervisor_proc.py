@@ -51,20 +51,37 @@ class NotifyListener:
 
 class SupervisorProc:
     def __init__(self, model: str, config_dir: Path, tmp: Path, stdout_to_file: bool = True,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 runtime_dir: Path | None = None) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.notify = NotifyListener(tmp / "notify.sock")
         self.state_dir = tmp / "state"
+        self.runtime_dir = runtime_dir or tmp / "run"
+        self.config_dir = config_dir
+        self.model = model
         self.log = tmp / "supervisor.log"
         env = {**os.environ, "NOTIFY_SOCKET": self.notify.path, **(extra_env or {})}
         out = self.log.open("wb") if stdout_to_file else subprocess.DEVNULL
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vllm_supervisor.main", "run", model, "--config-dir",
-             str(config_dir), "--state-dir", str(self.state_dir)],
+             str(config_dir), "--state-dir", str(self.state_dir / model), "--runtime-dir",
+             str(self.runtime_dir)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if stdout_to_file:
             out.close()  # type: ignore[union-attr]
         self.engine_groups: set[int] = set()
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime_dir / self.model / "admin.sock"
+
+    def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run vllmctl against this instance, as an operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "vllm_supervisor.cli", *args, "--socket-dir",
+             str(self.runtime_dir), "--config-dir", str(self.config_dir), "--state-dir",
+             str(self.state_dir)], capture_output=True, text=True, timeout=timeout, check=False)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -93,7 +93,7 @@ def test_crash_during_load_spends_the_budget_then_fails(run_fake: object) -> Non
     sup: SupervisorProc = run_fake("load=0.1,crash_load=3")  # type: ignore[operator]
     assert sup.wait(timeout=60) == 1
     assert sup.text().count("state=starting") == 3  # first start + budget of 2
-    rec = json.loads((sup.state_dir / "last-failure.json").read_text())
+    rec = json.loads((sup.state_dir / sup.model / "last-failure.json").read_text())
     assert rec["diagnosis"]["id"] == "engine-start-failed"
     assert rec["reason"] == "engine exited with code 3 unexpectedly"
     assert sup.notify.count("ERRNO") == 1

@@ -121,7 +121,7 @@ def test_not_a_model_fails_with_diagnosis_and_no_restart_storm(supervise: object
     (empty / "config.json").write_text("{}")  # passes the host check, not vLLM
     sup, _ = supervise(str(empty))  # type: ignore[operator]
     code = sup.wait(timeout=300)
-    rec = json.loads((sup.state_dir / "last-failure.json").read_text())
+    rec = json.loads((sup.state_dir / sup.model / "last-failure.json").read_text())
     assert sup.text().count("state=starting") == 1, sup.text()[-3000:]
     assert code == 78, rec
     assert rec["diagnosis"]["id"] == "not-a-model", rec["diagnosis"]
