@@ -91,6 +91,7 @@ class Admin:
         app.add_routes([
             web.get("/v1/state", self.state), web.post("/v1/activate", self.activate),
             web.post("/v1/deactivate", self.deactivate), web.post("/v1/restart", self.restart),
+            web.post("/v1/reload", self.reload),
             web.get("/v1/logs", self.logs), web.get("/v1/metrics", self.metrics),
             web.get("/v1/config", self.show_config),
         ])
@@ -165,6 +166,27 @@ class Admin:
         return await self._post_and_follow(request, ev.Restart("restart (admin)", ack=_fut()),
                                            body, TERMINAL_UP, default_wait=False)
 
+    async def reload(self, request: web.Request) -> web.StreamResponse:
+        """Re-read the config; with wait, follow a resulting engine restart until ready. This
+        is the unit's ExecReload: systemctl reload returns when the reload is done."""
+        body = await _body(request, {"wait": bool, "timeout": float})
+        event = ev.Reload("reload (admin)", ack=_fut())
+        q = self.sup.subscribe_states()  # before posting: no transition can slip past
+        try:
+            self.sup.post(event)
+            assert event.ack is not None
+            seq = await event.ack
+            result = self.sup.last_reload or {"ok": True, "restart": False, "detail": ""}
+            if not result["ok"]:
+                return _json({"error": "config invalid; the running engine is unchanged",
+                              "problems": result["detail"]}, 422)
+            if not (result["restart"] and body.get("wait", True)):
+                return _json({"accepted": True, "seq": seq, **self.sup.state_dict()})
+            return await self._follow(request, q, self.sup.state_dict(), TERMINAL_UP,
+                                      float(body.get("timeout", 900.0)), restart_seen=False)
+        finally:
+            self.sup.unsubscribe(q)
+
     async def deactivate(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request, {"wait": bool, "timeout": float, "drain_timeout": float})
         drain = float(body.get("drain_timeout", 30.0))
@@ -190,13 +212,21 @@ class Admin:
             snap = self.sup.state_dict()
             if not wait:
                 return _json({"accepted": True, "seq": seq, **snap}, 202)
-            # NDJSON: one state snapshot per transition until a terminal state (or timeout),
-            # so the caller can show progress while it waits.
+            return await self._follow(request, q, snap, terminal, timeout,
+                                      restart_seen=not isinstance(event, ev.Restart))
+        finally:
+            self.sup.unsubscribe(q)
+
+    async def _follow(self, request: web.Request, q: asyncio.Queue[dict[str, Any]],
+                      snap: dict[str, Any], terminal: set[str], timeout: float,
+                      restart_seen: bool) -> web.StreamResponse:
+        """NDJSON: one state snapshot per transition (and load phase) until a terminal state
+        or the timeout, so the caller can show progress while it waits."""
+        try:
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await resp.prepare(request)
             await resp.write((json.dumps(snap) + "\n").encode())
             deadline = time.monotonic() + timeout
-            restart_seen = not isinstance(event, ev.Restart)
             while snap["state"] not in terminal or not restart_seen:
                 left = deadline - time.monotonic()
                 if _gone(request):

@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", parents=[common], help="one line per model")
     s.add_argument("models", nargs="*", metavar="MODEL")
     for name, help_ in (("activate", "start the engine and follow its progress until ready"),
-                        ("restart", "restart the engine and follow it until ready")):
+                        ("restart", "restart the engine and follow it until ready"),
+                        ("reload", "re-read the config; restart the engine if its command "
+                                   "changed (the unit's ExecReload)")):
         a = sub.add_parser(name, parents=[common], help=help_)
         a.add_argument("model", metavar="MODEL")
         a.add_argument("--no-wait", action="store_true", help="return once accepted")

@@ -106,7 +106,8 @@ def _error(resp: http.client.HTTPResponse) -> str:
     try:
         data = json.loads(raw)
         if isinstance(data, dict) and "error" in data:
-            return str(data["error"])
+            extra = f"\n{data['problems']}" if data.get("problems") else ""
+            return str(data["error"]) + extra
     except ValueError:
         pass
     return f"HTTP {resp.status}: {raw[:200]!r}"

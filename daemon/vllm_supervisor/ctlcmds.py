@@ -144,6 +144,31 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return cmd_activate(args, "/v1/restart")
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    client = Client(base(args), args.model)
+    try:
+        stream = list(client.stream("POST", "/v1/reload",
+                                    {"wait": not args.no_wait, "timeout": args.timeout},
+                                    timeout=args.timeout + 30))
+    except CtlError as exc:
+        if "config invalid" in str(exc):
+            print(f"vllmctl: {exc}", file=sys.stderr)
+            return exitcodes.CONFIG
+        raise
+    last = json.loads(stream[-1]) if stream else {}
+    if args.json:
+        print(json.dumps(last, indent=2))
+    else:
+        for raw in stream:
+            print(f"{args.model}: {json.loads(raw).get('status')}")
+        detail = (last.get("last_reload") or {}).get("detail")
+        if detail:
+            print(f"{args.model}: reload: {detail}")
+    if last.get("timeout") or last.get("state") == "failed":
+        return exitcodes.FAILED
+    return exitcodes.OK
+
+
 def cmd_deactivate(args: argparse.Namespace) -> int:
     body = {"wait": not args.no_wait, "drain_timeout": args.drain_timeout,
             "timeout": args.drain_timeout + 120.0}

@@ -48,6 +48,7 @@ class Shutdown:
 @dataclass(frozen=True)
 class Reload:
     reason: str = "SIGHUP"
+    ack: asyncio.Future[int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ class Supervisor:
         self.time_to_ready: float | None = None  # seconds, last successful start
         self.last_start: float | None = None  # seconds the last start took, ready or failed
         self.handled = 0  # events handled: orders admin requests (the last one accepted wins)
+        self.last_reload: dict[str, Any] | None = None  # {"ok", "restart", "detail"}
         self.kick = asyncio.Event()  # set when the engine log says the server starts
         self._fatal_seen = -1
         self._ring_mark = 0  # ring index where this generation's lines start
@@ -320,6 +321,7 @@ class Supervisor:
             return
         got = self.p.reload()
         if isinstance(got, str):
+            self.last_reload = {"ok": False, "restart": False, "detail": got}
             if self.p.log is not None:
                 self.p.log.error("reload refused: config invalid; keeping the running one",
                                  model=self.name, problems=got)
@@ -328,7 +330,13 @@ class Supervisor:
         self.s = settings
         self.tracker.policy = settings.restart
         before = self.running
-        if before is None or (command.argv, command.env_add) == (before.argv, before.env_add):
+        same = before is None or (command.argv, command.env_add) == (before.argv,
+                                                                       before.env_add)
+        restart = not same and self.snap.state.engine_expected
+        self.last_reload = {"ok": True, "restart": restart,
+                            "detail": "engine restarts with the new command" if restart
+                            else "engine command unchanged"}
+        if not restart:
             if self.p.log is not None:
                 self.p.log.info("reload: engine command unchanged", model=self.name)
             return
@@ -388,6 +396,7 @@ class Supervisor:
             if st.engine_expected else None,
             "time_to_ready": self.time_to_ready, "status": self.status_line(),
             "events": self.handled, "last_start": self.last_start,
+            "last_reload": self.last_reload,
             "history": list(self.snap.history)[-HISTORY_SHOWN:], **self.facts,
         }
 

@@ -347,3 +347,27 @@ def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: object,
         assert state(again)["state"] == "inactive"
     finally:
         assert again.cleanup() == []
+
+
+def test_reload_is_synchronous_and_refuses_a_broken_config(admin: object) -> None:
+    sup: SupervisorProc = admin("load=0.2")  # type: ignore[operator]
+    sup.wait_for("READY")
+    pid = state(sup)["pid"]
+    res = sup.ctl("reload", "m")
+    assert res.returncode == 0 and "engine command unchanged" in res.stdout, res.stderr
+    assert state(sup)["pid"] == pid
+    cfg = sup.config_dir / "models.yaml"
+    good = cfg.read_text()
+    cfg.write_text(good.replace("port: ", "port: 99999 #"))
+    res = sup.ctl("reload", "m")
+    assert res.returncode == 78, res.stdout + res.stderr
+    assert "config invalid; the running engine is unchanged" in res.stderr
+    assert "models.m.port: expected a TCP port 1-65535, got 99999" in res.stderr
+    assert state(sup)["state"] == "ready" and state(sup)["pid"] == pid
+    cfg.write_text(good.replace("load=0.2", "load=0.4"))
+    res = sup.ctl("reload", "m")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "m: reload: engine restarts with the new command"
+    s = state(sup)
+    assert s["state"] == "ready" and s["pid"] != pid
+    assert sup.notify.count("RELOADING") == 1 and sup.notify.count("READY") == 2
