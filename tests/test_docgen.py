@@ -33,3 +33,25 @@ def test_troubleshooting_md_is_fresh() -> None:
     assert doc.read_text() == docgen.render_troubleshooting(), (
         "docs/troubleshooting.md is stale: python -m vllm_supervisor.docgen troubleshooting "
         "> docs/troubleshooting.md")
+
+
+def test_json_schema_is_fresh_and_agrees_with_the_validator() -> None:
+    import json
+
+    import jsonschema
+    import yaml
+    from vllm_supervisor import schema
+
+    doc = DOC.with_name("models.schema.json")
+    assert json.loads(doc.read_text()) == schema.render(), (
+        "docs/models.schema.json is stale: python -m vllm_supervisor.schema > "
+        "docs/models.schema.json")
+    validator = jsonschema.Draft202012Validator(schema.render())
+    etc = DOC.parent.parent / "etc"
+    for f in [etc / "models.yaml", *sorted((etc / "models.d").glob("*.yaml"))]:
+        assert list(validator.iter_errors(yaml.safe_load(f.read_text()))) == [], f
+    bad = {"models": {"m": {"model": "x", "port": 1, "prot": 2,
+                            "engine": {"max_model_lenn": 1, "dtype": "fp12"}}},
+           "defaults": {"port": 3}}
+    paths = {"/".join(map(str, e.absolute_path)) for e in validator.iter_errors(bad)}
+    assert paths == {"models/m", "models/m/engine", "models/m/engine/dtype", "defaults"}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Install vllm-supervisor on a host (run as root):
+#   sudo scripts/install.sh [--cpu|--cuda] [--vllm-version V] [--extra-index-url URL]
+#                           [--engine-venv PATH | --no-engine] [--prefix DIR]
+#                           [--root DIR] [--dry-run] [--uninstall [--purge]]
+# Puts the supervisor in PREFIX/venv (uv when present, else pip), a default engine venv in
+# PREFIX/engine (scripts/setup-engine; --engine-venv links an existing one, --no-engine
+# skips it), the units into /etc/systemd/system, the vllm user and vllm-admin group
+# (sysusers.d), bash completion, and the example config into /etc/vllm-supervisor where a
+# file is absent: an operator's file is never overwritten. Idempotent.
+# --root DIR installs into a scratch tree (for tests); --dry-run only says what it would do.
+# --uninstall removes the supervisor, units and completion, keeping config, caches, state
+# and the engine venv; --purge removes those too.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/.." && pwd)
+prefix=/opt/vllm-supervisor; root=""; dry=0; uninstall=0; purge=0; engine=default
+setup=(); python=${VSUP_PYTHON:-python3}
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix=$2; shift 2 ;;
+    --root) root=$(cd "$2" && pwd); shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    --uninstall) uninstall=1; shift ;;
+    --purge) purge=1; shift ;;
+    --no-engine) engine=none; shift ;;
+    --engine-venv) engine=$2; shift 2 ;;
+    --cpu|--cuda) setup+=("$1"); shift ;;
+    --vllm-version|--extra-index-url) setup+=("$1" "$2"); shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "install.sh: unknown argument $1" >&2; usage ;;
+  esac
+done
+say() { echo "install: $*"; }
+die() { echo "install: $*" >&2; exit 1; }
+run() { if [ $dry = 1 ]; then echo "would: $*"; else "$@"; fi; }
+put() {  # put SRC DEST MODE: copy unless DEST exists (an operator's file is never replaced)
+  if [ -e "$2" ]; then say "keeping existing $2"; else run install -D -m "$3" "$1" "$2"; fi
+}
+[ -n "$root" ] || [ "$(id -u)" = 0 ] || die "run as root (sudo), or use --root DIR"
+systemd_runs() { [ -z "$root" ] && [ -d /run/systemd/system ]; }
+
+units=$root/etc/systemd/system
+if [ $uninstall = 1 ]; then
+  if systemd_runs; then
+    run systemctl stop vllm-supervisor.target 'vllm-supervisor@*.service' || true
+  fi
+  for f in "$units/vllm-supervisor@.service" "$units/vllm-supervisor.target" \
+           "$root/etc/sysusers.d/vllm-supervisor.conf" \
+           "$root/usr/share/bash-completion/completions/vllmctl"; do
+    [ -e "$f" ] && run rm -f "$f"
+  done
+  [ -d "$root$prefix/venv" ] && run rm -rf "$root$prefix/venv"
+  if [ $purge = 1 ]; then
+    for d in "$root$prefix" "$root/etc/vllm-supervisor" "$root/var/cache/vllm-supervisor" \
+             "$root/var/lib/vllm-supervisor"; do
+      [ -e "$d" ] && run rm -rf "$d"
+    done
+  else
+    say "kept $root/etc/vllm-supervisor, caches, state and $root$prefix/engine (--purge removes them)"
+  fi
+  if systemd_runs; then run systemctl daemon-reload; fi
+  say "uninstalled"
+  exit 0
+fi
+
+# What it needs, said before anything changes.
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+  || die "needs Python >= 3.11 ($python is missing or older); set VSUP_PYTHON to another"
+if command -v uv >/dev/null 2>&1; then installer=uv
+elif "$python" -m pip --version >/dev/null 2>&1 && "$python" -m venv --help >/dev/null 2>&1; then
+  installer=pip
+else die "needs uv, or pip and venv for $python (Debian: apt-get install python3-venv python3-pip)"; fi
+if printf '%s\n' "${setup[@]}" | grep -qx -- --cuda && ! command -v nvidia-smi >/dev/null; then
+  die "--cuda needs the NVIDIA driver (nvidia-smi not found); install it, or use --cpu"
+fi
+command -v systemd-sysusers >/dev/null 2>&1 || die "needs systemd-sysusers (systemd >= 215)"
+case "$engine" in none|default) ;; *)
+  [ -x "$engine/bin/python" ] || die "--engine-venv $engine: no bin/python there" ;;
+esac
+
+venv=$root$prefix/venv
+say "supervisor into $venv with $installer"
+if [ $installer = uv ]; then
+  [ -x "$venv/bin/python" ] || run uv venv --python "$python" "$venv"
+  run uv pip install --python "$venv/bin/python" --reinstall-package vllm-supervisor "$src"
+else
+  [ -x "$venv/bin/python" ] || run "$python" -m venv "$venv"
+  run "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$src"
+fi
+
+case "$engine" in
+  none) say "no engine venv (--no-engine): point models at one with venv:" ;;
+  default) run "$src/scripts/setup-engine" --venv "$root$prefix/engine" "${setup[@]}" ;;
+  *) run ln -sfn "$engine" "$root$prefix/engine" ;;
+esac
+
+# Units name the final paths, also under --root: the scratch tree mirrors a real host.
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+sed "s|/opt/vllm-supervisor|$prefix|g" "$src/units/vllm-supervisor@.service" > "$tmp/unit"
+run install -D -m 0644 "$tmp/unit" "$units/vllm-supervisor@.service"
+run install -D -m 0644 "$src/units/vllm-supervisor.target" "$units/vllm-supervisor.target"
+run install -D -m 0644 "$src/units/vllm-supervisor.sysusers.conf" \
+  "$root/etc/sysusers.d/vllm-supervisor.conf"
+run mkdir -p "$root/etc"
+if [ -n "$root" ]; then
+  run systemd-sysusers --root="$root" "$root/etc/sysusers.d/vllm-supervisor.conf"
+else
+  run systemd-sysusers /etc/sysusers.d/vllm-supervisor.conf
+fi
+if [ $dry = 1 ]; then echo "would: write $root/usr/share/bash-completion/completions/vllmctl"
+else "$venv/bin/vllmctl" completion bash | install -D -m 0644 /dev/stdin \
+  "$root/usr/share/bash-completion/completions/vllmctl"; fi
+
+put "$src/etc/models.yaml" "$root/etc/vllm-supervisor/models.yaml" 0644
+for f in "$src"/etc/models.d/*.yaml; do
+  put "$f" "$root/etc/vllm-supervisor/models.d/$(basename "$f")" 0644
+done
+if systemd_runs; then run systemctl daemon-reload; fi
+say "done. Next: edit /etc/vllm-supervisor/models.yaml, check it with"
+say "  $prefix/venv/bin/vllmctl check"
+say "then: systemctl enable --now vllm-supervisor@MODEL (docs/deployment.md)"
