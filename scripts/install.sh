@@ -112,6 +112,7 @@ if [ $dry = 1 ]; then echo "would: write $root/usr/share/bash-completion/complet
 else "$venv/bin/vllmctl" completion bash | install -D -m 0644 /dev/stdin \
   "$root/usr/share/bash-completion/completions/vllmctl"; fi
 
+run install -D -m 0644 "$src/docs/models.schema.json" "$root$prefix/models.schema.json"
 put "$src/etc/models.yaml" "$root/etc/vllm-supervisor/models.yaml" 0644
 for f in "$src"/etc/models.d/*.yaml; do
   put "$f" "$root/etc/vllm-supervisor/models.d/$(basename "$f")" 0644

@@ -38,6 +38,7 @@ def test_install_rerun_and_uninstall(tmp_path: Path) -> None:
     unit = (tmp_path / "etc/systemd/system/vllm-supervisor@.service").read_text()
     assert "ExecStart=/opt/vllm-supervisor/venv/bin/vllm-supervisor run %i" in unit
     assert (tmp_path / "etc/systemd/system/vllm-supervisor.target").exists()
+    assert (tmp_path / "opt/vllm-supervisor/models.schema.json").exists()
     assert "vllm:x:" in (tmp_path / "etc/passwd").read_text()
     assert "vllm-admin:x:" in (tmp_path / "etc/group").read_text()
     completion = (tmp_path / "usr/share/bash-completion/completions/vllmctl").read_text()

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--timeout", type=float, default=60.0, help="seconds per check (60)")
     sub.add_parser("completion", help="print the bash completion script").add_argument(
         "shell", choices=["bash"])
+    ex = sub.add_parser("export", parents=[common],
+                        help="a LiteLLM router model_list for the configured models")
+    ex.add_argument("target", choices=["litellm"])
+    ex.add_argument("--host", action="append", default=[], metavar="NAME",
+                    help="a host the models run on (repeat for several; default: each "
+                         "model's own host)")
     sub.add_parser("_models", parents=[common])  # names for completion; not shown in help
     p = sub.add_parser("check", parents=[common],
                        help="validate the config and show what each model runs")

@@ -225,6 +225,22 @@ complete -F _vllmctl vllmctl
 '''
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .config import default_config_dir, load_registry
+    from .export import model_list, render_yaml
+    from .problems import ConfigInvalid
+
+    try:
+        reg = load_registry(Path(args.config_dir) if args.config_dir else default_config_dir())
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return exitcodes.CONFIG
+    entries = model_list(reg.models, args.host)
+    print(json.dumps({"model_list": entries}, indent=2) if args.json else render_yaml(entries),
+          end="" if not args.json else "\n")
+    return exitcodes.OK
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Configured and running model names, one a line (for shell completion)."""
     print("\n".join(sorted(set(configured(args)) | set(running_models(base(args))))))

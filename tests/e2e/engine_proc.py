@@ -25,6 +25,7 @@ class Engine:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    cfg_dir: Path | None = None
 
     @property
     def base_url(self) -> str:

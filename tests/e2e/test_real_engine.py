@@ -53,6 +53,7 @@ def served(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> I
     info, problems = check_model(cfg, engines)
     assert info is not None and problems == []
     engine = start(render(cfg, info), port, tmp / "engine.log")
+    engine.cfg_dir = cfg_dir
     try:
         wait_healthy(engine)
         yield engine
@@ -112,3 +113,27 @@ def test_api_key_guards_v1_and_stays_out_of_argv(served: Engine) -> None:
     for pid in members:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert KEY.encode() not in cmdline
+
+
+def test_litellm_routes_the_exported_names_to_the_engine(served: Engine,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    # LiteLLM would fetch its model price list from the internet at import: keep it local.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.cli", "export", "litellm",
+                          "--json", "--config-dir", str(served.cfg_dir), "--host", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    entries = json.loads(res.stdout)["model_list"]
+    assert sorted(e["model_name"] for e in entries) == sorted(NAMES)
+    assert all(e["litellm_params"]["api_key"] == "os.environ/VLLM_API_KEY_TINY"
+               for e in entries)
+    monkeypatch.setenv("VLLM_API_KEY_TINY", KEY)
+    router = litellm.Router(model_list=entries)
+    for name in NAMES:
+        answer = router.completion(model=name, max_tokens=4, temperature=0,
+                                   messages=[{"role": "user", "content": "Hello"}])
+        assert answer.choices[0].message.content
