@@ -8,7 +8,6 @@ against (notes/vllm-behaviour.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from . import events as ev
 from . import states, watchers
 from .diagnose import Finding, diagnose, first_fatal_line
 from .notify import Notifier
+from .observe import Observed
 from .process import Exit
 from .progress import READY_HINTS, Progress
 from .render import Command
@@ -26,8 +26,6 @@ from .states import State
 from .supervision import Supervision
 
 RING = 2000  # engine lines kept for `logs` and diagnosis
-SUB_QUEUE = 1000  # state / log-line batches a subscriber may lag behind before losing some
-HISTORY_SHOWN = 20
 # Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
 LinesSink = Callable[[list[str], str], None]
 EXIT_OK, EXIT_ENGINE_FAILED, EXIT_CONFIG = 0, 1, 78
@@ -69,7 +67,7 @@ class Snapshot:
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
 
 
-class Supervisor:
+class Supervisor(Observed):
     def __init__(self, name: str, settings: Supervision, ports: Ports,
                  endpoint: str = "") -> None:
         from .policy import RestartTracker
@@ -195,21 +193,6 @@ class Supervisor:
         self.p.notifier.status(self.status_line())
         if self._state_subs:
             self._offer(self._state_subs, self.state_dict())
-
-    def status_line(self) -> str:
-        st, now = self.snap.state, self.p.clock()
-        if st is State.STARTING:
-            return f"{self.progress.phase} ({now - self.spawned_at:.0f} s)"
-        if st is State.PROBING:
-            return "probing: served names and a 1-token generation"
-        if st is State.READY:
-            return f"ready on {self.endpoint}" if self.endpoint else "ready"
-        if st is State.RESTARTING:
-            return (f"restarting after {self.snap.reason} "
-                    f"({self.tracker.used}/{self.s.restart.budget})")
-        if st is State.FAILED and self.failure is not None:
-            return f"failed: {self.failure.cause.title}: {self.failure.fix}"
-        return f"{st.value}: {self.snap.reason}"
 
     async def _activate(self, reason: str) -> None:
         self.want_active = True
@@ -356,49 +339,6 @@ class Supervisor:
         if self._drain is not None:
             self._drain.cancel()
             self._drain = None
-
-    # ---- what the admin socket reads --------------------------------------------------------
-    def subscribe_states(self) -> asyncio.Queue[dict[str, Any]]:
-        """A queue of state snapshots, one per transition. Bounded: a slow reader loses
-        snapshots, it never blocks the supervisor."""
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=SUB_QUEUE)
-        self._state_subs.add(q)
-        return q
-
-    def subscribe_lines(self) -> asyncio.Queue[list[str]]:
-        q: asyncio.Queue[list[str]] = asyncio.Queue(maxsize=SUB_QUEUE)
-        self._line_subs.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[Any]) -> None:
-        self._state_subs.discard(q)
-        self._line_subs.discard(q)
-
-    @staticmethod
-    def _offer(subs: set[asyncio.Queue[Any]], item: Any) -> None:
-        for q in subs:
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(item)
-
-    def state_dict(self) -> dict[str, Any]:
-        now, wall = self.p.clock(), time.time()
-        st = self.snap.state
-        return {
-            "model": self.name, "state": st.value, "reason": self.snap.reason,
-            "since": wall - (now - self.snap.since), "endpoint": self.endpoint,
-            "pid": self.engine.pid if self.engine is not None else None,
-            "uptime": (now - self.ready_at) if self.ready_at is not None
-            and st in (State.READY, State.DRAINING) else None,
-            "restarts": self.restarts, "restart_budget_used": self.tracker.used,
-            "last_exit": self.last_exit or None,
-            "diagnosis": self.failure.as_dict() if self.failure is not None else None,
-            "progress": {"phase": self.progress.phase, **self.progress.facts}
-            if st.engine_expected else None,
-            "time_to_ready": self.time_to_ready, "status": self.status_line(),
-            "events": self.handled, "last_start": self.last_start,
-            "last_reload": self.last_reload,
-            "history": list(self.snap.history)[-HISTORY_SHOWN:], **self.facts,
-        }
 
     def _cancel_tasks(self) -> None:
         for t in list(self._tasks):

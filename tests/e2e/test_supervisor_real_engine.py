@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import EngineEnv
-from tests.e2e.engine_proc import free_port
+from tests.e2e.engine_proc import free_port, tiny_model_config
 from tests.e2e.supervisor_proc import SupervisorProc, wait_gone
 from tests.helpers import write_config
 from tests.procs import group_members
@@ -24,23 +24,9 @@ pytestmark = pytest.mark.engine
 
 def config(env: EngineEnv, tmp: Path, model: str | None = None) -> tuple[Path, int]:
     port = free_port()
-    cfg = write_config(tmp, f"""
-    models:
-      tiny:
-        model: {model or env.model}
-        port: {port}
-        venv: {env.venv}
-        offline: true
-        env: {{VLLM_CPU_KVCACHE_SPACE: "1"}}
-        engine:
-          dtype: float32
-          max_model_len: 1024
-          enforce_eager: true
-          structured_outputs_config: {{backend: xgrammar, disable_any_whitespace: true}}
-        startup: {{poll_interval: 1}}
-        restart: {{backoff_initial: 0.5}}
-    """)
-    return cfg, port
+    text = tiny_model_config(env.venv, Path(model) if model else env.model, port,
+                             "        restart: {backoff_initial: 0.5}\n")
+    return write_config(tmp, text), port
 
 
 @pytest.fixture
