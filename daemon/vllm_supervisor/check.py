@@ -11,7 +11,7 @@ from pathlib import Path
 from . import flagcache
 from .config import ModelConfig, Registry, load_registry
 from .engine import EngineInfo, EngineNotFound
-from .hostcheck import check_model
+from .hostcheck import check_model, engine_for
 from .problems import ConfigInvalid, Problem
 from .render import Command, render
 
@@ -71,17 +71,17 @@ def run_check(config_dir: Path, names: list[str], probe: bool = True,
     for name in sorted(chosen):
         cfg = reg.models[name]
         mr = ModelReport(cfg, problems=[w for w in reg.warnings if _owner(w, {name}) == name])
-        info, found = check_model(cfg, engines)
-        mr.engine = info
-        if info is not None and cfg.extra_args:
-            known = flagcache.cached_flags(info)
+        engine = engine_for(cfg.venv, engines)
+        known = None
+        if isinstance(engine, EngineInfo) and cfg.extra_args:
+            known = flagcache.cached_flags(engine)
             if known is None and probe:
                 try:
-                    known = flagcache.probe_flags(info)
+                    known = flagcache.probe_flags(engine)
                 except (RuntimeError, OSError) as exc:
                     report.notes.append(f"{name}: could not list vLLM's flags ({exc})")
-            if known is not None:
-                _, found = check_model(cfg, engines, known)
+        info, found = check_model(cfg, engines, known)
+        mr.engine = info
         mr.problems += found
         if info is not None and mr.ok:
             mr.command = render(cfg, info, read_secret=None)

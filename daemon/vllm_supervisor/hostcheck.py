@@ -24,7 +24,20 @@ class Add(Protocol):
     def __call__(self, key: str, message: str, severity: str = "error") -> None: ...
 
 
-def check_model(cfg: ModelConfig, engines: dict[Path, EngineInfo | EngineNotFound],
+Engines = dict[Path, EngineInfo | EngineNotFound]
+
+
+def engine_for(venv: Path, engines: Engines) -> EngineInfo | EngineNotFound:
+    """Detect a venv's engine once per check, however many models share it."""
+    if venv not in engines:
+        try:
+            engines[venv] = detect(venv)
+        except EngineNotFound as exc:
+            engines[venv] = exc
+    return engines[venv]
+
+
+def check_model(cfg: ModelConfig, engines: Engines,
                 known: KnownFlags | None = None,
                 environ: Mapping[str, str] = os.environ) -> tuple[EngineInfo | None, list[Problem]]:
     out: list[Problem] = []
@@ -34,12 +47,7 @@ def check_model(cfg: ModelConfig, engines: dict[Path, EngineInfo | EngineNotFoun
         out.append(Problem(f, ln, f"models.{cfg.name}.{key}", message,
                            "warning" if severity == "warning" else "error"))
 
-    if cfg.venv not in engines:
-        try:
-            engines[cfg.venv] = detect(cfg.venv)
-        except EngineNotFound as exc:
-            engines[cfg.venv] = exc
-    info = engines[cfg.venv]
+    info = engine_for(cfg.venv, engines)
     env = {**environ, **cfg.env}
     _check_ref(cfg.model, "model", cfg.offline, env, add)
     tok = cfg.engine.get("tokenizer")
