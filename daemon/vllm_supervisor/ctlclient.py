@@ -6,27 +6,19 @@ from __future__ import annotations
 import errno
 import http.client
 import json
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from . import exitcodes
+from .places import socket_path
 
 
 class CtlError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
-
-
-def socket_dir() -> Path:
-    return Path(os.environ.get("VSUP_RUNTIME_DIR") or "/run/vllm-supervisor")
-
-
-def socket_path(base: Path, model: str) -> Path:
-    return base / model / "admin.sock"
 
 
 def running_models(base: Path) -> list[str]:

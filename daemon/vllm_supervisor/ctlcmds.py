@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from . import exitcodes
-from .ctlclient import Client, CtlError, running_models, socket_dir
+from .ctlclient import Client, CtlError, running_models
+from .places import runtime_dir
+from .places import state_root as default_state_root
 
 COLOURS = {"ready": "32", "failed": "31", "starting": "33", "probing": "33",
            "restarting": "33", "draining": "33", "stopping": "33"}
 
 
 def base(args: argparse.Namespace) -> Path:
-    return Path(args.socket_dir) if args.socket_dir else socket_dir()
+    return Path(args.socket_dir) if args.socket_dir else runtime_dir()
 
 
 def state_root(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or os.environ.get("VSUP_STATE_DIR") or "/var/lib/vllm-supervisor")
+    return Path(args.state_dir) if args.state_dir else default_state_root()
 
 
 def configured(args: argparse.Namespace) -> dict[str, Any]:

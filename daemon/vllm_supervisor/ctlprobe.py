@@ -19,6 +19,7 @@ from typing import Any
 
 from . import exitcodes
 from .ctlclient import Client, CtlError
+from .places import local_host
 
 # A 1x1 transparent PNG.
 PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhf"
@@ -30,7 +31,7 @@ SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required
 class Target:
     def __init__(self, host: str, port: int, names: list[str], key: str | None,
                  timeout: float) -> None:
-        self.host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        self.host = local_host(host)
         self.port, self.names, self.key, self.timeout = port, names, key, timeout
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None

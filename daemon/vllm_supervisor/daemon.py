@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from . import admin, logs, process
+from . import admin, logs, places, process
 from . import events as ev
 from .check import UnknownModel, run_check
 from .config import ModelConfig, default_config_dir, load_registry
@@ -57,10 +57,6 @@ def validate(model: str, config_dir: Path) -> tuple[ModelConfig, EngineInfo] | s
     return mr.cfg, mr.engine
 
 
-def default_runtime_dir() -> Path:
-    return Path(os.environ.get("VSUP_RUNTIME_DIR") or "/run/vllm-supervisor")
-
-
 def run(model: str, config_dir: Path | None, state_dir: Path | None,
         runtime_dir: Path | None = None, admin_group: str | None = None) -> int:
     config_dir = config_dir or default_config_dir()
@@ -70,9 +66,10 @@ def run(model: str, config_dir: Path | None, state_dir: Path | None,
         print(f"vllm-supervisor: config invalid for {model}; nothing started", file=sys.stderr)
         return CONFIG
     cur = Current(*got)
+    # systemd's StateDirectory= sets STATE_DIRECTORY; vllmctl reads the same place.
     state = state_dir or Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-                              or f"/var/lib/vllm-supervisor/{model}")
-    sock = (runtime_dir or default_runtime_dir()) / model / "admin.sock"
+                              or places.state_root() / model)
+    sock = places.socket_path(runtime_dir or places.runtime_dir(), model)
     logs.setup()
     return uvloop.run(_main(model, config_dir, cur, state, sock,
                             admin_group or admin.DEFAULT_GROUP))

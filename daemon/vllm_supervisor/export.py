@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from .config import ModelConfig
+from .places import http_base, local_host
 
 # LiteLLM's provider for vLLM's OpenAI-compatible server.
 PROVIDER = "hosted_vllm"
@@ -29,10 +30,9 @@ def model_list(models: dict[str, ModelConfig], hosts: list[str]) -> list[dict[st
         cfg = models[name]
         if cfg.deprecated:
             continue
-        targets = hosts or [cfg.host if cfg.host not in ("0.0.0.0", "::", "") else "127.0.0.1"]
         served = cfg.served_model_names[0]
-        for host in targets:
-            base = f"http://{f'[{host}]' if ':' in host else host}:{cfg.port}/v1"
+        for host in hosts or [local_host(cfg.host)]:
+            base = http_base(host, cfg.port) + "/v1"
             for router_name in (*cfg.served_model_names, *cfg.aliases):
                 params: dict[str, Any] = {"model": f"{PROVIDER}/{served}", "api_base": base,
                                           "api_key": f"os.environ/{key_env(name)}"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from .places import http_base, local_host
+
 
 @dataclass(frozen=True)
 class Target:
@@ -23,8 +25,7 @@ class Target:
     @property
     def base(self) -> str:
         # An engine bound to every address is probed on loopback.
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        return http_base(local_host(self.host), self.port)
 
     @property
     def headers(self) -> dict[str, str]:
