@@ -19,12 +19,11 @@ import uvloop
 from . import admin, logs, places, process
 from . import events as ev
 from .check import UnknownModel, run_check
-from .config import ModelConfig, default_config_dir, load_registry
-from .engine import EngineInfo, detect
+from .config import ModelConfig, default_config_dir
+from .engine import EngineInfo
 from .exitcodes import CONFIG
 from .health import Prober, Target
 from .notify import Notifier
-from .problems import ConfigInvalid
 from .render import Command, read_key_file, render
 from .supervision import Supervision
 from .supervisor import EXIT_ENGINE_FAILED, LinesSink, Ports, Supervisor
@@ -83,18 +82,15 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: P
         prober = Prober(cur.target(), session)
 
         def reload() -> tuple[Command, Supervision] | str:
-            try:
-                cfg = load_registry(config_dir).models.get(model)
-            except ConfigInvalid as exc:
-                return str(exc)
-            if cfg is None:
-                return f"model {model} is no longer in {config_dir}"
+            # validate() loads the config once and detects the engine; it also says when
+            # the model is gone from the config.
             got = validate(model, config_dir)
             if isinstance(got, str):
                 return got
-            cur.cfg, cur.info = got[0], detect(got[0].venv)
+            cur.cfg, cur.info = got
             prober.t = cur.target()
             sup.facts = facts(cur)
+            sup.endpoint = f"{cur.cfg.host}:{cur.cfg.port}"
             return cur.command(), cur.cfg.supervision
 
         async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:

@@ -323,10 +323,9 @@ class Supervisor(Observed):
             if self.p.log is not None:
                 self.p.log.info("reload: engine command unchanged", model=self.name)
             return
-        if self.snap.state.engine_expected:
-            self.p.notifier.reloading()
-            self.want_active = True
-            await self._stop("config changed (reload)")
+        self.p.notifier.reloading()
+        self.want_active = True
+        await self._stop("config changed (reload)")
 
     # ---- tasks ----------------------------------------------------------------------------
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

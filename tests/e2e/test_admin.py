@@ -364,10 +364,13 @@ def test_reload_is_synchronous_and_refuses_a_broken_config(admin: object) -> Non
     assert "config invalid; the running engine is unchanged" in res.stderr
     assert "models.m.port: expected a TCP port 1-65535, got 99999" in res.stderr
     assert state(sup)["state"] == "ready" and state(sup)["pid"] == pid
-    cfg.write_text(good.replace("load=0.2", "load=0.4"))
+    new_port = free_port()
+    cfg.write_text(good.replace("load=0.2", "load=0.4").replace(
+        f"port: {sup.port}", f"port: {new_port}"))  # type: ignore[attr-defined]
     res = sup.ctl("reload", "m")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == "m: reload: engine restarts with the new command"
     s = state(sup)
     assert s["state"] == "ready" and s["pid"] != pid
+    assert s["endpoint"] == f"127.0.0.1:{new_port}" and s["port"] == new_port
     assert sup.notify.count("RELOADING") == 1 and sup.notify.count("READY") == 2
