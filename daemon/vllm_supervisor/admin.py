@@ -130,9 +130,10 @@ class Admin:
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            return _json({"error": f"unknown path {request.path}; see /v1/state, "
-                                   "/v1/activate, /v1/deactivate, /v1/restart, /v1/logs, "
-                                   "/v1/metrics, /v1/config"}, 404)
+            paths = sorted({r.resource.canonical for r in request.app.router.routes()
+                            if r.resource is not None})
+            return _json({"error": f"unknown path {request.path}; see {', '.join(paths)}"},
+                         404)
         except web.HTTPMethodNotAllowed as exc:
             return _json({"error": f"{request.method} not allowed on {request.path}; use "
                                    f"{', '.join(sorted(exc.allowed_methods))}"}, 405)
@@ -171,12 +172,9 @@ class Admin:
         """Re-read the config; with wait, follow a resulting engine restart until ready. This
         is the unit's ExecReload: systemctl reload returns when the reload is done."""
         body = await _body(request, {"wait": bool, "timeout": float})
-        event = ev.Reload("reload (admin)", ack=_fut())
-        q = self.sup.subscribe_states()  # before posting: no transition can slip past
+        timeout = _timeout(body)
+        q, seq = await self._submit(ev.Reload("reload (admin)", ack=_fut()))
         try:
-            self.sup.post(event)
-            assert event.ack is not None
-            seq = await event.ack
             result = self.sup.last_reload or {"ok": True, "restart": False, "detail": ""}
             if not result["ok"]:
                 return _json({"error": "config invalid; the running engine is unchanged",
@@ -184,7 +182,7 @@ class Admin:
             if not (result["restart"] and body.get("wait", True)):
                 return _json({"accepted": True, "seq": seq, **self.sup.state_dict()})
             return await self._follow(request, q, self.sup.state_dict(), TERMINAL_UP,
-                                      float(body.get("timeout", 900.0)), restart_seen=False)
+                                      timeout, restart_seen=False)
         finally:
             self.sup.unsubscribe(q)
 
@@ -202,14 +200,9 @@ class Admin:
                                body: dict[str, Any], terminal: set[str],
                                default_wait: bool) -> web.StreamResponse:
         wait = bool(body.get("wait", default_wait))
-        timeout = float(body.get("timeout", 900.0))
-        if timeout <= 0:
-            raise BadRequest("timeout must be > 0")
-        q = self.sup.subscribe_states()
+        timeout = _timeout(body)
+        q, seq = await self._submit(event)
         try:
-            self.sup.post(event)
-            assert event.ack is not None
-            seq = await event.ack  # handled: what follows is our request's doing
             snap = self.sup.state_dict()
             if not wait:
                 return _json({"accepted": True, "seq": seq, **snap}, 202)
@@ -218,33 +211,43 @@ class Admin:
         finally:
             self.sup.unsubscribe(q)
 
+    async def _submit(self, event: ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
+                      ) -> tuple[asyncio.Queue[dict[str, Any]], int]:
+        """Post an event and wait until the supervisor has handled it. The subscription is
+        taken first, so no transition it causes can slip past; the caller unsubscribes."""
+        q = self.sup.subscribe_states()
+        try:
+            self.sup.post(event)
+            assert event.ack is not None
+            return q, await event.ack  # handled: what follows is this request's doing
+        except BaseException:
+            self.sup.unsubscribe(q)
+            raise
+
     async def _follow(self, request: web.Request, q: asyncio.Queue[dict[str, Any]],
                       snap: dict[str, Any], terminal: set[str], timeout: float,
                       restart_seen: bool) -> web.StreamResponse:
         """NDJSON: one state snapshot per transition (and load phase) until a terminal state
         or the timeout, so the caller can show progress while it waits."""
-        try:
-            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-            await resp.prepare(request)
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        await resp.write((json.dumps(snap) + "\n").encode())
+        deadline = time.monotonic() + timeout
+        while snap["state"] not in terminal or not restart_seen:
+            left = deadline - time.monotonic()
+            if _gone(request):
+                break
+            if left <= 0:
+                await resp.write((json.dumps({"timeout": True, **snap}) + "\n").encode())
+                break
+            try:
+                snap = await asyncio.wait_for(q.get(), timeout=min(left, 5.0))
+            except TimeoutError:
+                snap = self.sup.state_dict()  # progress tick for the caller
+            restart_seen = restart_seen or snap["state"] != State.READY.value
             await resp.write((json.dumps(snap) + "\n").encode())
-            deadline = time.monotonic() + timeout
-            while snap["state"] not in terminal or not restart_seen:
-                left = deadline - time.monotonic()
-                if _gone(request):
-                    break
-                if left <= 0:
-                    await resp.write((json.dumps({"timeout": True, **snap}) + "\n").encode())
-                    break
-                try:
-                    snap = await asyncio.wait_for(q.get(), timeout=min(left, 5.0))
-                except TimeoutError:
-                    snap = self.sup.state_dict()  # progress tick for the caller
-                restart_seen = restart_seen or snap["state"] != State.READY.value
-                await resp.write((json.dumps(snap) + "\n").encode())
-            await resp.write_eof()
-            return resp
-        finally:
-            self.sup.unsubscribe(q)
+        await resp.write_eof()
+        return resp
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -321,6 +324,13 @@ async def _body(request: web.Request, fields: dict[str, type]) -> dict[str, Any]
         if not ok:
             raise BadRequest(f"field '{key}' must be {want.__name__}, got {value!r}")
     return body
+
+
+def _timeout(body: dict[str, Any]) -> float:
+    timeout = float(body.get("timeout", 900.0))
+    if timeout <= 0:
+        raise BadRequest("timeout must be > 0")
+    return timeout
 
 
 def _fut() -> asyncio.Future[int]:

@@ -207,6 +207,9 @@ def test_abuse_gets_clear_4xx_and_hurts_nothing(admin: object) -> None:
         ("POST", "/v1/deactivate", b'{"drain_timeout": -1}', 400, "drain_timeout must be >= 0"),
         ("GET", "/v1/logs?n=x", None, 400, "n must be a whole number"),
         ("GET", "/v2/state", None, 404, "unknown path /v2/state"),
+        ("GET", "/v2/state", None, 404, "/v1/reload"),  # the list comes from the router
+        ("POST", "/v1/reload", b'{"timeout": 0}', 400, "timeout must be > 0"),
+        ("POST", "/v1/activate", b'{"timeout": -5}', 400, "timeout must be > 0"),
         ("DELETE", "/v1/state", None, 405, "DELETE not allowed"),
         ("POST", "/v1/activate", b"{" + b" " * (70 * 1024) + b"}", 413, "request body over"),
     ]
