@@ -68,6 +68,8 @@ class Client:
             raise CtlError(f"{self.model}: {exc}", code) from None
         if resp.status == 403:
             raise CtlError(f"{self.model}: {_error(resp)}", exitcodes.PERMISSION)
+        if resp.status == 422:  # the supervisor refused the config (reload)
+            raise CtlError(f"{self.model}: {_error(resp)}", exitcodes.CONFIG)
         if resp.status >= 400:
             raise CtlError(f"{self.model}: {_error(resp)}", exitcodes.FAILED)
         return resp

@@ -105,8 +105,9 @@ def _last_failure(root: Path, model: str) -> dict[str, Any] | None:
 
 
 def follow(args: argparse.Namespace, url: str, body: dict[str, Any],
-           done_ok: set[str]) -> int:
-    """POST and follow the NDJSON state stream; print progress; exit by the final state."""
+           done_ok: set[str] | None) -> tuple[int, dict[str, Any]]:
+    """POST and follow the NDJSON state stream; print progress; exit code by the final state
+    (in done_ok, or with done_ok None anything but failed) and that final state."""
     client = Client(base(args), args.model)
     tty = sys.stdout.isatty() and not args.json
     last: dict[str, Any] = {}
@@ -123,14 +124,15 @@ def follow(args: argparse.Namespace, url: str, body: dict[str, Any],
         print(json.dumps(last, indent=2))
     if last.get("timeout"):
         print(f"{args.model}: timed out, still {last.get('state')}", file=sys.stderr)
-        return exitcodes.FAILED
-    if last.get("state") in done_ok:
-        return exitcodes.OK
+        return exitcodes.FAILED, last
+    state = last.get("state")
+    if (state != "failed") if done_ok is None else (state in done_ok):
+        return exitcodes.OK, last
     diag = last.get("diagnosis") or {}
     if diag and not args.json:
         print(f"{args.model}: {diag.get('title')}: {diag.get('cause')}\n  fix: {diag.get('fix')}",
               file=sys.stderr)
-    return exitcodes.FAILED
+    return exitcodes.FAILED, last
 
 
 def cmd_activate(args: argparse.Namespace, url: str = "/v1/activate") -> int:
@@ -138,7 +140,7 @@ def cmd_activate(args: argparse.Namespace, url: str = "/v1/activate") -> int:
         st = Client(base(args), args.model).post_json(url, {"wait": False})
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
-    return follow(args, url, {"wait": True, "timeout": args.timeout}, {"ready"})
+    return follow(args, url, {"wait": True, "timeout": args.timeout}, {"ready"})[0]
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -146,28 +148,13 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    client = Client(base(args), args.model)
-    try:
-        stream = list(client.stream("POST", "/v1/reload",
-                                    {"wait": not args.no_wait, "timeout": args.timeout},
-                                    timeout=args.timeout + 30))
-    except CtlError as exc:
-        if "config invalid" in str(exc):
-            print(f"vllmctl: {exc}", file=sys.stderr)
-            return exitcodes.CONFIG
-        raise
-    last = json.loads(stream[-1]) if stream else {}
-    if args.json:
-        print(json.dumps(last, indent=2))
-    else:
-        for raw in stream:
-            print(f"{args.model}: {json.loads(raw).get('status')}")
-        detail = (last.get("last_reload") or {}).get("detail")
-        if detail:
-            print(f"{args.model}: reload: {detail}")
-    if last.get("timeout") or last.get("state") == "failed":
-        return exitcodes.FAILED
-    return exitcodes.OK
+    # An invalid config answers 422, which the client turns into exit 78.
+    code, last = follow(args, "/v1/reload", {"wait": not args.no_wait,
+                                             "timeout": args.timeout}, None)
+    detail = (last.get("last_reload") or {}).get("detail")
+    if detail and not args.json:
+        print(f"{args.model}: reload: {detail}")
+    return code
 
 
 def cmd_deactivate(args: argparse.Namespace) -> int:
@@ -177,7 +164,7 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
         st = Client(base(args), args.model).post_json("/v1/deactivate", body)
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
-    return follow(args, "/v1/deactivate", body, {"inactive"})
+    return follow(args, "/v1/deactivate", body, {"inactive"})[0]
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
