@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 async def watch(sup: Supervisor, gen: int, engine: EngineHandle) -> None:
     sup.post(ev.Exited(gen, await engine.wait()))
 
+
 async def readiness(sup: Supervisor, gen: int) -> None:
     while await sup.p.prober.health(timeout=2.0) != 200:
         sup.kick.clear()
@@ -27,12 +28,14 @@ async def readiness(sup: Supervisor, gen: int) -> None:
             await asyncio.wait_for(sup.kick.wait(), sup.s.startup.poll_interval)
     sup.post(ev.PortUp(gen))
 
+
 async def probe(sup: Supervisor, gen: int) -> None:
     t = sup.s.startup.probe_timeout
     err = await sup.p.prober.models(t)
     if err is None and sup.s.startup.probe_generation:
         err = await sup.p.prober.one_token(t)
     sup.post(ev.ProbesDone(gen, err))
+
 
 async def start_timer(sup: Supervisor, gen: int) -> None:
     st = sup.s.startup
@@ -59,6 +62,7 @@ async def start_timer(sup: Supervisor, gen: int) -> None:
         sup.p.notifier.extend_timeout(3 * tick + 5)
         sup.p.notifier.status(sup.status_line())
 
+
 async def liveness(sup: Supervisor, gen: int) -> None:
     h, fails, last_gen = sup.s.health, 0, sup.p.clock()
     while True:
@@ -80,13 +84,16 @@ async def liveness(sup: Supervisor, gen: int) -> None:
                 sup.post(ev.EngineDead(gen, f"generation probe failed: {err}"))
                 return
 
+
 async def backoff(sup: Supervisor, gen: int, delay: float) -> None:
     await asyncio.sleep(delay)
     sup.post(ev.BackoffDone(gen))
 
+
 async def stop_task(sup: Supervisor, gen: int, engine: EngineHandle, grace: float) -> None:
     escalated, left = await engine.stop(grace)
     sup.post(ev.Stopped(gen, escalated, tuple(left)))
+
 
 async def watchdog(sup: Supervisor) -> None:
     usec = sup.p.notifier.watchdog_usec
