@@ -3,9 +3,11 @@ so `vllmctl status` does not pay for importing aiohttp (docs/performance.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +23,25 @@ class CtlError(Exception):
         self.code = code
 
 
-def running_models(base: Path) -> list[str]:
-    try:
-        return sorted(p.parent.name for p in base.glob("*/admin.sock"))
-    except OSError:
-        return []
+def running_models(bases: list[Path]) -> list[str]:
+    found: set[str] = set()
+    for base in bases:
+        with contextlib.suppress(OSError):
+            found |= {p.parent.name for p in base.glob("*/admin.sock")}
+    return sorted(found)
+
+
+def find_socket(bases: list[Path], model: str) -> Path:
+    """The first folder (places.runtime_dirs order) whose MODEL/admin.sock exists; else the
+    first one's path, so "not running" names where it was looked for."""
+    paths = [socket_path(b, model) for b in bases]
+    for p in paths:
+        try:
+            if p.exists() or (p.parent.exists() and not os.access(p.parent, os.X_OK)):
+                return p  # present, or behind a folder we may not enter: say that, not "absent"
+        except OSError:
+            return p
+    return paths[0]
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -41,9 +57,9 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
-    def __init__(self, base: Path, model: str, timeout: float = 10.0) -> None:
+    def __init__(self, bases: list[Path], model: str, timeout: float = 10.0) -> None:
         self.model = model
-        self.path = socket_path(base, model)
+        self.path = find_socket(bases, model)
         self.timeout = timeout
 
     def _open(self, method: str, url: str, body: dict[str, Any] | None,
@@ -62,7 +78,8 @@ class Client:
                            f"start vllm-supervisor@{self.model}", exitcodes.NOT_RUNNING) from None
         except PermissionError:
             raise CtlError(f"{self.model}: permission denied on {self.path}: add your user to "
-                           "group vllm-admin", exitcodes.PERMISSION) from None
+                           "group vllm-admin (usermod -aG vllm-admin USER; log in again)",
+                           exitcodes.PERMISSION) from None
         except OSError as exc:
             code = exitcodes.PERMISSION if exc.errno == errno.EACCES else exitcodes.FAILED
             raise CtlError(f"{self.model}: {exc}", code) from None

@@ -11,19 +11,19 @@ from typing import Any
 
 from . import exitcodes
 from .ctlclient import Client, CtlError, running_models
-from .places import runtime_dir
-from .places import state_root as default_state_root
+from .places import runtime_dirs, state_roots
 
 COLOURS = {"ready": "32", "failed": "31", "starting": "33", "probing": "33",
            "restarting": "33", "draining": "33", "stopping": "33"}
 
 
-def base(args: argparse.Namespace) -> Path:
-    return Path(args.socket_dir) if args.socket_dir else runtime_dir()
+def base(args: argparse.Namespace) -> list[Path]:
+    """Socket folders to search: --socket-dir alone, else places.runtime_dirs()."""
+    return [Path(args.socket_dir)] if args.socket_dir else runtime_dirs()
 
 
-def state_root(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir) if args.state_dir else default_state_root()
+def state_root(args: argparse.Namespace) -> list[Path]:
+    return [Path(args.state_dir)] if args.state_dir else state_roots()
 
 
 def configured(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,12 +96,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def _last_failure(root: Path, model: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads((root / model / "last-failure.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def _last_failure(roots: list[Path], model: str) -> dict[str, Any] | None:
+    for root in roots:
+        try:
+            data = json.loads((root / model / "last-failure.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
 
 
 def follow(args: argparse.Namespace, url: str, body: dict[str, Any],

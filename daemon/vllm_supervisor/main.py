@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config-dir", type=Path, default=None)
     r.add_argument("--state-dir", type=Path, default=None,
                    help="where the last failure is written (default $STATE_DIRECTORY, "
-                        "else /var/lib/vllm-supervisor/MODEL)")
+                        "else $VSUP_STATE_DIR/MODEL, else /var/lib/vllm-supervisor/MODEL for "
+                        "root and $XDG_STATE_HOME/vllm-supervisor/MODEL for others)")
     r.add_argument("--runtime-dir", type=Path, default=None,
                    help="holds MODEL/admin.sock (default $VSUP_RUNTIME_DIR, else "
-                        "/run/vllm-supervisor)")
+                        "systemd's $RUNTIME_DIRECTORY, else /run/vllm-supervisor for root and "
+                        "$XDG_RUNTIME_DIR/vllm-supervisor for others)")
     r.add_argument("--admin-group", default=None,
                    help="group allowed on the admin socket (default vllm-admin)")
     args = parser.parse_args(argv)

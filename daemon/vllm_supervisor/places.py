@@ -2,28 +2,101 @@
 
 The daemon and vllmctl both ask here, so they cannot disagree. Standard library only: vllmctl
 imports it on every call.
+
+Defaults follow what other daemons that also run unprivileged do (docs/design.md, "Paths"):
+an explicit variable first, then what systemd hands the unit, then the system path for root,
+then the user's own XDG folder, so `scripts/quickstart` works for any user and vllmctl finds
+both its user's models and the system's.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-DEFAULT_RUNTIME_DIR = Path("/run/vllm-supervisor")
-DEFAULT_STATE_DIR = Path("/var/lib/vllm-supervisor")
+SYSTEM_RUNTIME_DIR = Path("/run/vllm-supervisor")
+SYSTEM_STATE_DIR = Path("/var/lib/vllm-supervisor")
 
 
-def runtime_dir() -> Path:
-    return Path(os.environ.get("VSUP_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR)
+def _first(value: str | None) -> str:
+    """systemd joins several RuntimeDirectory=/StateDirectory= paths with ':'."""
+    return (value or "").split(":")[0]
+
+
+def user_runtime_dir(env: Mapping[str, str], uid: int) -> Path:
+    """A non-root user's own: $XDG_RUNTIME_DIR (pam_systemd makes it, 0700), else a folder in
+    /tmp named for the uid (checked for ownership by whoever creates the socket in it)."""
+    xdg = env.get("XDG_RUNTIME_DIR")
+    return Path(xdg) / "vllm-supervisor" if xdg else Path(f"/tmp/vllm-supervisor-{uid}")
+
+
+def user_state_dir(env: Mapping[str, str]) -> Path:
+    """$XDG_STATE_HOME/vllm-supervisor (XDG Base Directory spec; ~/.local/state by default)."""
+    xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or "~").expanduser()
+                                            / ".local" / "state")
+    return Path(xdg) / "vllm-supervisor"
+
+
+def runtime_dir(model: str | None = None, env: Mapping[str, str] | None = None,
+                uid: int | None = None) -> Path:
+    """The daemon's folder that holds MODEL/admin.sock.
+
+    $VSUP_RUNTIME_DIR; else systemd's $RUNTIME_DIRECTORY (the unit makes it per instance,
+    vllm-supervisor/%i, so its parent when it is named for the model); else
+    /run/vllm-supervisor for root; else the user's own (user_runtime_dir).
+    """
+    env = os.environ if env is None else env
+    uid = os.getuid() if uid is None else uid
+    if env.get("VSUP_RUNTIME_DIR"):
+        return Path(env["VSUP_RUNTIME_DIR"])
+    systemd = _first(env.get("RUNTIME_DIRECTORY"))
+    if systemd:
+        p = Path(systemd)
+        return p.parent if model is not None and p.name == model else p
+    return SYSTEM_RUNTIME_DIR if uid == 0 else user_runtime_dir(env, uid)
+
+
+def runtime_dirs(env: Mapping[str, str] | None = None, uid: int | None = None) -> list[Path]:
+    """Where vllmctl looks for sockets, in order: $VSUP_RUNTIME_DIR alone when set, else the
+    user's own folder (non-root) and then the system's, so one command sees the quickstart's
+    model and the systemd instances alike."""
+    env = os.environ if env is None else env
+    uid = os.getuid() if uid is None else uid
+    if env.get("VSUP_RUNTIME_DIR"):
+        return [Path(env["VSUP_RUNTIME_DIR"])]
+    return [SYSTEM_RUNTIME_DIR] if uid == 0 else [user_runtime_dir(env, uid), SYSTEM_RUNTIME_DIR]
 
 
 def socket_path(base: Path, model: str) -> Path:
     return base / model / "admin.sock"
 
 
-def state_root() -> Path:
-    """Parent of every model's state folder (`last-failure.json` lives in ROOT/MODEL)."""
-    return Path(os.environ.get("VSUP_STATE_DIR") or DEFAULT_STATE_DIR)
+def state_root(env: Mapping[str, str] | None = None, uid: int | None = None) -> Path:
+    """Parent of every model's state folder (`last-failure.json` lives in ROOT/MODEL):
+    $VSUP_STATE_DIR, else /var/lib/vllm-supervisor for root, else the user's XDG state."""
+    env = os.environ if env is None else env
+    uid = os.getuid() if uid is None else uid
+    if env.get("VSUP_STATE_DIR"):
+        return Path(env["VSUP_STATE_DIR"])
+    return SYSTEM_STATE_DIR if uid == 0 else user_state_dir(env)
+
+
+def state_roots(env: Mapping[str, str] | None = None, uid: int | None = None) -> list[Path]:
+    """Where vllmctl looks for last failures, in the same order as runtime_dirs()."""
+    env = os.environ if env is None else env
+    uid = os.getuid() if uid is None else uid
+    if env.get("VSUP_STATE_DIR") or uid == 0:
+        return [state_root(env, uid)]
+    return [user_state_dir(env), SYSTEM_STATE_DIR]
+
+
+def model_state_dir(model: str, env: Mapping[str, str] | None = None,
+                    uid: int | None = None) -> Path:
+    """The daemon's own state folder: systemd's $STATE_DIRECTORY (StateDirectory=
+    vllm-supervisor/%i), else state_root()/MODEL."""
+    env = os.environ if env is None else env
+    return Path(_first(env.get("STATE_DIRECTORY")) or state_root(env, uid) / model)
 
 
 def local_host(host: str) -> str:
