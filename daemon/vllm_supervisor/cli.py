@@ -14,17 +14,20 @@ from . import exitcodes
 
 if TYPE_CHECKING:
     from .check import Report
+    from .hostcheck import AccessCheck
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--socket-dir", default=None, help="where MODEL/admin.sock live "
-                        "(default $VSUP_RUNTIME_DIR, else /run/vllm-supervisor)")
+                        "(default $VSUP_RUNTIME_DIR, else your $XDG_RUNTIME_DIR/vllm-supervisor "
+                        "and then /run/vllm-supervisor)")
     common.add_argument("--config-dir", type=Path, default=None, help="config directory "
                         "(default $VSUP_CONFIG_DIR, else /etc/vllm-supervisor)")
     common.add_argument("--state-dir", default=None, help="last failures (default "
-                        "$VSUP_STATE_DIR, else /var/lib/vllm-supervisor)")
+                        "$VSUP_STATE_DIR, else your $XDG_STATE_HOME/vllm-supervisor and then "
+                        "/var/lib/vllm-supervisor)")
     parser = argparse.ArgumentParser(prog="vllmctl", description="Operate vllm-supervisor "
                                      "instances. Exit codes: 0 ok, 1 failed, 2 usage, 3 not "
                                      "running, 4 permission denied, 78 config invalid.")
@@ -107,11 +110,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .config import default_config_dir
 
     config_dir = args.config_dir or default_config_dir()
+    paths, note = service_view(config_dir)
     try:
-        report = run_check(config_dir, args.models, probe=not args.no_probe, strict=args.strict)
+        report = run_check(config_dir, args.models, probe=not args.no_probe, strict=args.strict,
+                           paths=paths)
     except UnknownModel as exc:
         print(f"vllmctl check: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    if note:
+        report.notes.append(note)
     if args.json:
         print(json.dumps({
             "ok": report.ok,
@@ -132,6 +139,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         _print_check(report)
     return exitcodes.OK if report.ok else exitcodes.CONFIG
+
+
+def service_view(config_dir: Path) -> tuple[AccessCheck, str | None]:
+    """Check paths as the installed unit's User= would meet them when CONFIG_DIR is the one
+    the unit reads (docs/design.md, "Running as the given user"); as ourselves otherwise: a
+    developer's quickstart config is run by the developer, whatever units the host has."""
+    from .access import Identity
+    from .hostcheck import AccessCheck
+    from .unitfile import installed
+
+    unit = installed()
+    if unit is None or not unit.user or \
+            Path(os.path.realpath(config_dir)) != Path(os.path.realpath(unit.config_dir)):
+        return AccessCheck(), None
+    try:
+        who = Identity.of(unit.user, unit.group, unit.supplementary)
+    except KeyError:
+        return AccessCheck(hides_home=unit.hides_home), (
+            f"the unit's User={unit.user} does not exist yet (scripts/install.sh creates it "
+            "with systemd-sysusers): paths not checked as that user")
+    return AccessCheck(who=who, hides_home=unit.hides_home), None
 
 
 def _print_check(report: Report) -> None:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fields
+from . import access, fields
 from .engine_options import OptionValue
 from .fields import Ctx
 from .problems import ConfigInvalid, Problem, did_you_mean
@@ -83,8 +83,11 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
     main = config_dir / "models.yaml"
     files = [main, *sorted((config_dir / "models.d").glob("*.yaml"))]
     if not main.is_file():
-        raise ConfigInvalid([Problem(str(main), 0, "", "not found (create it, or pass "
-                                     "--config-dir; see etc/ for an example)")])
+        blocked = access.check([access.Need(main, access.R, "", "the config file")])
+        why = blocked[0].message(access.Identity.current().name) if blocked and \
+            blocked[0].at else "not found (create it, or pass --config-dir; see etc/ for " \
+            "an example)"
+        raise ConfigInvalid([Problem(str(main), 0, "", why)])
     defaults: dict[str, YNode] = {}
     raw_models: dict[str, tuple[YNode, str, int]] = {}
     for path in files:
@@ -123,6 +126,11 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
 def _read(path: Path, problems: list[Problem]) -> YNode | None:
     try:
         text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        denied = access.check([access.Need(path, access.R, "", "the config file")]) or []
+        problems.append(Problem(str(path), 0, "", denied[0].message(
+            access.Identity.current().name) if denied else "cannot read it: permission denied"))
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(str(path), 0, "", f"cannot read: {exc}"))
         return None

@@ -18,11 +18,13 @@ import uvloop
 
 from . import admin, logs, places, process
 from . import events as ev
+from .access import Identity, Need, R, W, X
 from .check import UnknownModel, run_check
 from .config import ModelConfig, default_config_dir
 from .engine import EngineInfo
 from .exitcodes import CONFIG
 from .health import Prober, Target
+from .hostcheck import AccessCheck
 from .notify import Notifier
 from .render import Command, read_key_file, render
 from .supervision import Supervision
@@ -43,10 +45,13 @@ class Current:
         return Target(self.cfg.host, self.cfg.port, self.cfg.served_model_names, key)
 
 
-def validate(model: str, config_dir: Path) -> tuple[ModelConfig, EngineInfo] | str:
-    """The model's config and engine, or every problem as text."""
+def validate(model: str, config_dir: Path, paths: AccessCheck | None = None
+             ) -> tuple[ModelConfig, EngineInfo] | str:
+    """The model's config and engine, or every problem as text. PATHS: also check that this
+    process's user can use every path the model needs (a clear exit 78 instead of a
+    PermissionError traceback, or vLLM's FileNotFoundError for unreadable weights)."""
     try:
-        report = run_check(config_dir, [model], probe=False)
+        report = run_check(config_dir, [model], probe=False, paths=paths)
     except UnknownModel as exc:
         return str(exc)
     if not report.ok:
@@ -59,23 +64,27 @@ def validate(model: str, config_dir: Path) -> tuple[ModelConfig, EngineInfo] | s
 def run(model: str, config_dir: Path | None, state_dir: Path | None,
         runtime_dir: Path | None = None, admin_group: str | None = None) -> int:
     config_dir = config_dir or default_config_dir()
-    got = validate(model, config_dir)
+    # systemd's StateDirectory= sets STATE_DIRECTORY; vllmctl reads the same place.
+    state = state_dir or places.model_state_dir(model)
+    sock = places.socket_path(runtime_dir or places.runtime_dir(model), model)
+    paths = AccessCheck(extra=(
+        Need(state, R | W | X, "", "the state folder", create=True),
+        Need(sock.parent, R | W | X, "", "the admin socket's folder", create=True)))
+    got = validate(model, config_dir, paths)
     if isinstance(got, str):
-        print(got, file=sys.stderr)
-        print(f"vllm-supervisor: config invalid for {model}; nothing started", file=sys.stderr)
+        # <3>: sd-daemon(3) err, so `journalctl -p err -u vllm-supervisor@MODEL` shows them.
+        for line in [*got.splitlines(), f"vllm-supervisor: config invalid for {model}; "
+                     "nothing started"]:
+            print(f"<3>{line}", file=sys.stderr)
         return CONFIG
     cur = Current(*got)
-    # systemd's StateDirectory= sets STATE_DIRECTORY; vllmctl reads the same place.
-    state = state_dir or Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-                              or places.state_root() / model)
-    sock = places.socket_path(runtime_dir or places.runtime_dir(), model)
     logs.setup()
-    return uvloop.run(_main(model, config_dir, cur, state, sock,
+    return uvloop.run(_main(model, config_dir, cur, state, sock, paths,
                             admin_group or admin.DEFAULT_GROUP))
 
 
 async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: Path,
-                group: str) -> int:
+                paths: AccessCheck, group: str) -> int:
     log = logs.get()
     notifier = Notifier()
     async with aiohttp.ClientSession() as session:
@@ -84,7 +93,7 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: P
         def reload() -> tuple[Command, Supervision] | str:
             # validate() loads the config once and detects the engine; it also says when
             # the model is gone from the config.
-            got = validate(model, config_dir)
+            got = validate(model, config_dir, paths)
             if isinstance(got, str):
                 return got
             cur.cfg, cur.info = got
@@ -106,10 +115,14 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: P
                                     engine_metrics=lambda: prober.metrics_text(5.0))
         try:
             await socket_server.start()
-        except (admin.AlreadyServed, OSError) as exc:
+        except admin.AlreadyServed as exc:
             log.error("cannot open the admin socket; nothing started", model=model,
                       path=str(sock), error=str(exc))
             return EXIT_ENGINE_FAILED
+        except OSError as exc:  # the folder is not ours, or not usable: restarts won't help
+            log.error("cannot open the admin socket; nothing started", model=model,
+                      path=str(sock), error=str(exc), user=Identity.current().name)
+            return CONFIG
         loop = asyncio.get_running_loop()
         # Signal handlers only post events (the supervisor decides).
         loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))

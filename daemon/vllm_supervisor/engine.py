@@ -71,7 +71,13 @@ def _read_meta(dist_info: Path) -> tuple[str, str] | None:
 
 
 def detect(venv: Path) -> EngineInfo:
-    if not (venv / "pyvenv.cfg").is_file():
+    try:
+        is_venv = (venv / "pyvenv.cfg").is_file()
+    except PermissionError:
+        # EACCES on the way, not "no venv": the path check (access.py) names the folder.
+        raise EngineNotFound(f"cannot look into {venv}: permission denied for this user"
+                             ) from None
+    if not is_venv:
         raise EngineNotFound(f"{venv} is not a Python venv (no pyvenv.cfg); create it with "
                              f"scripts/setup-engine --venv {venv}")
     python = venv / "bin" / "python"

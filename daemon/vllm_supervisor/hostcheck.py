@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from . import engine_options, flags, hfcache
+from . import access, engine_options, flags, hfcache
+from .access import Identity, Need, R, W, X
 from .config import ModelConfig
 from .engine import EngineInfo, EngineNotFound, detect
 from .problems import Problem, did_you_mean
@@ -115,3 +117,58 @@ def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
             add("extra_args", f"{flag} is not a flag of {info.label}"
                 + did_you_mean(flag, known) + " (vLLM would exit 2: unrecognized arguments)")
 
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    """Check a model's paths as WHO (None: this process), with the unit's ProtectHome= in
+    mind when HIDES_HOME, plus EXTRA paths (the daemon's own state and socket folders)."""
+
+    who: Identity | None = None
+    hides_home: bool = False
+    extra: tuple[Need, ...] = field(default_factory=tuple)
+
+
+def path_needs(cfg: ModelConfig, files: tuple[str, ...], engine: EngineInfo | None = None,
+               environ: Mapping[str, str] = os.environ) -> list[Need]:
+    """Every path the model's service reads, executes or writes."""
+    env = {**environ, **cfg.env}
+    needs = [Need(Path(f), R, "", "the config file") for f in files if os.path.lexists(f)]
+    entry = Path(engine.entrypoint(cfg.model)[0]) if engine is not None else None
+    needs += access.venv_needs(cfg.venv, entry)
+    tok = cfg.engine.get("tokenizer")
+    for key, ref in (("model", cfg.model), ("engine.tokenizer", tok)):
+        if not isinstance(ref, str):
+            continue
+        if hfcache.is_local_path(ref) or Path(ref).exists():
+            folder = Path(ref).expanduser()
+            needs.append(Need(folder, R | X, key, "the model folder"))
+            needs += [Need(f, R, key, "the model file") for f in access.model_files(folder)]
+        else:
+            mode = R | X if cfg.offline else R | W | X  # online: downloads land there
+            needs.append(Need(hfcache.hub_dir(env), mode, key, "the Hugging Face cache",
+                              create=not cfg.offline))
+    if cfg.api_key_file is not None:
+        needs.append(Need(cfg.api_key_file, R, "api_key_file", "the API key file"))
+    return needs + access.env_paths(env)
+
+
+def access_problems(cfg: ModelConfig, files: tuple[str, ...], how: AccessCheck,
+                    engine: EngineInfo | None = None,
+                    environ: Mapping[str, str] = os.environ) -> tuple[list[Problem], bool]:
+    """Problems for the paths HOW's user cannot use, and whether they could be checked at
+    all (another user's view needs root; what ProtectHome= hides is known regardless)."""
+    needs = path_needs(cfg, files, engine, environ) + list(how.extra)
+    denied = access.protect_home_denials(needs) if how.hides_home else []
+    hidden = {d.need for d in denied}
+    found = access.check([n for n in needs if n not in hidden], how.who)
+    user = (how.who or Identity.current()).name
+    out = []
+    for d in denied + (found or []):
+        if d.need.key:
+            f, ln = cfg.locate(d.need.key)
+            key = f"models.{cfg.name}.{d.need.key}"
+        else:
+            f, ln, key = str(d.need.path), 0, ""
+        out.append(Problem(f, ln, key, d.message(user)))
+    return out, found is not None

@@ -1,0 +1,89 @@
+"""What the installed vllm-supervisor@.service says about the user it runs as.
+
+`vllmctl check`, run as root, checks paths as the unit's User= would meet them, and refuses
+paths the unit's ProtectHome= hides (docs/design.md, "Running as the given user"). This reads
+the few keys that decide that from the unit file and its drop-ins, in systemd's order
+(systemd.unit(5): the first unit file found in the search path, then drop-ins sorted by name,
+the template's before the instance's; later assignments win, an empty one resets a list).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE = "vllm-supervisor@.service"
+# systemd.unit(5), system units, highest priority first.
+SEARCH = ("etc/systemd/system", "run/systemd/system", "usr/local/lib/systemd/system",
+          "usr/lib/systemd/system", "lib/systemd/system")
+DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")  # config.DEFAULT_CONFIG_DIR; kept light
+HIDING = {"yes", "true", "on", "1", "tmpfs"}  # ProtectHome= values that hide /home and /root
+
+
+@dataclass(frozen=True)
+class ServiceUnit:
+    path: Path
+    user: str | None
+    group: str | None
+    supplementary: tuple[str, ...]
+    protect_home: str
+    config_dir: Path  # the unit's Environment=VSUP_CONFIG_DIR=, else /etc/vllm-supervisor
+
+    @property
+    def hides_home(self) -> bool:
+        return self.protect_home.lower() in HIDING
+
+
+def installed(model: str | None = None, root: Path = Path("/")) -> ServiceUnit | None:
+    """The template unit as systemd would load it for MODEL's instance; None if absent."""
+    unit = next((root / d / TEMPLATE for d in SEARCH if (root / d / TEMPLATE).is_file()), None)
+    if unit is None:
+        return None
+    files = [unit]
+    names = [TEMPLATE] + ([f"vllm-supervisor@{model}.service"] if model else [])
+    for name in names:
+        drop: dict[str, Path] = {}
+        for d in reversed(SEARCH):  # a higher-priority folder's file of the same name wins
+            folder = root / d / f"{name}.d"
+            if folder.is_dir():
+                drop.update({f.name: f for f in folder.glob("*.conf")})
+        files += [drop[k] for k in sorted(drop)]
+    keys: dict[str, str] = {}
+    groups: list[str] = []
+    for f in files:
+        _read(f, keys, groups)
+    return ServiceUnit(unit, keys.get("User") or None, keys.get("Group") or None,
+                       tuple(groups), keys.get("ProtectHome", "no"),
+                       Path(keys.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR))
+
+
+def _read(path: Path, keys: dict[str, str], groups: list[str]) -> None:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    section = ""
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        if section != "Service" or "=" not in line:
+            continue
+        key, _, value = (part.strip() for part in line.partition("="))
+        if key == "SupplementaryGroups":
+            if value:
+                groups.extend(value.split())
+            else:
+                groups.clear()
+        elif key in ("User", "Group", "ProtectHome"):
+            keys[key] = value
+        elif key == "Environment":
+            for item in shlex.split(value):
+                name, _, val = item.partition("=")
+                if name == "VSUP_CONFIG_DIR":
+                    keys[name] = val
