@@ -46,13 +46,15 @@ def test_a_bad_key_would_be_caught(tmp_path: Path) -> None:
     assert "Typo" in res.stderr  # the check above can fail
 
 
-def test_hardening_scores_at_most_2_5(tmp_path: Path) -> None:
+def test_hardening_scores_at_most_1_6(tmp_path: Path) -> None:
+    """1.6 measured with the filter that serves under a real systemd (docs/design.md); the
+    landed unit scored 1.7 and was killed by SIGSYS at start."""
     res = subprocess.run(["systemd-analyze", "security", "--offline=true",
                           str(instance(tmp_path))], capture_output=True, text=True, timeout=60,
                          check=False)
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
     assert m is not None, res.stdout[-2000:] + res.stderr
-    assert float(m.group(1)) <= 2.5, res.stdout[-3000:]
+    assert float(m.group(1)) <= 1.6, res.stdout[-3000:]
 
 
 def test_unit_keeps_what_the_supervisor_relies_on() -> None:
@@ -63,6 +65,13 @@ def test_unit_keeps_what_the_supervisor_relies_on() -> None:
                  "--runtime-dir /run/vllm-supervisor", "run %i"):
         assert line in text, line
     assert "%I" not in text.split("[Service]")[1]  # %I turns '-' into '/'
+    # The socket's group comes from Group= (no chown, so @privileged stays denied), and the
+    # five @resources calls vLLM's engine makes are allowed back (scripts/trace-syscalls).
+    assert "Group=vllm-admin" in text
+    assert "SystemCallFilter=~@privileged @resources" in text
+    assert "SystemCallFilter=sched_setaffinity sched_setscheduler mbind set_mempolicy " \
+           "migrate_pages" in text
+    assert "ProtectHome=yes" in text
 
 
 def test_sysusers_creates_user_and_groups(tmp_path: Path) -> None:
