@@ -14,7 +14,7 @@
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 prefix=/opt/vllm-supervisor; root=""; dry=0; uninstall=0; purge=0; engine=default
-setup=(); python=${VSUP_PYTHON:-python3}
+setup=(); python=${VSUP_PYTHON:-}
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,10 +45,13 @@ if [ $uninstall = 1 ]; then
   if systemd_runs; then
     run systemctl stop vllm-supervisor.target 'vllm-supervisor@*.service' || true
   fi
+  [ -e "$units/vllm-supervisor.target" ] && run systemctl ${root:+--root="$root"} disable \
+    --quiet vllm-supervisor.target || true
   for f in "$units/vllm-supervisor@.service" "$units/vllm-supervisor.target" \
            "$root/etc/sysusers.d/vllm-supervisor.conf" \
-           "$root/usr/share/bash-completion/completions/vllmctl"; do
-    [ -e "$f" ] && run rm -f "$f"
+           "$root/usr/share/bash-completion/completions/vllmctl" \
+           "$root/usr/local/bin/vllmctl" "$root/usr/local/bin/vllm-supervisor"; do
+    if [ -e "$f" ] || [ -L "$f" ]; then run rm -f "$f"; fi
   done
   [ -d "$root$prefix/venv" ] && run rm -rf "$root$prefix/venv"
   if [ $purge = 1 ]; then
@@ -65,8 +68,36 @@ if [ $uninstall = 1 ]; then
 fi
 
 # What it needs, said before anything changes.
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
-  || die "needs Python >= 3.11 ($python is missing or older); set VSUP_PYTHON to another"
+# The interpreter both venvs are made from. The unit runs with ProtectHome=yes, which hides
+# /home and /root from the service: a venv made from pyenv's or uv's own Python (both live
+# there by default) fails with status=203/EXEC. So: a system interpreter, never one whose
+# real path (or base prefix) is under /home or /root (docs/deployment.md).
+hidden() {  # hidden PYTHON: true when its real executable or base prefix is under a home
+  "$1" -c 'import os, sys
+homes = ("/home/", "/root/")
+paths = (os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix))
+sys.exit(0 if any((p + "/").startswith(homes) for p in paths) else 1)' 2>/dev/null
+}
+fits() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+if [ -n "$python" ]; then
+  fits "$python" || die "needs Python >= 3.11 (VSUP_PYTHON=$python is missing or older)"
+  if hidden "$python"; then
+    msg="VSUP_PYTHON=$python lives under /home or /root, which the unit's ProtectHome=yes \
+hides from the service (it would fail with status=203/EXEC); use a system Python (Debian: \
+apt-get install python3 python3-venv) or one under $prefix"
+    # A --root tree is not a live host (tests build them): say it, go on.
+    if [ -n "$root" ]; then say "warning: $msg"; else die "$msg"; fi
+  fi
+else
+  for candidate in /usr/bin/python3 /usr/local/bin/python3 "$(command -v python3 || true)"; do
+    if [ -n "$candidate" ] && fits "$candidate" && ! hidden "$candidate"; then
+      python=$candidate; break
+    fi
+  done
+  [ -n "$python" ] || die "needs a system Python >= 3.11 outside /home and /root (the unit's \
+ProtectHome=yes hides those): apt-get install python3 python3-venv, or set VSUP_PYTHON"
+fi
+say "venvs are made from $python ($("$python" -c 'import sys; print(sys.version.split()[0])'))"
 if command -v uv >/dev/null 2>&1; then installer=uv
 elif "$python" -m pip --version >/dev/null 2>&1 && "$python" -m venv --help >/dev/null 2>&1; then
   installer=pip
@@ -91,7 +122,8 @@ fi
 
 case "$engine" in
   none) say "no engine venv (--no-engine): point models at one with venv:" ;;
-  default) run "$src/scripts/setup-engine" --venv "$root$prefix/engine" "${setup[@]}" ;;
+  default) run "$src/scripts/setup-engine" --venv "$root$prefix/engine" --python "$python" \
+             "${setup[@]}" ;;
   *) run ln -sfn "$engine" "$root$prefix/engine" ;;
 esac
 
@@ -112,12 +144,21 @@ if [ $dry = 1 ]; then echo "would: write $root/usr/share/bash-completion/complet
 else "$venv/bin/vllmctl" completion bash | install -D -m 0644 /dev/stdin \
   "$root/usr/share/bash-completion/completions/vllmctl"; fi
 
+# The commands on every operator's PATH (sudo's secure_path has /usr/local/bin).
+for cmd in vllmctl vllm-supervisor; do
+  run mkdir -p "$root/usr/local/bin"
+  run ln -sfn "$prefix/venv/bin/$cmd" "$root/usr/local/bin/$cmd"
+done
 run install -D -m 0644 "$src/docs/models.schema.json" "$root$prefix/models.schema.json"
 put "$src/etc/models.yaml" "$root/etc/vllm-supervisor/models.yaml" 0644
 for f in "$src"/etc/models.d/*.yaml; do
   put "$f" "$root/etc/vllm-supervisor/models.d/$(basename "$f")" 0644
 done
 if systemd_runs; then run systemctl daemon-reload; fi
+# The target is what boot starts (WantedBy=multi-user.target), and `systemctl enable
+# vllm-supervisor@MODEL` hangs a model on the target: without this, enabled models would not
+# come back after a reboot. --root enables it offline in the tree.
+run systemctl ${root:+--root="$root"} enable --quiet vllm-supervisor.target
 say "done. Next: edit /etc/vllm-supervisor/models.yaml, check it with"
-say "  $prefix/venv/bin/vllmctl check"
+say "  vllmctl check        (as root: it also checks paths as the unit's user)"
 say "then: systemctl enable --now vllm-supervisor@MODEL (docs/deployment.md)"

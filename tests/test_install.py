@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def test_install_rerun_and_uninstall(tmp_path: Path) -> None:
     unit = (tmp_path / "etc/systemd/system/vllm-supervisor@.service").read_text()
     assert "ExecStart=/opt/vllm-supervisor/venv/bin/vllm-supervisor run %i" in unit
     assert (tmp_path / "etc/systemd/system/vllm-supervisor.target").exists()
+    # boot starts the target, and enabled models hang on it (the systemd tier reboots)
+    wants = tmp_path / "etc/systemd/system/multi-user.target.wants/vllm-supervisor.target"
+    assert wants.is_symlink()
+    for cmd in ("vllmctl", "vllm-supervisor"):  # on every operator's PATH
+        assert os.readlink(tmp_path / "usr/local/bin" / cmd) == \
+            f"/opt/vllm-supervisor/venv/bin/{cmd}"
     assert (tmp_path / "opt/vllm-supervisor/models.schema.json").exists()
     assert "vllm:x:" in (tmp_path / "etc/passwd").read_text()
     assert "vllm-admin:x:" in (tmp_path / "etc/group").read_text()
@@ -65,6 +72,7 @@ def test_install_rerun_and_uninstall(tmp_path: Path) -> None:
     res = install(tmp_path, "--uninstall")
     assert res.returncode == 0, res.stderr
     assert not (tmp_path / "etc/systemd/system/vllm-supervisor@.service").exists()
+    assert not wants.is_symlink() and not (tmp_path / "usr/local/bin/vllmctl").is_symlink()
     assert not venv.exists() and config.exists()
     res = install(tmp_path, "--uninstall", "--purge")
     assert res.returncode == 0 and not config.exists()
@@ -76,3 +84,22 @@ def test_missing_python_is_said_before_anything_changes(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "needs Python >= 3.11" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interpreter_under_a_home_is_refused_for_a_host_and_named_for_a_tree(
+        tmp_path: Path) -> None:
+    """ProtectHome=yes hides /home and /root from the unit: a venv made from pyenv's Python
+    there fails with status=203/EXEC. A --root tree is not a live host: warned, not refused."""
+    here = [os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)]
+    if not any(p.startswith(("/home/", "/root/")) for p in here):
+        pytest.skip("this Python is not under /home or /root")
+    env = {"VSUP_PYTHON": sys.executable}
+    tree = install(tmp_path, "--no-engine", "--dry-run", env=env)
+    assert tree.returncode == 0, tree.stderr
+    assert "warning: VSUP_PYTHON=" in tree.stdout and "ProtectHome=yes" in tree.stdout
+    if os.geteuid() == 0:  # a live host: refused before anything changes (--dry-run anyway)
+        host = subprocess.run([str(INSTALL), "--no-engine", "--dry-run"], capture_output=True,
+                              text=True, timeout=60, check=False, env={**os.environ, **env})
+        assert host.returncode == 1
+        assert "lives under /home or /root" in host.stderr and "203/EXEC" in host.stderr
+        assert "would:" not in host.stdout
