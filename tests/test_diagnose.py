@@ -22,6 +22,12 @@ REAL = {
     "invalid-config-value": ("invalid-config-value", "fix the option or env: value"),
     "unknown-quantization": ("unknown-quantization", "fix engine.quantization"),
     "engine-killed": ("engine-core-died", "the supervisor restarts the engine"),
+    # Captured under the real-systemd tier's minimal Debian root (no libnuma1), and as user
+    # vllm with model.safetensors at mode 0600 (what make-tiny-model used to write).
+    "libnuma-missing": ("host-library-missing", "apt-get install libnuma1"),
+    "weights-unreadable": ("weights-unreadable",
+                           "check that the service user can read /srv/models/locked/"
+                           "model.safetensors"),
 }
 
 # Lines as vLLM (and the libraries under it) print them, for what this machine cannot
@@ -58,6 +64,11 @@ SAMPLES = {
     "cpu-attention-config": "RuntimeError: Unsupported CPU attention configuration: "
                             "head_dim=16",
     "disk-full": "OSError: [Errno 28] No space left on device",
+    "host-library-missing": "(VllmWorker-0 pid=169) WARNING 11-22 10:28:02 [cpu.py:644] Failed "
+                            "to import from vllm._C: ImportError('libnuma.so.1: cannot open "
+                            "shared object file: No such file or directory')",
+    "weights-unreadable": "(Worker pid=270) ERROR 11-22 10:29:46 [multiproc_executor.py:953] "
+                          "FileNotFoundError: No such file or directory: /srv/m/model.safetensors",
     "ray-missing": "ValueError: Ray is not installed. Please install Ray to use multi-node "
                    "serving.",
     "tool-parser-invalid": "KeyError: 'invalid tool call parser: foo (chose from { hermes, "

