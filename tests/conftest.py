@@ -50,12 +50,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """In CI a skipped `engine` test is a failure: the real tier must have run."""
+    """In CI a skipped `engine` or `systemd` test is a failure: the real tiers must have run."""
     if not IN_CI:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
-    engine_skips = [r for r in skipped if "engine" in getattr(r, "keywords", {})]
-    if engine_skips:
-        print(f"\nCI: {len(engine_skips)} real-engine test(s) were skipped; that is a failure")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for tier in ("engine", "systemd"):
+        skips = [r for r in skipped if tier in getattr(r, "keywords", {})]
+        if skips:
+            print(f"\nCI: {len(skips)} {tier}-tier test(s) were skipped; that is a failure")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
