@@ -159,7 +159,10 @@ def service_view(config_dir: Path) -> tuple[AccessCheck, str | None]:
         return AccessCheck(hides_home=unit.hides_home), (
             f"the unit's User={unit.user} does not exist yet (scripts/install.sh creates it "
             "with systemd-sysusers): paths not checked as that user")
-    return AccessCheck(who=who, hides_home=unit.hides_home), None
+    # The unit's own environment decides where HF_HOME and the caches are, not root's.
+    env = {**os.environ, **unit.environment}
+    return AccessCheck(who=who, hides_home=unit.hides_home, environ=env,
+                       managed=unit.managed), None
 
 
 def _print_check(report: Report) -> None:

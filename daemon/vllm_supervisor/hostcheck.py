@@ -127,6 +127,8 @@ class AccessCheck:
     who: Identity | None = None
     hides_home: bool = False
     extra: tuple[Need, ...] = field(default_factory=tuple)
+    environ: Mapping[str, str] | None = None  # the unit's environment (HF_HOME, ...), not ours
+    managed: tuple[Path, ...] = ()  # folders systemd creates for the unit, owned by its user
 
 
 def path_needs(cfg: ModelConfig, files: tuple[str, ...], engine: EngineInfo | None = None,
@@ -158,7 +160,9 @@ def access_problems(cfg: ModelConfig, files: tuple[str, ...], how: AccessCheck,
                     environ: Mapping[str, str] = os.environ) -> tuple[list[Problem], bool]:
     """Problems for the paths HOW's user cannot use, and whether they could be checked at
     all (another user's view needs root; what ProtectHome= hides is known regardless)."""
-    needs = path_needs(cfg, files, engine, environ) + list(how.extra)
+    env = how.environ if how.environ is not None else environ
+    needs = [n for n in path_needs(cfg, files, engine, env) + list(how.extra)
+             if not (n.create and any(m == n.path or m in n.path.parents for m in how.managed))]
     denied = access.protect_home_denials(needs) if how.hides_home else []
     hidden = {d.need for d in denied}
     found = access.check([n for n in needs if n not in hidden], how.who)

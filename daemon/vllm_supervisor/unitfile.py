@@ -30,6 +30,8 @@ class ServiceUnit:
     supplementary: tuple[str, ...]
     protect_home: str
     config_dir: Path  # the unit's Environment=VSUP_CONFIG_DIR=, else /etc/vllm-supervisor
+    environment: dict[str, str]  # Environment= and EnvironmentFile= (HF_HOME, caches, ...)
+    managed: tuple[Path, ...]  # Cache/State/RuntimeDirectory=: systemd makes them the user's
 
     @property
     def hides_home(self) -> bool:
@@ -52,14 +54,23 @@ def installed(model: str | None = None, root: Path = Path("/")) -> ServiceUnit |
         files += [drop[k] for k in sorted(drop)]
     keys: dict[str, str] = {}
     groups: list[str] = []
+    env: dict[str, str] = {}
+    managed: list[Path] = []
     for f in files:
-        _read(f, keys, groups)
+        _read(f, keys, groups, env, managed, model or "")
     return ServiceUnit(unit, keys.get("User") or None, keys.get("Group") or None,
                        tuple(groups), keys.get("ProtectHome", "no"),
-                       Path(keys.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR))
+                       Path(env.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR), env,
+                       tuple(managed))
 
 
-def _read(path: Path, keys: dict[str, str], groups: list[str]) -> None:
+# systemd.exec(5): the roots of CacheDirectory=, StateDirectory=, RuntimeDirectory=.
+MANAGED_ROOTS = {"CacheDirectory": Path("/var/cache"), "StateDirectory": Path("/var/lib"),
+                 "RuntimeDirectory": Path("/run")}
+
+
+def _read(path: Path, keys: dict[str, str], groups: list[str], env: dict[str, str],
+          managed: list[Path], model: str) -> None:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -75,6 +86,7 @@ def _read(path: Path, keys: dict[str, str], groups: list[str]) -> None:
         if section != "Service" or "=" not in line:
             continue
         key, _, value = (part.strip() for part in line.partition("="))
+        value = value.replace("%i", model)
         if key == "SupplementaryGroups":
             if value:
                 groups.extend(value.split())
@@ -85,5 +97,21 @@ def _read(path: Path, keys: dict[str, str], groups: list[str]) -> None:
         elif key == "Environment":
             for item in shlex.split(value):
                 name, _, val = item.partition("=")
-                if name == "VSUP_CONFIG_DIR":
-                    keys[name] = val
+                env[name] = val
+        elif key == "EnvironmentFile":
+            _env_file(Path(value.lstrip("-")), env)
+        elif key in MANAGED_ROOTS:
+            managed += [MANAGED_ROOTS[key] / d for d in value.split()]
+
+
+def _env_file(path: Path, env: dict[str, str]) -> None:
+    """KEY=VALUE lines, # comments, optional quotes (systemd.exec(5), EnvironmentFile=)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return  # a '-' file may be absent; an unreadable one systemd would refuse itself
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith(("#", ";")) and "=" in line:
+            name, _, val = line.partition("=")
+            env[name.strip()] = val.strip().strip("\"'")
