@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from vllm_supervisor.config import ModelConfig, load_registry
 from vllm_supervisor.engine import EngineInfo, EngineNotFound
-from vllm_supervisor.hostcheck import check_model
+from vllm_supervisor.hostcheck import check_model, path_needs
 
 from tests.helpers import fake_venv, write_config
 
@@ -74,6 +74,17 @@ def test_api_key_file(tmp_path: Path) -> None:
     (tmp_path / "k").write_text("\n")
     assert problems(model(tmp_path, f"    model: org/m\n    api_key_file: {tmp_path}/k\n")) == [
         f"models.m.api_key_file: {tmp_path}/k is empty"]
+
+
+def test_a_credential_path_is_checked_only_inside_the_unit(tmp_path: Path) -> None:
+    """LoadCredential= keys live under /run/credentials/UNIT/ only while the unit runs."""
+    cfg = model(tmp_path, "    model: org/m\n    api_key_file: "
+                "/run/credentials/vllm-supervisor@m.service/api-key\n")
+    assert problems(cfg) == []
+    needs = [n.key for n in path_needs(cfg, (), None, {})]
+    assert "api_key_file" not in needs
+    inside = [n.key for n in path_needs(cfg, (), None, {"CREDENTIALS_DIRECTORY": "/run/c"})]
+    assert "api_key_file" in inside
 
 
 def test_chat_template_path(tmp_path: Path) -> None:

@@ -80,7 +80,16 @@ def _check_ref(ref: str, key: str, offline: bool, env: Mapping[str, str], add: A
             "or point HF_HOME at the cache that has it")
 
 
+def outside_the_unit(path: Path, environ: Mapping[str, str] = os.environ) -> bool:
+    """A LoadCredential= path (docs/deployment.md, "API keys") exists only inside the running
+    unit, where systemd sets $CREDENTIALS_DIRECTORY: elsewhere it cannot be checked."""
+    return str(path).startswith("/run/credentials/") and not environ.get(
+        "CREDENTIALS_DIRECTORY")
+
+
 def _check_key(path: Path, add: Add) -> None:
+    if outside_the_unit(path):
+        return
     if not path.exists():
         add("api_key_file", f"{path} does not exist")
     elif not os.access(path, os.R_OK):
@@ -150,7 +159,7 @@ def path_needs(cfg: ModelConfig, files: tuple[str, ...], engine: EngineInfo | No
             mode = R | X if cfg.offline else R | W | X  # online: downloads land there
             needs.append(Need(hfcache.hub_dir(env), mode, key, "the Hugging Face cache",
                               create=not cfg.offline))
-    if cfg.api_key_file is not None:
+    if cfg.api_key_file is not None and not outside_the_unit(cfg.api_key_file, environ):
         needs.append(Need(cfg.api_key_file, R, "api_key_file", "the API key file"))
     return needs + access.env_paths(env)
 
