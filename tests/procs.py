@@ -1,7 +1,7 @@
 """Start children in their own process group; kill the whole group; prove nothing is left.
 
 vLLM's API server forks VLLM::EngineCore and VLLM::Worker into its process group, and a kill
-of the parent alone leaves them running (notes/vllm-behaviour.md), so tests kill by group.
+of the parent alone leaves them running (docs/vllm-behaviour.md), so tests kill by group.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ REAL = {
 }
 
 # Lines as vLLM (and the libraries under it) print them, for what this machine cannot
-# produce: GPU-only failures, gated repos, NCCL. From notes/vllm-behaviour.md and sources.
+# produce: GPU-only failures, gated repos, NCCL. From docs/vllm-behaviour.md and sources.
 SAMPLES = {
     "cuda-oom": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
     "gpu-memory-held": "ValueError: Free memory on device cuda:0 (10.2/79.1 GiB) on startup is "

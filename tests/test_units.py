@@ -2,7 +2,7 @@
 
 systemd-analyze verify exits 0 even on parse warnings, so any stderr output fails the test;
 it exits 1 when ExecStart's program is missing, so a copy points at real files
-(notes/systemd-on-these-machines.md).
+(docs/systemd-behaviour.md).
 """
 
 from __future__ import annotations

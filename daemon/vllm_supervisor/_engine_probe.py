@@ -3,7 +3,7 @@
 Usage: ENGINE_PYTHON _engine_probe.py [--parse < argv-lists.json]
 Prints JSON {"flags": {...}} or, with --parse, {"results": [{"ok": bool, "error": str}]}.
 vLLM has no machine-readable flag list, and the module that builds its parser moved
-between releases (notes/vllm-behaviour.md), so try each known home. Importing it pulls in
+between releases (docs/vllm-behaviour.md), so try each known home. Importing it pulls in
 torch: 6-9 s, which is why the supervisor caches the answer per venv and version.
 """
 

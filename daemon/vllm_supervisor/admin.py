@@ -4,7 +4,7 @@ Thin by design: it parses, checks the peer, and posts events to the supervisor; 
 touches the engine process. Every peer is checked with SO_PEERCRED (unix(7)): root, the
 service's own uid and members of the admin group pass, anyone else gets 403 and is logged.
 aiohttp's UnixSite does not unlink its socket file on cleanup, so stop() does
-(notes/systemd-on-these-machines.md).
+(docs/systemd-behaviour.md).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def default_venv() -> Path:
     return Path(os.environ.get("VSUP_ENGINE_VENV") or DEFAULT_VENV)
 
 # systemd instance names: `%I` would turn '-' into '/', so units use `%i` and the name must be
-# a plain slug (notes/systemd-on-these-machines.md).
+# a plain slug (docs/systemd-behaviour.md).
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 TOP_KEYS = ("defaults", "models")

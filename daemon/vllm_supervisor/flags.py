@@ -1,6 +1,6 @@
 """Which raw flags and env vars a model may not use, and which moved between vLLM releases.
 
-Facts from ../shared/notes/vllm-behaviour.md (each version's real parser): an unknown flag
+Facts from docs/vllm-behaviour.md (each version's real parser): an unknown flag
 makes vLLM exit 2 only after ~13 s of imports, so catching these at check time saves a
 failed start per typo.
 """

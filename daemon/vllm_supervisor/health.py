@@ -3,7 +3,7 @@
 vLLM does not listen before it is ready (connection refused = still loading), answers
 /health 503 once its engine is dead, and answers /v1/models without touching the engine, so
 a hung engine can keep /health at 200: only a real generation proves it serves
-(notes/vllm-behaviour.md, upstream issue 39863).
+(docs/vllm-behaviour.md, upstream issue 39863).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Supervisor events go through structlog as `<N>event key=value ...`; tracebacks are plain
 text without local variables (structlog's dict tracebacks default to show_locals=True, which
-would put API keys in the journal: notes/systemd-on-these-machines.md). Engine lines are
+would put API keys in the journal: docs/systemd-behaviour.md). Engine lines are
 re-emitted as `<N>[model] line`, the priority mapped from vLLM's level.
 """
 

@@ -2,7 +2,7 @@
 
 sdnotify 0.3.2 encodes with latin-1 (a non-latin-1 STATUS= is silently dropped, while
 sd_notify(3) defines STATUS= as UTF-8), swallows every error, and keeps one socket open from
-construction (notes/systemd-on-these-machines.md). The protocol is one datagram on an
+construction (docs/systemd-behaviour.md). The protocol is one datagram on an
 AF_UNIX socket named by $NOTIFY_SOCKET: a path, or an abstract name written `@name`.
 This is the one place that speaks it; without NOTIFY_SOCKET every call is a no-op.
 """

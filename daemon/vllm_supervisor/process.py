@@ -2,7 +2,7 @@
 group in two stages, and prove that nothing of it is left.
 
 The direct child is our warden (warden.py), which leads the group and takes the group down
-if the supervisor dies. vLLM swallows SIGTERM while loading (notes/vllm-behaviour.md), so a
+if the supervisor dies. vLLM swallows SIGTERM while loading (docs/vllm-behaviour.md), so a
 stop always ends with SIGKILL to the group when the grace period runs out.
 """
 

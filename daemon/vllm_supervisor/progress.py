@@ -1,6 +1,6 @@
 """Engine log lines -> load progress (phase, facts such as KV cache size) and readiness hints.
 
-Wording from vLLM 0.11/0.32/0.33 (notes/vllm-behaviour.md). Only lines holding one of a few
+Wording from vLLM 0.11/0.32/0.33 (docs/vllm-behaviour.md). Only lines holding one of a few
 keywords reach a regex: the pump calls this for every line, floods included.
 """
 

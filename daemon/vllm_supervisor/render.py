@@ -2,7 +2,7 @@
 
 The API key goes into the environment (VLLM_API_KEY), never argv: /proc/PID/cmdline is
 world-readable. systemd's per-service variables are stripped: a child that inherits
-NOTIFY_SOCKET could send READY=1 for us (notes/systemd-on-these-machines.md).
+NOTIFY_SOCKET could send READY=1 for us (docs/systemd-behaviour.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Events arrive on one queue (events.py); OS effects come in through `Ports`, so tests drive
 the whole state machine with fakes and no fork. Decisions cite the vLLM behaviour they guard
-against (notes/vllm-behaviour.md).
+against (docs/vllm-behaviour.md).
 """
 
 from __future__ import annotations

