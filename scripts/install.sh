@@ -16,17 +16,18 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 prefix=/opt/vllm-supervisor; root=""; dry=0; uninstall=0; purge=0; engine=default
 setup=(); python=${VSUP_PYTHON:-}
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+prog=install.sh; . "$(dirname "$0")/lib/args.sh"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --prefix) prefix=$2; shift 2 ;;
-    --root) root=$(cd "$2" && pwd); shift 2 ;;
+    --prefix) value "$@"; prefix=$2; shift 2 ;;
+    --root) value "$@"; root=$(cd "$2" && pwd); shift 2 ;;
     --dry-run) dry=1; shift ;;
     --uninstall) uninstall=1; shift ;;
     --purge) purge=1; shift ;;
     --no-engine) engine=none; shift ;;
-    --engine-venv) engine=$2; shift 2 ;;
+    --engine-venv) value "$@"; engine=$2; shift 2 ;;
     --cpu|--cuda) setup+=("$1"); shift ;;
-    --vllm-version|--extra-index-url) setup+=("$1" "$2"); shift 2 ;;
+    --vllm-version|--extra-index-url) value "$@"; setup+=("$1" "$2"); shift 2 ;;
     -h|--help) usage ;;
     *) echo "install.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -45,19 +46,20 @@ if [ $uninstall = 1 ]; then
   if systemd_runs; then
     run systemctl stop vllm-supervisor.target 'vllm-supervisor@*.service' || true
   fi
-  [ -e "$units/vllm-supervisor.target" ] && run systemctl ${root:+--root="$root"} disable \
-    --quiet vllm-supervisor.target || true
+  if [ -e "$units/vllm-supervisor.target" ]; then
+    run systemctl ${root:+--root="$root"} disable --quiet vllm-supervisor.target || true
+  fi
   for f in "$units/vllm-supervisor@.service" "$units/vllm-supervisor.target" \
            "$root/etc/sysusers.d/vllm-supervisor.conf" \
            "$root/usr/share/bash-completion/completions/vllmctl" \
            "$root/usr/local/bin/vllmctl" "$root/usr/local/bin/vllm-supervisor"; do
     if [ -e "$f" ] || [ -L "$f" ]; then run rm -f "$f"; fi
   done
-  [ -d "$root$prefix/venv" ] && run rm -rf "$root$prefix/venv"
+  if [ -d "$root$prefix/venv" ]; then run rm -rf "$root$prefix/venv"; fi
   if [ $purge = 1 ]; then
     for d in "$root$prefix" "$root/etc/vllm-supervisor" "$root/var/cache/vllm-supervisor" \
              "$root/var/lib/vllm-supervisor"; do
-      [ -e "$d" ] && run rm -rf "$d"
+      if [ -e "$d" ]; then run rm -rf "$d"; fi
     done
   else
     say "kept $root/etc/vllm-supervisor, caches, state and $root$prefix/engine (--purge removes them)"
@@ -129,7 +131,9 @@ esac
 
 # Units name the final paths, also under --root: the scratch tree mirrors a real host.
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-sed "s|/opt/vllm-supervisor|$prefix|g" "$src/units/vllm-supervisor@.service" > "$tmp/unit"
+# The prefix goes into a sed replacement: escape what sed treats specially there (\ & |).
+esc=$(printf '%s' "$prefix" | sed 's/[\\&|]/\\&/g')
+sed "s|/opt/vllm-supervisor|$esc|g" "$src/units/vllm-supervisor@.service" > "$tmp/unit"
 run install -D -m 0644 "$tmp/unit" "$units/vllm-supervisor@.service"
 run install -D -m 0644 "$src/units/vllm-supervisor.target" "$units/vllm-supervisor.target"
 run install -D -m 0644 "$src/units/vllm-supervisor.sysusers.conf" \
