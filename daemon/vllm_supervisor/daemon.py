@@ -16,19 +16,18 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from . import admin, logs, places, process
+from . import admin, exitcodes, logs, places, process
 from . import events as ev
 from .access import Identity, Need, R, W, X
 from .check import UnknownModel, run_check
 from .config import ModelConfig, default_config_dir
 from .engine import EngineInfo
-from .exitcodes import CONFIG
 from .health import Prober, Target
 from .hostcheck import AccessCheck
 from .notify import Notifier
 from .render import Command, read_key_file, render
 from .supervision import Supervision
-from .supervisor import EXIT_ENGINE_FAILED, LinesSink, Ports, Supervisor
+from .supervisor import LinesSink, Ports, Supervisor
 
 
 class Current:
@@ -76,7 +75,7 @@ def run(model: str, config_dir: Path | None, state_dir: Path | None,
         for line in [*got.splitlines(), f"vllm-supervisor: config invalid for {model}; "
                      "nothing started"]:
             print(f"<3>{line}", file=sys.stderr)
-        return CONFIG
+        return exitcodes.CONFIG
     cur = Current(*got)
     logs.setup()
     return uvloop.run(_main(model, config_dir, cur, state, sock, paths,
@@ -118,11 +117,11 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: P
         except admin.AlreadyServed as exc:
             log.error("cannot open the admin socket; nothing started", model=model,
                       path=str(sock), error=str(exc))
-            return EXIT_ENGINE_FAILED
+            return exitcodes.FAILED
         except OSError as exc:  # the folder is not ours, or not usable: restarts won't help
             log.error("cannot open the admin socket; nothing started", model=model,
                       path=str(sock), error=str(exc), user=Identity.current().name)
-            return CONFIG
+            return exitcodes.CONFIG
         loop = asyncio.get_running_loop()
         # Signal handlers only post events (the supervisor decides).
         loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))

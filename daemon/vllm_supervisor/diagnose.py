@@ -8,6 +8,7 @@ every failure this machine can produce, and tests/test_diagnose.py checks each e
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,13 +45,9 @@ class Finding:
                 "fix": self.fix, "line": self.line}
 
 
-_CACHE: dict[str, re.Pattern[str]] = {}
-
-
+@functools.cache
 def _compiled(pattern: str) -> re.Pattern[str]:
-    if pattern not in _CACHE:
-        _CACHE[pattern] = re.compile(pattern)
-    return _CACHE[pattern]
+    return re.compile(pattern)
 
 
 C = Cause

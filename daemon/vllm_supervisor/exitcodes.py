@@ -5,4 +5,6 @@ FAILED = 1  # the operation was tried and failed
 USAGE = 2  # argparse's own code for bad arguments
 NOT_RUNNING = 3
 PERMISSION = 4
-CONFIG = 78  # sysexits(3) EX_CONFIG; the unit's RestartPreventExitStatus=78
+# sysexits(3) EX_CONFIG, "something was found in an unconfigured or misconfigured state";
+# the unit's RestartPreventExitStatus=78 keeps systemd from restart-looping on a bad file.
+CONFIG = 78

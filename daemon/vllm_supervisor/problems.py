@@ -9,10 +9,6 @@ from typing import Literal
 
 Severity = Literal["error", "warning"]
 
-# sysexits(3): EX_CONFIG, "something was found in an unconfigured or misconfigured state".
-# The unit's RestartPreventExitStatus=78 keeps systemd from restart-looping on a bad file.
-EX_CONFIG = 78
-
 
 @dataclass(frozen=True)
 class Problem:

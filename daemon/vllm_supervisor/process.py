@@ -27,7 +27,6 @@ CUT = " …[line cut]"
 # engine 2-4x (scripts/bench/log_pump.py). A log line is seen at most this much later.
 BATCH_WAIT = 0.001
 PIPE_SIZE = 1024 * 1024  # fcntl(2) F_SETPIPE_SZ: room for ~1 ms of a flood
-F_SETPIPE_SZ = 1031
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ async def spawn(argv: Sequence[str], env: dict[str, str],
                                      else "")
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size: best effort
-        fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     try:
         proc = await asyncio.create_subprocess_exec(
             *warden, stdin=asyncio.subprocess.DEVNULL, stdout=write_end,

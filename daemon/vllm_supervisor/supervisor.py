@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import events as ev
-from . import states, watchers
+from . import exitcodes, states, watchers
 from .diagnose import Finding, diagnose, first_fatal_line
 from .notify import Notifier
 from .observe import Observed
@@ -28,7 +28,6 @@ from .supervision import Supervision
 RING = 2000  # engine lines kept for `logs` and diagnosis
 # Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
 LinesSink = Callable[[list[str], str], None]
-EXIT_OK, EXIT_ENGINE_FAILED, EXIT_CONFIG = 0, 1, 78
 
 
 class EngineHandle(Protocol):
@@ -152,7 +151,7 @@ class Supervisor(Observed):
             self.shutting_down, self.want_active = True, False
             self.p.notifier.stopping(f"stopping ({e.reason})")
             if not await self._stop(e.reason):
-                self.exit_code = EXIT_OK
+                self.exit_code = exitcodes.OK
         elif isinstance(e, ev.Reload):
             await self._reload()
         elif getattr(e, "gen", cur) != cur:
@@ -261,7 +260,7 @@ class Supervisor(Observed):
             self.p.save_failure(record)
             why = "restarting cannot fix this" if permanent else "restart budget spent"
             self.p.notifier.errno(1, f"{self.status_line()} ({why})")
-            self.exit_code = EXIT_CONFIG if permanent else EXIT_ENGINE_FAILED
+            self.exit_code = exitcodes.CONFIG if permanent else exitcodes.FAILED
             return
         self.restarts += 1
         self._set(State.RESTARTING, f"{reason}; next start in {delay:g} s")
@@ -293,7 +292,7 @@ class Supervisor(Observed):
                                                         else ""))
         if self.shutting_down:
             self._set(State.INACTIVE, "shut down")
-            self.exit_code = EXIT_OK
+            self.exit_code = exitcodes.OK
         elif self.want_active:
             await self._start("restart")
         else:
