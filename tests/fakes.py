@@ -44,6 +44,8 @@ class FakeProber:
         self.health_answer: int | str | None = None  # overrides when set (503, "timeout")
         self.models_error: str | None = None
         self.token_error: str | None = None
+        self.hold = asyncio.Event()  # the 1-token probe waits for this when `held`
+        self.held = False
 
     async def health(self, timeout: float) -> int | str:
         await asyncio.sleep(0)
@@ -55,6 +57,8 @@ class FakeProber:
         return self.models_error
 
     async def one_token(self, timeout: float) -> str | None:
+        if self.held:
+            await self.hold.wait()
         return self.token_error
 
     async def running_requests(self, timeout: float) -> float | None:

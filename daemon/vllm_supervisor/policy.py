@@ -40,8 +40,3 @@ class RestartTracker:
     @property
     def used(self) -> int:
         return len(self.history)
-
-    def reset(self) -> None:
-        """An operator's activate starts a fresh budget."""
-        self.attempts = 0
-        self.history.clear()

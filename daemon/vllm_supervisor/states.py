@@ -1,10 +1,9 @@
 """The one state enum and the one transition table. Only the supervisor changes state.
 
-inactive --activate--> starting --/health 200--> probing --probes pass--> ready
-ready --engine dead / exit / hung--> restarting --backoff--> starting
-ready --deactivate (drain)--> draining --no running requests / drain timeout--> stopping
-starting|probing --exit/stall/timeout/probe failed--> restarting (failed when budget spent)
-any --deactivate--> stopping --group gone--> inactive; failed --activate--> starting
+EDGES lists exactly the transitions supervisor.py makes, each with the event that causes it;
+tests/test_supervisor.py fails when an edge is never taken by the tests, and states.check
+refuses any transition the table lacks. FAILED is final: the supervisor exits (1, or 78 when
+restarting cannot help) and systemd decides what comes next.
 """
 
 from __future__ import annotations
@@ -28,16 +27,31 @@ class State(enum.Enum):
 
 
 S = State
+EDGES: tuple[tuple[State, State, str], ...] = (
+    (S.INACTIVE, S.STARTING, "activate (or autostart)"),
+    (S.STARTING, S.PROBING, "the HTTP server answers /health"),
+    (S.STARTING, S.RESTARTING, "exit, start timeout or spawn error, with budget left"),
+    (S.STARTING, S.FAILED, "the same, budget spent or not fixable by restarting"),
+    (S.STARTING, S.STOPPING, "deactivate, restart, reload or shutdown"),
+    (S.PROBING, S.READY, "names and 1-token generation pass"),
+    (S.PROBING, S.RESTARTING, "a probe fails or the engine exits, with budget left"),
+    (S.PROBING, S.FAILED, "the same, budget spent"),
+    (S.PROBING, S.STOPPING, "deactivate, restart, reload or shutdown"),
+    (S.READY, S.DRAINING, "deactivate with a drain timeout"),
+    (S.READY, S.RESTARTING, "engine dead, exited or hung, with budget left"),
+    (S.READY, S.FAILED, "the same, budget spent"),
+    (S.READY, S.STOPPING, "deactivate without drain, restart, reload or shutdown"),
+    (S.DRAINING, S.READY, "activate calls the drain off"),
+    (S.DRAINING, S.RESTARTING, "the engine dies while draining, with budget left"),
+    (S.DRAINING, S.FAILED, "the same, budget spent"),
+    (S.DRAINING, S.STOPPING, "no running requests, drain timeout, restart or shutdown"),
+    (S.RESTARTING, S.STARTING, "the backoff elapsed"),
+    (S.RESTARTING, S.STOPPING, "deactivate, restart, reload or shutdown"),
+    (S.STOPPING, S.INACTIVE, "the engine's group is gone"),
+    (S.STOPPING, S.STARTING, "the group is gone and the engine is wanted (restart, reload)"),
+)
 TRANSITIONS: dict[State, frozenset[State]] = {
-    S.INACTIVE: frozenset({S.STARTING, S.STOPPING}),
-    S.STARTING: frozenset({S.PROBING, S.RESTARTING, S.STOPPING, S.FAILED}),
-    S.PROBING: frozenset({S.READY, S.RESTARTING, S.STOPPING, S.FAILED}),
-    S.READY: frozenset({S.RESTARTING, S.STOPPING, S.FAILED, S.DRAINING}),
-    S.DRAINING: frozenset({S.READY, S.RESTARTING, S.STOPPING, S.FAILED}),
-    S.RESTARTING: frozenset({S.STARTING, S.STOPPING, S.FAILED}),
-    S.STOPPING: frozenset({S.INACTIVE, S.STARTING, S.FAILED}),
-    S.FAILED: frozenset({S.STARTING, S.STOPPING}),
-}
+    st: frozenset(new for old, new, _ in EDGES if old is st) for st in State}
 
 
 class IllegalTransition(RuntimeError):

@@ -142,7 +142,7 @@ class Supervisor(Observed):
             elif self.snap.state is not State.DRAINING:
                 await self._stop(e.reason)
         elif isinstance(e, ev.Restart):
-            if self.snap.state in (State.INACTIVE, State.FAILED):
+            if self.snap.state is State.INACTIVE:
                 await self._activate(e.reason)
             else:
                 self.want_active = True
@@ -200,9 +200,7 @@ class Supervisor(Observed):
             self._cancel_drain()
             self._set(State.READY, f"{reason} (drain called off)")
             return
-        if st in (State.INACTIVE, State.FAILED):
-            if st is State.FAILED:
-                self.tracker.reset()  # an operator's activate starts a fresh budget
+        if st is State.INACTIVE:
             await self._start(reason)
         # STOPPING: _stopped() starts again because want_active is set; others: idempotent.
 
