@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from vllm_supervisor import logs
 
 
@@ -18,18 +19,27 @@ def test_engine_priorities() -> None:
     assert logs.engine_priority("  File \"x.py\", line 1") == 6
 
 
-def test_engine_line_writer() -> None:
+def test_engine_line_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     w = logs.EngineLineWriter("qwen", out)
-    batch = ["(Worker pid=3) ERROR 11-22 [a.py:1] boom", "(Worker pid=3) INFO 11-22 [a.py:2] ok"]
-    w(batch, "\n".join(batch))
-    fast = ["(APIServer pid=1) INFO 11-22 [a.py:1] a", "INFO:     Started server process"]
-    w(fast, "\n".join(fast))
+    mixed = ["(Worker pid=3) ERROR 11-22 [a.py:1] boom", "(Worker pid=3) INFO 11-22 [a.py:2] ok",
+             "INFO:     Started server process"]
+    w(mixed, "\n".join(mixed))
     assert out.getvalue() == (
         "<3>[qwen] (Worker pid=3) ERROR 11-22 [a.py:1] boom\n"
         "<6>[qwen] (Worker pid=3) INFO 11-22 [a.py:2] ok\n"
-        "<6>[qwen] (APIServer pid=1) INFO 11-22 [a.py:1] a\n"
         "<6>[qwen] INFO:     Started server process\n")
+    # The common case: every line at vLLM's INFO level goes out without classifying any
+    # line (the log-pump benchmark depends on it).
+    def classify(line: str) -> int:
+        raise AssertionError(f"the fast path classified {line!r}")
+    monkeypatch.setattr(logs, "engine_priority", classify)
+    out.seek(0)
+    out.truncate()
+    fast = ["(APIServer pid=1) INFO 11-22 [a.py:1] a", "(EngineCore pid=2) INFO 11-22 [b.py:2] b"]
+    w(fast, "\n".join(fast))
+    assert out.getvalue() == ("<6>[qwen] (APIServer pid=1) INFO 11-22 [a.py:1] a\n"
+                              "<6>[qwen] (EngineCore pid=2) INFO 11-22 [b.py:2] b\n")
 
 
 def test_events_and_tracebacks_without_locals() -> None:
