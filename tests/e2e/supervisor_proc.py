@@ -50,6 +50,8 @@ class NotifyListener:
 
 
 class SupervisorProc:
+    port = 0  # the engine's port, where a test sets one
+
     def __init__(self, model: str, config_dir: Path, tmp: Path, stdout_to_file: bool = True,
                  extra_env: dict[str, str] | None = None,
                  runtime_dir: Path | None = None) -> None:

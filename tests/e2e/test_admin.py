@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,8 +47,13 @@ def call(sock: Path, method: str, path: str, body: bytes | None = None) -> tuple
     return resp.status, resp.read()
 
 
+class StartAdmin(Protocol):
+    def __call__(self, mode: str = "load=0.3", autostart: bool = True, key: bool = False,
+                 name: str = "m", runtime_dir: Path | None = None) -> SupervisorProc: ...
+
+
 @pytest.fixture
-def admin(tmp_path: Path) -> Iterator[object]:
+def admin(tmp_path: Path) -> Iterator[StartAdmin]:
     procs: list[SupervisorProc] = []
 
     def start(mode: str = "load=0.3", autostart: bool = True, key: bool = False,
@@ -72,7 +78,7 @@ def admin(tmp_path: Path) -> Iterator[object]:
             stop: {{grace: 5}}
         """)
         p = SupervisorProc(name, cfg, tmp_path, runtime_dir=runtime_dir)
-        p.port = port  # type: ignore[attr-defined]
+        p.port = port
         procs.append(p)
         deadline = time.monotonic() + 30
         while not p.socket.exists():
@@ -91,7 +97,7 @@ def admin(tmp_path: Path) -> Iterator[object]:
         assert left == [], f"processes left behind: {left}"
 
 
-def state(sup: SupervisorProc) -> dict[str, object]:
+def state(sup: SupervisorProc) -> dict[str, Any]:
     status, body = call(sup.socket, "GET", "/v1/state")
     assert status == 200
     data = json.loads(body)
@@ -99,8 +105,8 @@ def state(sup: SupervisorProc) -> dict[str, object]:
     return data
 
 
-def test_activate_deactivate_round_trip_with_vllmctl(admin: object) -> None:
-    sup: SupervisorProc = admin(autostart=False)  # type: ignore[operator]
+def test_activate_deactivate_round_trip_with_vllmctl(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin(autostart=False)
     sup.wait_for("READY")  # autostart off: READY at once, engine inactive
     assert state(sup)["state"] == "inactive"
     st = sup.socket.parent.stat()
@@ -108,14 +114,14 @@ def test_activate_deactivate_round_trip_with_vllmctl(admin: object) -> None:
     assert oct(sup.socket.stat().st_mode & 0o777) == "0o660"
     res = sup.ctl("activate", "m")
     assert res.returncode == 0, res.stderr
-    port = sup.port  # type: ignore[attr-defined]
+    port = sup.port
     assert res.stdout.strip().splitlines()[-1] == f"m: ready on 127.0.0.1:{port}"
     assert any(line.startswith("m: ") and "probing" in line for line in res.stdout.splitlines())
     assert sup.ctl("activate", "m").returncode == 0  # idempotent
     s = state(sup)
     assert s["state"] == "ready" and s["served_names"] == ["m"] and s["pid"]
     assert s["engine"] == {"distribution": "vllm", "version": "0.32.0",
-                           "venv": s["engine"]["venv"]}  # type: ignore[index]
+                           "venv": s["engine"]["venv"]}
     res = sup.ctl("status", "--json")
     rows = json.loads(res.stdout)
     assert res.returncode == 0 and rows[0]["model"] == "m" and rows[0]["state"] == "ready"
@@ -129,14 +135,14 @@ def test_activate_deactivate_round_trip_with_vllmctl(admin: object) -> None:
     assert sup.members() == []  # the engine group is gone
 
 
-def test_deactivate_drains_a_request_in_flight(admin: object) -> None:
-    sup: SupervisorProc = admin("load=0.2,slow_completion=2")  # type: ignore[operator]
+def test_deactivate_drains_a_request_in_flight(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin("load=0.2,slow_completion=2")
     sup.wait_for("READY")
     result: dict[str, object] = {}
 
     def request() -> None:
         req = urllib.request.Request(
-            f"http://127.0.0.1:{sup.port}/v1/completions",  # type: ignore[attr-defined]
+            f"http://127.0.0.1:{sup.port}/v1/completions",
             data=b'{"model": "m", "prompt": "x"}', headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
             result["status"] = r.status
@@ -153,8 +159,8 @@ def test_deactivate_drains_a_request_in_flight(admin: object) -> None:
     assert "draining" in res.stdout and "deactivate (no running requests)" in sup.text()
 
 
-def test_restart_logs_metrics_config(admin: object) -> None:
-    sup: SupervisorProc = admin(key=True)  # type: ignore[operator]
+def test_restart_logs_metrics_config(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin(key=True)
     sup.wait_for("READY")
     pid = state(sup)["pid"]
     res = sup.ctl("restart", "m")
@@ -178,15 +184,15 @@ def test_restart_logs_metrics_config(admin: object) -> None:
     assert cfg["argv"][1:3] == ["serve", "org/m"]
 
 
-def test_logs_follow_streams_new_lines(admin: object) -> None:
-    sup: SupervisorProc = admin()  # type: ignore[operator]
+def test_logs_follow_streams_new_lines(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin()
     sup.wait_for("READY")
     proc = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.cli", "logs", "m", "-n", "0",
                              "-f", "--socket-dir", str(sup.runtime_dir)],
                             stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
-        url = f"http://127.0.0.1:{sup.port}/v1/completions"  # type: ignore[attr-defined]
+        url = f"http://127.0.0.1:{sup.port}/v1/completions"
         urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=10).read()
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -196,8 +202,8 @@ def test_logs_follow_streams_new_lines(admin: object) -> None:
         proc.wait()
 
 
-def test_abuse_gets_clear_4xx_and_hurts_nothing(admin: object) -> None:
-    sup: SupervisorProc = admin(autostart=False)  # type: ignore[operator]
+def test_abuse_gets_clear_4xx_and_hurts_nothing(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin(autostart=False)
     sup.wait_for("READY")
     cases = [
         ("POST", "/v1/activate", b"{not json", 400, "malformed JSON"),
@@ -227,12 +233,12 @@ def test_abuse_gets_clear_4xx_and_hurts_nothing(admin: object) -> None:
     assert sup.proc.poll() is None
 
 
-def test_concurrency_storm_ends_in_the_last_accepted_state(admin: object) -> None:
-    sup: SupervisorProc = admin("load=0.1", autostart=False)  # type: ignore[operator]
+def test_concurrency_storm_ends_in_the_last_accepted_state(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin("load=0.1", autostart=False)
     sup.wait_for("READY")
     ops = [random.Random(i).choice(["activate", "deactivate"]) for i in range(100)]
 
-    async def one(op: str) -> dict[str, object]:
+    async def one(op: str) -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(str(sup.socket))
         body = b'{"wait": false}' if op == "activate" else b'{"wait": false, "drain_timeout": 0}'
         writer.write(f"POST /v1/{op} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
@@ -243,11 +249,11 @@ def test_concurrency_storm_ends_in_the_last_accepted_state(admin: object) -> Non
         assert b" 202 " in head.split(b"\r\n")[0], raw[:200]
         return {"op": op, **json.loads(payload)}
 
-    async def storm() -> list[dict[str, object]]:
+    async def storm() -> list[dict[str, Any]]:
         return await asyncio.gather(*(one(op) for op in ops))
 
     answers = asyncio.run(storm())
-    last = max(answers, key=lambda a: a["seq"])  # type: ignore[arg-type,return-value]
+    last = max(answers, key=lambda a: int(a["seq"]))
     assert len({a["seq"] for a in answers}) == 100  # each was accepted once, in one order
     want = "ready" if last["op"] == "activate" else "inactive"
     deadline = time.monotonic() + 30
@@ -268,7 +274,7 @@ def _pgid(pid: int) -> int:
         return -1
 
 
-def test_other_users_get_403_and_are_logged(admin: object,
+def test_other_users_get_403_and_are_logged(admin: StartAdmin,
                                            request: pytest.FixtureRequest) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to run a client as another user")
@@ -276,7 +282,7 @@ def test_other_users_get_403_and_are_logged(admin: object,
     run_dir = Path(tempfile.mkdtemp(prefix="vsup-peer-"))
     request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))
     os.chmod(run_dir, 0o755)
-    sup: SupervisorProc = admin(autostart=False, runtime_dir=run_dir)  # type: ignore[operator]
+    sup: SupervisorProc = admin(autostart=False, runtime_dir=run_dir)
     sup.wait_for("READY")
     # Open the file modes so the connection reaches the peer check (the modes alone would
     # already stop `nobody`; this proves the SO_PEERCRED check behind them).
@@ -327,9 +333,9 @@ def test_vllmctl_exit_codes_say_what_to_do(tmp_path: Path) -> None:
     assert "nosuch: not running: systemctl start vllm-supervisor@nosuch" in res.stderr
 
 
-def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: object,
+def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: StartAdmin,
                                                                 tmp_path: Path) -> None:
-    sup: SupervisorProc = admin(autostart=False)  # type: ignore[operator]
+    sup: SupervisorProc = admin(autostart=False)
     sup.wait_for("READY")
     second = subprocess.run(
         [sys.executable, "-m", "vllm_supervisor.main", "run", "m", "--config-dir",
@@ -352,8 +358,8 @@ def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: object,
         assert again.cleanup() == []
 
 
-def test_reload_is_synchronous_and_refuses_a_broken_config(admin: object) -> None:
-    sup: SupervisorProc = admin("load=0.2")  # type: ignore[operator]
+def test_reload_is_synchronous_and_refuses_a_broken_config(admin: StartAdmin) -> None:
+    sup: SupervisorProc = admin("load=0.2")
     sup.wait_for("READY")
     pid = state(sup)["pid"]
     res = sup.ctl("reload", "m")
@@ -369,7 +375,7 @@ def test_reload_is_synchronous_and_refuses_a_broken_config(admin: object) -> Non
     assert state(sup)["state"] == "ready" and state(sup)["pid"] == pid
     new_port = free_port()
     cfg.write_text(good.replace("load=0.2", "load=0.4").replace(
-        f"port: {sup.port}", f"port: {new_port}"))  # type: ignore[attr-defined]
+        f"port: {sup.port}", f"port: {new_port}"))
     res = sup.ctl("reload", "m")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == "m: reload: engine restarts with the new command"
