@@ -55,3 +55,14 @@ def test_json_schema_is_fresh_and_agrees_with_the_validator() -> None:
            "defaults": {"port": 3}}
     paths = {"/".join(map(str, e.absolute_path)) for e in validator.iter_errors(bad)}
     assert paths == {"models/m", "models/m/engine", "models/m/engine/dtype", "defaults"}
+    # Sizes: the editor's verdict is the validator's, case and all ('8gib' passed vllmctl
+    # check but failed the schema before its patterns were the validator's own).
+    from vllm_supervisor.engine_options import BY_NAME, coerce
+
+    opt = BY_NAME["kv_cache_memory_bytes"]
+    for size in ("8gib", "8GiB", "512 MB", "1.5t", "12", "8 gigs", "GiB", "-1G", "8GiBB"):
+        doc_ok = not list(validator.iter_errors(
+            {"models": {"m": {"model": "x", "port": 1, "engine": {opt.name: size}}}}))
+        check_ok = coerce(opt, size)[1] is None
+        assert doc_ok == check_ok, (size, doc_ok, check_ok)
+        assert doc_ok == (size in ("8gib", "8GiB", "512 MB", "1.5t", "12")), size

@@ -88,7 +88,10 @@ OPTIONS: tuple[EngineOption, ...] = (
 BY_NAME: dict[str, EngineOption] = {o.name: o for o in OPTIONS}
 BY_FLAG: dict[str, EngineOption] = {o.flag: o for o in OPTIONS}
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+# Case spelled out (no IGNORECASE): the JSON Schema uses this very text, and ECMA 262 regexes
+# have no inline flags (docs/models.schema.json must accept what vllmctl check accepts).
+SIZE_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([KkMmGgTt][Ii]?[Bb]?|[Bb])?\s*$"
+_SIZE = re.compile(SIZE_PATTERN)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
           "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
 

@@ -26,8 +26,8 @@ MODEL_KEYS = ("model", "served_model_name", "host", "port", "venv", "gpus", "env
               "aliases", "deprecated", "engine", "extra_args", "autostart", "startup", "health",
               "restart", "stop")
 PER_MODEL_ONLY = frozenset({"model", "served_model_name", "port", "aliases"})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NAME = re.compile(r"^[^\s/][^\s]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"^[^\s/]\S*$")  # served names and aliases (schema.py uses the same)
 
 
 @dataclass
@@ -190,7 +190,7 @@ def _env(ctx: Ctx, dflt: YNode | None, own: YNode | None) -> dict[str, str]:
         for key, vnode in node.mapping.items():
             kline = node.key_lines[key]
             v = vnode.scalar
-            if not _ENV_NAME.match(key):
+            if not ENV_NAME.match(key):
                 ctx.err(vnode, f"env.{key}", "not a valid environment variable name", kline)
             elif key in flags.OWNED_ENV:
                 ctx.err(vnode, f"env.{key}", f"set by the supervisor: {flags.OWNED_ENV[key]}",
@@ -262,7 +262,7 @@ def _names(ctx: Ctx, node: YNode, key: str) -> object:
         return None
     out: list[str] = []
     for item in items:
-        if not isinstance(item.scalar, str) or not _NAME.match(item.scalar):
+        if not isinstance(item.scalar, str) or not NAME.match(item.scalar):
             ctx.err(item, key, f"expected a name without spaces, got {item.plain()!r}")
         elif item.scalar in out:
             ctx.err(item, key, f"'{item.scalar}' is listed twice")

@@ -12,12 +12,16 @@ import sys
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from . import engine_options, supervision
+from . import engine_options, fields, supervision
+from .config import SLUG
 from .fields import CAPABILITIES, MODEL_KEYS, PER_MODEL_ONLY, TOOL_SUPPORT
 
-_NAMES: dict[str, Any] = {"oneOf": [{"type": "string", "pattern": r"^[^\s/]\S*$"},
+# Every pattern is the validator's own (fields.py, engine_options.py, config.py), so an editor
+# and vllmctl check accept the same strings.
+_NAMES: dict[str, Any] = {"oneOf": [{"type": "string", "pattern": fields.NAME.pattern},
                                     {"type": "array", "minItems": 1, "uniqueItems": True,
-                                     "items": {"type": "string", "pattern": r"^[^\s/]\S*$"}}]}
+                                     "items": {"type": "string",
+                                               "pattern": fields.NAME.pattern}}]}
 
 
 def _option(opt: engine_options.EngineOption) -> dict[str, Any]:
@@ -30,7 +34,7 @@ def _option(opt: engine_options.EngineOption) -> dict[str, Any]:
         out["type"] = ["object", "integer"] if opt.name == "compilation_config" else "object"
     elif opt.kind == "size":
         out["oneOf"] = [{"type": "integer", "minimum": 1},
-                        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KMGT]i?B?|B)?\s*$"}]
+                        {"type": "string", "pattern": engine_options.SIZE_PATTERN}]
     elif opt.kind == "int_or_auto":
         out["oneOf"] = [{"type": "integer", "minimum": 1}, {"const": "auto"}]
     elif opt.kind in ("int", "float"):
@@ -68,7 +72,7 @@ def model_properties() -> dict[str, Any]:
         "gpus": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "null"},
                            {"type": "array", "minItems": 1, "uniqueItems": True,
                             "items": {"type": "integer", "minimum": 0}}]},
-        "env": {"type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "env": {"type": "object", "propertyNames": {"pattern": fields.ENV_NAME.pattern},
                 "additionalProperties": {"type": ["string", "number"]}},
         "offline": {"type": "boolean", "default": False},
         "api_key_file": {"type": ["string", "null"]},
@@ -104,7 +108,7 @@ def render() -> dict[str, Any]:
         "properties": {
             "defaults": defaults,
             "models": {"type": "object",
-                       "propertyNames": {"pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+                       "propertyNames": {"pattern": SLUG.pattern},
                        "additionalProperties": model},
         },
     }
