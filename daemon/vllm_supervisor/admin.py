@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from . import events as ev
+from . import socketdir
 from .metrics import engine_key_metrics, supervisor_metrics
 from .states import State
 from .supervisor import Supervisor
@@ -80,9 +81,9 @@ class Admin:
     async def start(self) -> None:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        _check_owner(folder)
+        socketdir.check_owner(folder)
         os.chmod(folder, 0o750)
-        self._share(folder)
+        socketdir.share(folder, self.gid, self.group, self.log)
         if self.path.exists() or self.path.is_symlink():
             if await _answers(self.path):
                 raise AlreadyServed(f"another vllm-supervisor answers on {self.path}")
@@ -99,22 +100,8 @@ class Admin:
         await self._runner.setup()
         await web.UnixSite(self._runner, str(self.path)).start()
         os.chmod(self.path, 0o660)
-        self._share(self.path)
+        socketdir.share(self.path, self.gid, self.group, self.log)
 
-    def _share(self, path: Path) -> None:
-        """Hand PATH to the admin group. An owner may chown(2) a file to a group it belongs
-        to without any capability; the unit lists vllm-admin in SupplementaryGroups= and
-        allows @chown for this call (docs/design.md, "Admin socket"). A failure is said, not
-        swallowed: members of the group would get "permission denied" with no hint why."""
-        if self.gid is None or path.stat().st_gid == self.gid:
-            return
-        try:
-            os.chown(path, -1, self.gid)
-        except OSError as exc:
-            self.log.warning("admin socket not shared with its group: only root and this "
-                             "user can use it", path=str(path), group=self.group,
-                             error=str(exc), fix=f"add {_user()} to group {self.group} "
-                             f"(usermod -aG {self.group} {_user()}) and restart")
 
     async def stop(self) -> None:
         for task in list(self._streams):  # followers and waiters: the service is going away
@@ -300,28 +287,6 @@ class Admin:
 
     async def show_config(self, request: web.Request) -> web.Response:
         return _json(self.config())
-
-
-class NotOurs(OSError):
-    """The socket folder belongs to someone else: they could swap the socket under us."""
-
-
-def _check_owner(folder: Path) -> None:
-    """The model's folder must be ours and its parent ours or root's: a folder pre-made in
-    /tmp by another user (the fallback when $XDG_RUNTIME_DIR is unset) is refused."""
-    me = os.geteuid()
-    for path, allowed in ((folder, {me}), (folder.parent, {me, 0})):
-        st = path.lstat()
-        if st.st_uid not in allowed:
-            raise NotOurs(f"{path} belongs to uid {st.st_uid}, not to {_user()}: remove it, or "
-                          "set VSUP_RUNTIME_DIR to a folder of your own")
-
-
-def _user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _gone(request: web.Request) -> bool:

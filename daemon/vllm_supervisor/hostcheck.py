@@ -127,7 +127,6 @@ def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
                 + did_you_mean(flag, known) + " (vLLM would exit 2: unrecognized arguments)")
 
 
-
 @dataclass(frozen=True)
 class AccessCheck:
     """Check a model's paths as WHO (None: this process), with the unit's ProtectHome= in

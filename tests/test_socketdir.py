@@ -1,4 +1,4 @@
-"""The admin socket's folder rules (unit level; the socket itself is in tests/e2e)."""
+"""The admin socket's folder rules (the socket itself is in tests/e2e/test_admin.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from vllm_supervisor.admin import NotOurs, _check_owner
+from vllm_supervisor.socketdir import NotOurs, check_owner
 
 
 def test_our_folder_under_a_root_or_own_parent_passes(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
-    _check_owner(folder)
+    check_owner(folder)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -22,8 +22,8 @@ def test_a_folder_another_user_made_is_refused(tmp_path: Path) -> None:
     (base / "m").mkdir(parents=True)
     os.chown(base, 65534, 65534)
     with pytest.raises(NotOurs, match=f"{base} belongs to uid 65534"):
-        _check_owner(base / "m")
+        check_owner(base / "m")
     os.chown(base, 0, 0)
     os.chown(base / "m", 65534, 65534)
     with pytest.raises(NotOurs, match="set VSUP_RUNTIME_DIR"):
-        _check_owner(base / "m")
+        check_owner(base / "m")
