@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vllm_supervisor.diagnose import TABLE, diagnose, is_fatal_while_serving
+from vllm_supervisor.diagnose import (
+    FATAL_WORDS,
+    TABLE,
+    diagnose,
+    first_fatal_line,
+    is_fatal_while_serving,
+)
 
 LOGS = Path(__file__).resolve().parent / "data" / "engine-logs"
 
@@ -75,6 +81,9 @@ SAMPLES = {
                            "mistral })'",
     "reasoning-parser-invalid": "KeyError: 'invalid reasoning parser: foo (chose from { "
                                 "deepseek_r1, qwen3 })'",
+    "worker-rpc-failed": "RuntimeError: Worker failed with error 'CUDA error: an illegal "
+                         "memory access was encountered', please check the stack trace above "
+                         "for the root cause",
     "worker-died": "(APIServer pid=1) ERROR [multiproc_executor.py:150] Worker proc "
                    "VllmWorker-0 died unexpectedly, shutting down executor.",
     "engine-dead": "(APIServer pid=1) ERROR [async_llm.py:906] vllm.v1.engine.exceptions."
@@ -146,6 +155,22 @@ def test_fatal_while_serving() -> None:
     assert is_fatal_while_serving(SAMPLES["engine-dead"])
     assert is_fatal_while_serving(SAMPLES["worker-died"])
     assert not is_fatal_while_serving(SAMPLES["port-in-use"])
+    # One worker RPC failing does not mean the engine is dead (vLLM raises it from
+    # collective_rpc): no restart of a serving engine for it alone.
+    assert not is_fatal_while_serving(SAMPLES["worker-rpc-failed"])
+    assert is_fatal_while_serving("vllm.v1.engine.exceptions.EngineDeadError: EngineCore "
+                                  "encountered an issue. See stack trace (above)")
+
+
+def test_the_fatal_gate_words_cover_every_fatal_pattern() -> None:
+    """first_fatal_line skips the regex unless a gate word is in the batch: a fatal pattern
+    without one would never be seen."""
+    for cause in TABLE:
+        if cause.fatal_while_serving:
+            for alternative in cause.pattern.split("|"):
+                assert any(w in alternative for w in FATAL_WORDS), (cause.id, alternative)
+    assert first_fatal_line("ok\nINFO x\n(X) ERROR Worker proc W died unexpectedly, y\nz") \
+        == "(X) ERROR Worker proc W died unexpectedly, y"
 
 
 def test_permanent_causes_do_not_retry() -> None:

@@ -27,6 +27,9 @@ class Cause:
     # False: restarting cannot help (the config or the host must change). A start that
     # fails this way ends in `failed` at once instead of a restart storm.
     retry: bool = True
+    # True: the line means a serving engine is dead now. The supervisor acts on it at once
+    # (FATAL_WHILE_SERVING is built from these rows), without vLLM's own 5 s watchdog.
+    fatal_while_serving: bool = False
 
     @property
     def regex(self) -> re.Pattern[str]:
@@ -179,16 +182,22 @@ TABLE: tuple[Cause, ...] = (
     C("worker-died", "a worker process died",
       "a GPU worker process exited (often a crash in a CUDA kernel or a kernel OOM kill)",
       "look at the lines before it and dmesg for OOM kills; the supervisor restarts the engine",
-      r"Worker proc \S+ died unexpectedly|Worker failed with error", 60),
+      r"Worker proc \S+ died unexpectedly", 60, fatal_while_serving=True),
+    C("worker-rpc-failed", "a call into a worker failed",
+      "the executor's call into a worker raised: {err}",
+      "the lines before it hold the worker's traceback; if the engine died of it, the "
+      "supervisor restarts it",
+      r"Worker failed with error '(?P<err>[^']*)'", 58),
     C("engine-core-died", "the engine core process died",
       "the EngineCore process exited while the API server was running",
       "look at the lines before it and dmesg for OOM kills; the supervisor restarts the engine",
-      r"engine core exited unexpectedly|Engine core proc \S+ died unexpectedly", 55),
+      r"engine core exited unexpectedly|Engine core proc \S+ died unexpectedly", 55,
+      fatal_while_serving=True),
     C("engine-dead", "engine died while serving",
       "the engine core hit a fatal error or disappeared (EngineDeadError)",
       "the supervisor restarts it; if it repeats, the lines before it say why",
       r"EngineDeadError|EngineCore encountered a fatal error|EngineCore encountered an issue",
-      40),
+      40, fatal_while_serving=True),
     C("invalid-config-value", "vLLM rejected its configuration",
       "a value in the engine's flags or environment failed vLLM's own validation: {msg}",
       "fix the option or env: value named in the message",
@@ -212,9 +221,8 @@ TABLE: tuple[Cause, ...] = (
       r"EngineCore failed to start|Engine core initialization failed", 20),
 )
 
-FATAL_WHILE_SERVING = re.compile(
-    r"EngineDeadError|EngineCore encountered a fatal error|engine core exited unexpectedly|"
-    r"Engine core proc \S+ died unexpectedly|Worker proc \S+ died unexpectedly")
+FATAL_WHILE_SERVING = re.compile("|".join(f"(?:{c.pattern})" for c in TABLE
+                                          if c.fatal_while_serving))
 
 
 def diagnose(lines: Iterable[str]) -> Finding | None:
@@ -246,13 +254,14 @@ def is_fatal_while_serving(line: str) -> bool:
 
 
 # Literal parts of FATAL_WHILE_SERVING: `in` checks gate the regex (a flood of ordinary lines
-# must cost no regex scan).
-_FATAL_WORDS = ("EngineDeadError", "fatal error", "unexpectedly")
+# must cost no regex scan). tests/test_diagnose.py checks that every alternative of every
+# fatal row holds one of them.
+FATAL_WORDS = ("EngineDeadError", "fatal error", "unexpectedly", "encountered an issue")
 
 
 def first_fatal_line(text: str) -> str | None:
     """The first fatal line in a batch of lines joined by newlines, or None."""
-    if not any(w in text for w in _FATAL_WORDS):
+    if not any(w in text for w in FATAL_WORDS):
         return None
     m = FATAL_WHILE_SERVING.search(text)
     if m is None:
