@@ -42,6 +42,29 @@ def test_engine_line_writer(monkeypatch: pytest.MonkeyPatch) -> None:
                               "<6>[qwen] (EngineCore pid=2) INFO 11-22 [b.py:2] b\n")
 
 
+def test_a_logged_prompt_cannot_lower_an_error_line() -> None:
+    """vLLM logs prompts with --enable-log-requests: one holding ' INFO ' once made the
+    batch's count of ' INFO ' equal its line count, and the ERROR line went out as info."""
+    out = io.StringIO()
+    batch = ["(APIServer pid=1) INFO 11-22 [logger.py:1] prompt: 'say INFO here'",
+             "(EngineCore pid=2) ERROR 11-22 [core.py:9] boom"]
+    logs.EngineLineWriter("m", out)(batch, "\n".join(batch))
+    error = out.getvalue().splitlines()[1]
+    assert error == "<3>[m] (EngineCore pid=2) ERROR 11-22 [core.py:9] boom"
+
+
+@pytest.mark.parametrize("line", [
+    "(X pid=1) WARNING 11-22 w", "(X pid=1) ERROR 11-22 e", "(X pid=1) CRITICAL 11-22 c",
+    "(X pid=1) DEBUG 11-22 d", "WARNING:  uvicorn", "ERROR:    uvicorn", "CRITICAL: uvicorn",
+    "Traceback (most recent call last):", "OSError: [Errno 98] in use",
+    "torch.OutOfMemoryError: CUDA", "ValueError: x", "KeyboardInterrupt", "SomeException: x"])
+def test_every_line_above_info_holds_a_gate_word(line: str) -> None:
+    priority = logs.engine_priority(line)
+    assert priority != 6 or line == "KeyboardInterrupt", line
+    if priority != 6:
+        assert any(w in line for w in logs.NOT_INFO), line
+
+
 def test_events_and_tracebacks_without_locals() -> None:
     out = io.StringIO()
     logs.setup(out)
