@@ -40,11 +40,7 @@ class Identity:
     @classmethod
     def current(cls) -> Identity:
         uid = os.getuid()
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = str(uid)
-        return cls(name, uid, os.getgid(), tuple(os.getgroups()))
+        return cls(user_name(uid), uid, os.getgid(), tuple(os.getgroups()))
 
     @classmethod
     def of(cls, user: str, group: str | None = None,
@@ -114,14 +110,18 @@ def describe(path: Path) -> str:
     except OSError as exc:
         return exc.strerror or str(exc)
     try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    try:
         group = grp.getgrgid(st.st_gid).gr_name
     except KeyError:
         group = str(st.st_gid)
-    return f"{stat.filemode(st.st_mode)} {owner}:{group}"
+    return f"{stat.filemode(st.st_mode)} {user_name(st.st_uid)}:{group}"
+
+
+def user_name(uid: int) -> str:
+    """The login name of UID, or the number where the user database has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def hidden_by_protect_home(path: Path) -> bool:

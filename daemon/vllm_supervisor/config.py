@@ -83,10 +83,8 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
     main = config_dir / "models.yaml"
     files = [main, *sorted((config_dir / "models.d").glob("*.yaml"))]
     if not main.is_file():
-        blocked = access.check([access.Need(main, access.R, "", "the config file")])
-        why = blocked[0].message(access.Identity.current().name) if blocked and \
-            blocked[0].at else "not found (create it, or pass --config-dir; see etc/ for " \
-            "an example)"
+        why = _unreadable(main) or ("not found (create it, or pass --config-dir; see etc/ "
+                                    "for an example)")
         raise ConfigInvalid([Problem(str(main), 0, "", why)])
     defaults: dict[str, YNode] = {}
     raw_models: dict[str, tuple[YNode, str, int]] = {}
@@ -127,9 +125,8 @@ def _read(path: Path, problems: list[Problem]) -> YNode | None:
     try:
         text = path.read_text(encoding="utf-8")
     except PermissionError:
-        denied = access.check([access.Need(path, access.R, "", "the config file")]) or []
-        problems.append(Problem(str(path), 0, "", denied[0].message(
-            access.Identity.current().name) if denied else "cannot read it: permission denied"))
+        problems.append(Problem(str(path), 0, "", _unreadable(path)
+                                or "cannot read it: permission denied"))
         return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(str(path), 0, "", f"cannot read: {exc}"))
@@ -137,6 +134,14 @@ def _read(path: Path, problems: list[Problem]) -> YNode | None:
     root, found = load(text, str(path))
     problems.extend(found)
     return root
+
+
+def _unreadable(path: Path) -> str | None:
+    """What keeps this process from reading PATH (the folder that cannot be entered, or the
+    file's mode) with the fix, or None when nothing does or the file is simply absent."""
+    denied = access.check([access.Need(path, access.R, "", "the config file")]) or []
+    return denied[0].message(access.Identity.current().name) if denied and denied[0].at \
+        else None
 
 
 def _defaults(node: YNode, problems: list[Problem]) -> dict[str, YNode]:

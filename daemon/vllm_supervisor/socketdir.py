@@ -10,9 +10,10 @@ group it belongs to without a capability; a refusal is said, not swallowed.
 from __future__ import annotations
 
 import os
-import pwd
 from pathlib import Path
 from typing import Any
+
+from .access import user_name
 
 
 class NotOurs(OSError):
@@ -46,7 +47,4 @@ def share(path: Path, gid: int | None, group: str, log: Any) -> None:
 
 
 def user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
+    return user_name(os.geteuid())
