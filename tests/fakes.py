@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from vllm_supervisor.notify import Notifier
-from vllm_supervisor.policy import RestartPolicy
-from vllm_supervisor.process import Exit
-from vllm_supervisor.render import Command
-from vllm_supervisor.supervision import Health, Startup, Stop, Supervision
+from vllm_supervisor.config.settings import Health, Startup, Stop, Supervision
+from vllm_supervisor.preflight.render import Command
+from vllm_supervisor.runtime.notify import Notifier
+from vllm_supervisor.runtime.process import Exit
+from vllm_supervisor.runtime.restarts import RestartPolicy
 
 
 class FakeEngine:

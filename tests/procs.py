@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from vllm_supervisor.process import group_members, proc_stats
+from vllm_supervisor.runtime.process import group_members, proc_stats
 
 __all__ = ["descendants", "group_members", "kill_group"]
 

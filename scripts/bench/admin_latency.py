@@ -66,7 +66,7 @@ def main() -> None:
     (site / "METADATA").write_text("Name: vllm\nVersion: 0.32.0\n\n")
     (tmp / "etc" / "models.yaml").write_text(
         f"models:\n  m: {{model: org/m, port: 18999, venv: {tmp / 'venv'}, autostart: false}}\n")
-    sup = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.main", "run", "m",
+    sup = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.runtime.main", "run", "m",
                             "--config-dir", str(tmp / "etc"), "--runtime-dir", str(tmp / "run"),
                             "--state-dir", str(tmp / "state")], stdout=subprocess.DEVNULL,
                            start_new_session=True)
@@ -80,7 +80,7 @@ def main() -> None:
         p99 = times[int(len(times) * 0.99)] * 1000
         env = {**os.environ, "VSUP_RUNTIME_DIR": str(tmp / "run"),
                "VSUP_CONFIG_DIR": str(tmp / "etc"), "VSUP_STATE_DIR": str(tmp / "state")}
-        status = wall([sys.executable, "-m", "vllm_supervisor.cli", "status"], 20, env)
+        status = wall([sys.executable, "-m", "vllm_supervisor.ctl.main", "status"], 20, env)
         floor = wall([sys.executable, "-c", "pass"], 20, env)
     finally:
         os.killpg(sup.pid, signal.SIGTERM)

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vllm_supervisor import flagcache
-from vllm_supervisor.check import run_check, server_args
-from vllm_supervisor.engine import detect
+from vllm_supervisor.engine import flagcache
+from vllm_supervisor.engine.detect import detect
+from vllm_supervisor.preflight.check import run_check, server_args
 
 
 def timed(fn: Callable[[], object], runs: int) -> float:
@@ -44,7 +44,8 @@ def main() -> None:
     (tmp / "etc" / "models.yaml").write_text("models:\n" + body)
     os.environ["VSUP_CACHE_DIR"] = str(tmp / "cache")
     info = detect(a.engine_venv)
-    cli = [sys.executable, "-m", "vllm_supervisor.cli", "check", "--config-dir", str(tmp / "etc")]
+    cli = [sys.executable, "-m", "vllm_supervisor.ctl.main", "check",
+           "--config-dir", str(tmp / "etc")]
 
     def check_cold() -> None:
         for f in (tmp / "cache" / "flags").glob("*.json"):

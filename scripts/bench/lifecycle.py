@@ -23,11 +23,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from vllm_supervisor.config import load_registry
-from vllm_supervisor.engine import detect
-from vllm_supervisor.process import group_members as group
-from vllm_supervisor.process import proc_stats
-from vllm_supervisor.render import render
+from vllm_supervisor.config.registry import load_registry
+from vllm_supervisor.engine.detect import detect
+from vllm_supervisor.preflight.render import render
+from vllm_supervisor.runtime.process import group_members as group
+from vllm_supervisor.runtime.process import proc_stats
 
 
 def port() -> int:
@@ -95,7 +95,7 @@ def main() -> None:
     threading.Thread(target=listen, daemon=True).start()
     seen.clear()
     t0 = time.monotonic()
-    sup = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.main", "run", "tiny",
+    sup = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.runtime.main", "run", "tiny",
                             "--config-dir", str(tmp / "etc"), "--state-dir", str(tmp / "st")],
                            env={**os.environ, "NOTIFY_SOCKET": sock_path},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -20,10 +20,10 @@ import time
 from collections import deque
 
 import uvloop
-from vllm_supervisor import process
-from vllm_supervisor.diagnose import first_fatal_line
-from vllm_supervisor.logs import EngineLineWriter
-from vllm_supervisor.progress import Progress
+from vllm_supervisor.runtime import process
+from vllm_supervisor.runtime.diagnose import first_fatal_line
+from vllm_supervisor.runtime.logs import EngineLineWriter
+from vllm_supervisor.runtime.progress import Progress
 
 CHILD = ("import sys,time\nn=int(sys.argv[1])\nline='(EngineCore pid=1) INFO 11-22 00:00:00 "
          "[flood.py:1] '+'x'*60+'\\n'\nt=time.perf_counter()\nw=sys.stdout.write\n"

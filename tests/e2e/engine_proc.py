@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_supervisor.render import Command
+from vllm_supervisor.preflight.render import Command
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from vllm_supervisor.process import proc_stats
+from vllm_supervisor.runtime.process import proc_stats
 
 from tests.procs import group_members
 
@@ -66,7 +66,7 @@ class SupervisorProc:
         out = self.log.open("wb") if stdout_to_file else subprocess.DEVNULL
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm_supervisor.main", "run", model, "--config-dir",
+            [sys.executable, "-m", "vllm_supervisor.runtime.main", "run", model, "--config-dir",
              str(config_dir), "--state-dir", str(self.state_dir / model), "--runtime-dir",
              str(self.runtime_dir)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -81,7 +81,7 @@ class SupervisorProc:
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run vllmctl against this instance, as an operator would."""
         return subprocess.run(
-            [sys.executable, "-m", "vllm_supervisor.cli", *args, "--socket-dir",
+            [sys.executable, "-m", "vllm_supervisor.ctl.main", *args, "--socket-dir",
              str(self.runtime_dir), "--config-dir", str(self.config_dir), "--state-dir",
              str(self.state_dir)], capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -187,7 +187,8 @@ def test_restart_logs_metrics_config(admin: StartAdmin) -> None:
 def test_logs_follow_streams_new_lines(admin: StartAdmin) -> None:
     sup: SupervisorProc = admin()
     sup.wait_for("READY")
-    proc = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.cli", "logs", "m", "-n", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.ctl.main", "logs", "m",
+                             "-n", "0",
                              "-f", "--socket-dir", str(sup.runtime_dir)],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -320,7 +321,7 @@ def test_vllmctl_exit_codes_say_what_to_do(tmp_path: Path) -> None:
 
     t = threading.Thread(target=answer_403)
     t.start()
-    cli = [sys.executable, "-m", "vllm_supervisor.cli"]
+    cli = [sys.executable, "-m", "vllm_supervisor.ctl.main"]
     res = subprocess.run([*cli, "metrics", "m", "--socket-dir", str(sock_dir)],
                          capture_output=True, text=True, timeout=30, check=False)
     t.join()
@@ -338,7 +339,7 @@ def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: StartAdmi
     sup: SupervisorProc = admin(autostart=False)
     sup.wait_for("READY")
     second = subprocess.run(
-        [sys.executable, "-m", "vllm_supervisor.main", "run", "m", "--config-dir",
+        [sys.executable, "-m", "vllm_supervisor.runtime.main", "run", "m", "--config-dir",
          str(sup.config_dir), "--runtime-dir", str(sup.runtime_dir), "--state-dir",
          str(tmp_path / "s2")], capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 1

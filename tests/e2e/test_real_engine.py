@@ -10,10 +10,10 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
-from vllm_supervisor.config import load_registry
-from vllm_supervisor.engine import EngineInfo, EngineNotFound
-from vllm_supervisor.hostcheck import check_model
-from vllm_supervisor.render import render
+from vllm_supervisor.config.registry import load_registry
+from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
+from vllm_supervisor.preflight.model_checks import check_model
+from vllm_supervisor.preflight.render import render
 
 from tests.conftest import EngineEnv
 from tests.e2e.engine_proc import Engine, free_port, start, wait_healthy
@@ -124,7 +124,7 @@ def test_litellm_routes_the_exported_names_to_the_engine(served: Engine,
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.cli", "export", "litellm",
+    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.ctl.main", "export", "litellm",
                           "--json", "--config-dir", str(served.cfg_dir), "--host", "127.0.0.1"],
                          capture_output=True, text=True, timeout=60, check=True)
     entries = json.loads(res.stdout)["model_list"]

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from vllm_supervisor import engine_options, flagcache
-from vllm_supervisor.check import server_args
-from vllm_supervisor.config import load_registry
-from vllm_supervisor.engine import detect
-from vllm_supervisor.render import render
+from vllm_supervisor.config.registry import load_registry
+from vllm_supervisor.engine import flagcache
+from vllm_supervisor.engine import options as engine_options
+from vllm_supervisor.engine.detect import detect
+from vllm_supervisor.preflight.check import server_args
+from vllm_supervisor.preflight.render import render
 
 from tests.conftest import EngineEnv
 from tests.helpers import write_config
@@ -96,7 +97,7 @@ def test_flag_list_matches_the_rendering_rules(engine_env: EngineEnv,
 
 def test_example_config_in_etc_passes_strict_check(engine_env: EngineEnv) -> None:
     env = {**os.environ, "VSUP_ENGINE_VENV": str(engine_env.venv)}
-    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.cli", "check", "--strict",
+    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.ctl.main", "check", "--strict",
                           "--config-dir", str(ROOT / "etc")], capture_output=True, text=True,
                          env=env, timeout=300, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -116,7 +117,7 @@ def test_strict_check_reports_what_only_vllm_can_judge(engine_env: EngineEnv,
         venv: {engine_env.venv}
         engine: {{structured_outputs_config: {{disable_any_whitespace: true}}}}
     """)
-    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.cli", "check", "--strict",
+    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.ctl.main", "check", "--strict",
                           "--config-dir", str(cfg)], capture_output=True, text=True,
                          timeout=300, check=False)
     assert res.returncode == 78, res.stdout + res.stderr

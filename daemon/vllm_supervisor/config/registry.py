@@ -1,0 +1,211 @@
+"""models.yaml (+ models.d/*.yaml) -> frozen, typed model configs.
+
+Every problem names file, line and key, and all of them are collected before raising, so an
+operator fixes a file in one pass. This module reads only YAML: checks that need the host
+(paths, engine venv, HF cache, installed vLLM version) live in hostcheck.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vllm_supervisor.config import model_keys as fields
+from vllm_supervisor.config.model_keys import Ctx
+from vllm_supervisor.config.problems import ConfigInvalid, Problem, did_you_mean
+from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.config.yamltree import YNode, load
+from vllm_supervisor.engine.options import OptionValue
+from vllm_supervisor.host import access
+
+DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")
+DEFAULT_VENV = Path("/opt/vllm-supervisor/engine")
+
+
+def default_config_dir() -> Path:
+    return Path(os.environ.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+
+
+def default_venv() -> Path:
+    """The engine venv of models that name none: $VSUP_ENGINE_VENV (set by the unit or a
+    developer), else where scripts/install.sh puts it."""
+    return Path(os.environ.get("VSUP_ENGINE_VENV") or DEFAULT_VENV)
+
+# systemd instance names: `%I` would turn '-' into '/', so units use `%i` and the name must be
+# a plain slug (docs/systemd-behaviour.md).
+SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+TOP_KEYS = ("defaults", "models")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    file: str
+    line: int
+    model: str
+    served_model_names: tuple[str, ...]
+    host: str
+    port: int
+    venv: Path
+    gpus: tuple[int, ...] | None
+    env: dict[str, str]
+    offline: bool
+    api_key_file: Path | None
+    tool_support: str
+    description: str
+    roles: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    aliases: tuple[str, ...]
+    deprecated: str | None
+    engine: dict[str, OptionValue]
+    extra_args: tuple[str, ...]
+    # "engine.max_model_len" -> (file, line): lets later checks point at the right line.
+    where: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
+    supervision: Supervision = field(default_factory=Supervision)
+
+    def locate(self, key: str) -> tuple[str, int]:
+        return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)
+
+
+@dataclass(frozen=True)
+class Registry:
+    config_dir: Path
+    files: tuple[str, ...]
+    models: dict[str, ModelConfig]
+    warnings: tuple[Problem, ...] = ()
+
+
+def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
+    """Load and validate every model; raise ConfigInvalid listing all errors."""
+    problems: list[Problem] = []
+    main = config_dir / "models.yaml"
+    files = [main, *sorted((config_dir / "models.d").glob("*.yaml"))]
+    if not main.is_file():
+        why = _unreadable(main) or ("not found (create it, or pass --config-dir; see etc/ "
+                                    "for an example)")
+        raise ConfigInvalid([Problem(str(main), 0, "", why)])
+    defaults: dict[str, YNode] = {}
+    raw_models: dict[str, tuple[YNode, str, int]] = {}
+    for path in files:
+        root = _read(path, problems)
+        if root is None:
+            continue
+        if root.mapping is None:
+            problems.append(Problem(str(path), root.line, "", "expected a mapping with "
+                                    "'models:' at the top level"))
+            continue
+        for key, node in root.mapping.items():
+            line = root.key_lines[key]
+            if key not in TOP_KEYS:
+                problems.append(Problem(str(path), line, key, "unknown top-level key"
+                                        + did_you_mean(key, TOP_KEYS)))
+            elif key == "defaults" and path != main:
+                problems.append(Problem(str(path), line, key, "defaults belong in models.yaml "
+                                        "only, so one file decides them"))
+            elif key == "defaults":
+                defaults = _defaults(node, problems)
+            else:
+                _collect_models(node, raw_models, problems)
+    models: dict[str, ModelConfig] = {}
+    for name, (node, file, line) in raw_models.items():
+        cfg = fields.build_model(Ctx(file, f"models.{name}", problems), name, line, node, defaults)
+        if cfg is not None:
+            models[name] = cfg
+    _cross_checks(models, problems)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ConfigInvalid(problems)
+    return Registry(config_dir, tuple(str(f) for f in files), models,
+                    tuple(p for p in problems if p.severity == "warning"))
+
+
+def _read(path: Path, problems: list[Problem]) -> YNode | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        problems.append(Problem(str(path), 0, "", _unreadable(path)
+                                or "cannot read it: permission denied"))
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(Problem(str(path), 0, "", f"cannot read: {exc}"))
+        return None
+    root, found = load(text, str(path))
+    problems.extend(found)
+    return root
+
+
+def _unreadable(path: Path) -> str | None:
+    """What keeps this process from reading PATH (the folder that cannot be entered, or the
+    file's mode) with the fix, or None when nothing does or the file is simply absent."""
+    denied = access.check([access.Need(path, access.R, "", "the config file")]) or []
+    return denied[0].message(access.Identity.current().name) if denied and denied[0].at \
+        else None
+
+
+def _defaults(node: YNode, problems: list[Problem]) -> dict[str, YNode]:
+    if node.mapping is None:
+        problems.append(Problem(node.file, node.line, "defaults", "expected a mapping"))
+        return {}
+    out: dict[str, YNode] = {}
+    for key, value in node.mapping.items():
+        line = node.key_lines[key]
+        if key in fields.PER_MODEL_ONLY:
+            problems.append(Problem(node.file, line, f"defaults.{key}",
+                                    "is per model and cannot have a default"))
+        elif key not in fields.MODEL_KEYS:
+            problems.append(Problem(node.file, line, f"defaults.{key}", "unknown key"
+                                    + did_you_mean(key, fields.MODEL_KEYS)))
+        else:
+            out[key] = value
+    return out
+
+
+def _collect_models(node: YNode, out: dict[str, tuple[YNode, str, int]],
+                    problems: list[Problem]) -> None:
+    if node.mapping is None:
+        if node.scalar is not None or node.sequence is not None:
+            problems.append(Problem(node.file, node.line, "models",
+                                    "expected a mapping of model name -> settings"))
+        return
+    for name, body in node.mapping.items():
+        line = node.key_lines[name]
+        if not SLUG.match(name):
+            problems.append(Problem(node.file, line, f"models.{name}",
+                                    "model names are systemd instance names: lowercase "
+                                    "letters, digits, '.', '_', '-', at most 64, no '/'"))
+            continue
+        if name in out:
+            first = out[name]
+            problems.append(Problem(node.file, line, f"models.{name}",
+                                    f"defined twice (first in {first[1]}:{first[2]})"))
+            continue
+        out[name] = (body, node.file, line)
+
+
+def _cross_checks(models: dict[str, ModelConfig], problems: list[Problem]) -> None:
+    """Ports and names must be unique across models: two engines cannot share a port, and a
+    router given two models under one name would send traffic to either."""
+    ports: dict[tuple[str, int], str] = {}
+    names: dict[str, str] = {}
+    for cfg in models.values():
+        file, line = cfg.locate("port")
+        if not cfg.port:
+            continue  # invalid port: already reported
+        key = (cfg.host, cfg.port)
+        wildcard = [k for k in ports if k[1] == cfg.port and "0.0.0.0" in (k[0], cfg.host)]
+        clash = ports.get(key) or (ports[wildcard[0]] if wildcard else None)
+        if clash:
+            problems.append(Problem(file, line, f"models.{cfg.name}.port",
+                                    f"port {cfg.port} is already used by model '{clash}'"))
+        else:
+            ports[key] = cfg.name
+        for n in cfg.served_model_names + cfg.aliases:
+            owner = names.get(n)
+            if owner and owner != cfg.name:
+                f2, l2 = cfg.locate("served_model_name")
+                problems.append(Problem(f2, l2, f"models.{cfg.name}.served_model_name",
+                                        f"name '{n}' is already served by model '{owner}'"))
+            names.setdefault(n, cfg.name)

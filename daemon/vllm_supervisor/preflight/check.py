@@ -1,0 +1,143 @@
+"""Validate a config dir end to end and describe what each model would run.
+
+Shared by `vllmctl check` and `vllm-supervisor check`: same rules, same messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vllm_supervisor.config.problems import ConfigInvalid, Problem
+from vllm_supervisor.config.registry import ModelConfig, Registry, load_registry
+from vllm_supervisor.engine import flagcache
+from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
+from vllm_supervisor.preflight.model_checks import (
+    AccessCheck,
+    access_problems,
+    check_model,
+    engine_for,
+)
+from vllm_supervisor.preflight.render import Command, render
+
+
+@dataclass
+class ModelReport:
+    cfg: ModelConfig
+    engine: EngineInfo | None = None
+    command: Command | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+@dataclass
+class Report:
+    config_dir: Path
+    files: tuple[str, ...] = ()
+    models: list[ModelReport] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # file-level (no model to pin on)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.all_problems())
+
+    def all_problems(self) -> list[Problem]:
+        return self.problems + [p for m in self.models for p in m.problems]
+
+
+class UnknownModel(Exception):
+    pass
+
+
+def run_check(config_dir: Path, names: list[str], probe: bool = True,
+              strict: bool = False, paths: AccessCheck | None = None) -> Report:
+    """Never raises for bad config: everything lands in the report. PATHS: also check that
+    the service's user can use every path each model needs (access.py)."""
+    report = Report(config_dir)
+    try:
+        reg: Registry = load_registry(config_dir)
+    except ConfigInvalid as exc:
+        report.problems = exc.problems
+        return report
+    report.files = reg.files
+    unknown = [n for n in names if n not in reg.models]
+    if unknown:
+        raise UnknownModel(f"no model {', '.join(repr(n) for n in unknown)} in {config_dir}; "
+                           f"configured: {', '.join(sorted(reg.models)) or 'none'}")
+    chosen = set(names) or set(reg.models)
+    engines: dict[Path, EngineInfo | EngineNotFound] = {}
+    for w in reg.warnings:
+        owner = _owner(w, chosen)
+        if owner is None:
+            report.problems.append(w)
+    for name in sorted(chosen):
+        cfg = reg.models[name]
+        mr = ModelReport(cfg, problems=[w for w in reg.warnings if _owner(w, {name}) == name])
+        engine = engine_for(cfg.venv, engines)
+        known = None
+        if isinstance(engine, EngineInfo) and cfg.extra_args:
+            known = flagcache.cached_flags(engine)
+            if known is None and probe:
+                try:
+                    known = flagcache.probe_flags(engine)
+                except (RuntimeError, OSError) as exc:
+                    report.notes.append(f"{name}: could not list vLLM's flags ({exc})")
+        info, found = check_model(cfg, engines, known)
+        mr.engine = info
+        mr.problems += found
+        if paths is not None:
+            denied, checked = access_problems(cfg, reg.files, paths, info)
+            mr.problems += denied
+            if not checked and paths.who is not None:
+                report.notes.append(f"{name}: paths not checked as user {paths.who.name} "
+                                    "(the unit's User=): run vllmctl check as root for that")
+        if info is not None and mr.ok:
+            mr.command = render(cfg, info, read_secret=None)
+        report.models.append(mr)
+    if strict:
+        _strict(report)
+    return report
+
+
+def server_args(cmd: Command) -> list[str]:
+    """The args vLLM's parser sees: it knows `--model`, while `vllm serve MODEL` passes the
+    model as a positional of the subcommand."""
+    argv = list(cmd.argv)
+    return ["--model", argv[2], *argv[3:]] if argv[1:2] == ["serve"] else argv[3:]
+
+
+def _strict(report: Report) -> None:
+    """Let each installed vLLM's own parser judge the rendered commands, one process per venv."""
+    by_venv: dict[Path, list[ModelReport]] = {}
+    for mr in report.models:
+        if mr.command is not None and mr.engine is not None:
+            by_venv.setdefault(mr.engine.venv, []).append(mr)
+    for group in by_venv.values():
+        info = group[0].engine
+        assert info is not None
+        try:
+            verdicts = flagcache.parse_many(
+                info, [server_args(mr.command) for mr in group if mr.command is not None])
+        except (RuntimeError, OSError) as exc:
+            report.notes.append(f"strict check skipped for {info.venv}: {exc}")
+            continue
+        for mr, (ok, err) in zip(group, verdicts, strict=True):
+            if not ok:
+                mr.problems.append(Problem(mr.cfg.file, mr.cfg.line, f"models.{mr.cfg.name}",
+                                           f"vLLM {info.version}'s parser rejects the command: "
+                                           f"{err}"))
+
+
+def _owner(p: Problem, names: set[str]) -> str | None:
+    for n in names:
+        if p.key == f"models.{n}" or p.key.startswith(f"models.{n}."):
+            return n
+    return None
+
+
+def describe_env(cmd: Command) -> list[str]:
+    return [f"{k}={v}" for k, v in sorted(cmd.redacted_env().items())]

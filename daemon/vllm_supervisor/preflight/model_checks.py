@@ -1,0 +1,188 @@
+"""Checks that need the host: paths, the engine venv, the HF cache, the installed version.
+
+A config that parses can still be one no engine on this host can start; these are the
+failures we can predict instead of letting vLLM report them 10-60 s into a start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from vllm_supervisor.config.problems import Problem, did_you_mean
+from vllm_supervisor.config.registry import ModelConfig
+from vllm_supervisor.engine import flags
+from vllm_supervisor.engine import options as engine_options
+from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound, detect
+from vllm_supervisor.engine.versions import show
+from vllm_supervisor.host import access, hfcache
+from vllm_supervisor.host.access import Identity, Need, R, W, X
+
+KnownFlags = Mapping[str, Mapping[str, bool]]
+
+
+class Add(Protocol):
+    def __call__(self, key: str, message: str, severity: str = "error") -> None: ...
+
+
+Engines = dict[Path, EngineInfo | EngineNotFound]
+
+
+def engine_for(venv: Path, engines: Engines) -> EngineInfo | EngineNotFound:
+    """Detect a venv's engine once per check, however many models share it."""
+    if venv not in engines:
+        try:
+            engines[venv] = detect(venv)
+        except EngineNotFound as exc:
+            engines[venv] = exc
+    return engines[venv]
+
+
+def check_model(cfg: ModelConfig, engines: Engines,
+                known: KnownFlags | None = None,
+                environ: Mapping[str, str] = os.environ) -> tuple[EngineInfo | None, list[Problem]]:
+    out: list[Problem] = []
+
+    def add(key: str, message: str, severity: str = "error") -> None:
+        f, ln = cfg.locate(key)
+        out.append(Problem(f, ln, f"models.{cfg.name}.{key}", message,
+                           "warning" if severity == "warning" else "error"))
+
+    info = engine_for(cfg.venv, engines)
+    env = {**environ, **cfg.env}
+    _check_ref(cfg.model, "model", cfg.offline, env, add)
+    tok = cfg.engine.get("tokenizer")
+    if isinstance(tok, str):
+        _check_ref(tok, "engine.tokenizer", cfg.offline, env, add)
+    tpl = cfg.engine.get("chat_template")
+    if isinstance(tpl, str) and "{" not in tpl and "\n" not in tpl and not Path(tpl).is_file():
+        add("engine.chat_template", f"file {tpl} not found (give a path or the template text)")
+    if cfg.api_key_file is not None:
+        _check_key(cfg.api_key_file, add)
+    if isinstance(info, EngineNotFound):
+        add("venv", str(info))
+        return None, out
+    _check_version(cfg, info, known, add)
+    return info, out
+
+
+def _check_ref(ref: str, key: str, offline: bool, env: Mapping[str, str], add: Add) -> None:
+    if hfcache.is_local_path(ref) or Path(ref).exists():
+        p = Path(ref)
+        if not p.exists():
+            add(key, f"{ref} does not exist (a local model directory, or a repo id 'org/name')")
+        elif p.is_dir() and key == "model" and not (p / "config.json").is_file():
+            add(key, f"{ref} has no config.json: not a Hugging Face model directory", "warning")
+    elif offline and not hfcache.cached(ref, env):
+        add(key, f"offline is true but '{ref}' is not in the Hugging Face cache at "
+            f"{hfcache.hub_dir(env)}: download it first (huggingface-cli download {ref}) "
+            "or point HF_HOME at the cache that has it")
+
+
+def outside_the_unit(path: Path, environ: Mapping[str, str] = os.environ) -> bool:
+    """A LoadCredential= path (docs/deployment.md, "API keys") exists only inside the running
+    unit, where systemd sets $CREDENTIALS_DIRECTORY: elsewhere it cannot be checked."""
+    return str(path).startswith("/run/credentials/") and not environ.get(
+        "CREDENTIALS_DIRECTORY")
+
+
+def _check_key(path: Path, add: Add) -> None:
+    if outside_the_unit(path):
+        return
+    if not path.exists():
+        add("api_key_file", f"{path} does not exist")
+    elif not os.access(path, os.R_OK):
+        add("api_key_file", f"{path} is not readable by this user (the service user must "
+            "read it; systemd's LoadCredential= can hand it over)", "warning")
+    elif not path.read_text(encoding="utf-8", errors="replace").strip():
+        add("api_key_file", f"{path} is empty")
+
+
+def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
+                   add: Add) -> None:
+    rel = info.release
+    for name in cfg.engine:
+        opt = engine_options.BY_NAME[name]
+        if opt.since is not None and rel < opt.since and not opt.env_before:
+            add(f"engine.{name}", f"needs vLLM >= {show(opt.since)}; {cfg.venv} has "
+                f"{info.label}")
+    if cfg.engine.get("max_model_len") == "auto" and rel < (0, 20, 0):
+        add("engine.max_model_len", f"'auto' needs vLLM >= 0.20; {info.label} rejects it")
+    if cfg.engine.get("load_format") == "gguf" and rel >= (0, 32, 0):
+        add("engine.load_format", f"GGUF loading left vLLM in 0.32 ({info.label}): install "
+            "vllm-gguf-plugin in the engine venv", "warning")
+    for name, (since, hint) in flags.GONE_ENV.items():
+        if name in cfg.env and rel >= since:
+            add(f"env.{name}", f"has no effect on vLLM {info.version}: {hint}")
+    for token in cfg.extra_args:
+        flag = flags.flag_of(token)
+        if flag is None:
+            continue
+        moved = flags.moved_problem(flag, rel)
+        if moved is not None:
+            add("extra_args", moved[1], moved[0])
+        elif known is not None and flag not in known:
+            add("extra_args", f"{flag} is not a flag of {info.label}"
+                + did_you_mean(flag, known) + " (vLLM would exit 2: unrecognized arguments)")
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    """Check a model's paths as WHO (None: this process), with the unit's ProtectHome= in
+    mind when HIDES_HOME, plus EXTRA paths (the daemon's own state and socket folders)."""
+
+    who: Identity | None = None
+    hides_home: bool = False
+    extra: tuple[Need, ...] = field(default_factory=tuple)
+    environ: Mapping[str, str] | None = None  # the unit's environment (HF_HOME, ...), not ours
+    managed: tuple[Path, ...] = ()  # folders systemd creates for the unit, owned by its user
+
+
+def path_needs(cfg: ModelConfig, files: tuple[str, ...], engine: EngineInfo | None = None,
+               environ: Mapping[str, str] = os.environ) -> list[Need]:
+    """Every path the model's service reads, executes or writes."""
+    env = {**environ, **cfg.env}
+    needs = [Need(Path(f), R, "", "the config file") for f in files if os.path.lexists(f)]
+    entry = Path(engine.entrypoint(cfg.model)[0]) if engine is not None else None
+    needs += access.venv_needs(cfg.venv, entry)
+    tok = cfg.engine.get("tokenizer")
+    for key, ref in (("model", cfg.model), ("engine.tokenizer", tok)):
+        if not isinstance(ref, str):
+            continue
+        if hfcache.is_local_path(ref) or Path(ref).exists():
+            folder = Path(ref).expanduser()
+            needs.append(Need(folder, R | X, key, "the model folder"))
+            needs += [Need(f, R, key, "the model file") for f in access.model_files(folder)]
+        else:
+            mode = R | X if cfg.offline else R | W | X  # online: downloads land there
+            needs.append(Need(hfcache.hub_dir(env), mode, key, "the Hugging Face cache",
+                              create=not cfg.offline))
+    if cfg.api_key_file is not None and not outside_the_unit(cfg.api_key_file, environ):
+        needs.append(Need(cfg.api_key_file, R, "api_key_file", "the API key file"))
+    return needs + access.env_paths(env)
+
+
+def access_problems(cfg: ModelConfig, files: tuple[str, ...], how: AccessCheck,
+                    engine: EngineInfo | None = None,
+                    environ: Mapping[str, str] = os.environ) -> tuple[list[Problem], bool]:
+    """Problems for the paths HOW's user cannot use, and whether they could be checked at
+    all (another user's view needs root; what ProtectHome= hides is known regardless)."""
+    env = how.environ if how.environ is not None else environ
+    needs = [n for n in path_needs(cfg, files, engine, env) + list(how.extra)
+             if not (n.create and any(m == n.path or m in n.path.parents for m in how.managed))]
+    denied = access.protect_home_denials(needs) if how.hides_home else []
+    hidden = {d.need for d in denied}
+    found = access.check([n for n in needs if n not in hidden], how.who)
+    user = (how.who or Identity.current()).name
+    out = []
+    for d in denied + (found or []):
+        if d.need.key:
+            f, ln = cfg.locate(d.need.key)
+            key = f"models.{cfg.name}.{d.need.key}"
+        else:
+            f, ln, key = str(d.need.path), 0, ""
+        out.append(Problem(f, ln, key, d.message(user)))
+    return out, found is not None

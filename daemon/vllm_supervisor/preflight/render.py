@@ -1,0 +1,86 @@
+"""Model config + engine facts -> the child's argv and environment.
+
+The API key goes into the environment (VLLM_API_KEY), never argv: /proc/PID/cmdline is
+world-readable. systemd's per-service variables are stripped: a child that inherits
+NOTIFY_SOCKET could send READY=1 for us (docs/systemd-behaviour.md).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_supervisor.config.registry import ModelConfig
+from vllm_supervisor.engine import options as engine_options
+from vllm_supervisor.engine.detect import EngineInfo
+
+REDACTED = "<redacted>"
+# sd_notify(3), sd_listen_fds(3) and sd_watchdog_enabled(3) variables belong to the main PID.
+STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                "LISTEN_FDNAMES", "VLLM_API_KEY")
+# The supervisor's own settings: never `VLLM_*` (vLLM logs every unknown VLLM_ variable).
+OWN_ENV_PREFIX = "VSUP_"
+
+BASE_ENV = {
+    # Engine output is a pipe: unbuffered, so each log line reaches the supervisor as it happens.
+    "PYTHONUNBUFFERED": "1",
+    # A bare-metal host need not report usage to a third party; the model's env: may override.
+    "VLLM_NO_USAGE_STATS": "1",
+    "VLLM_DO_NOT_TRACK": "1",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    env_add: dict[str, str]
+    env_remove: tuple[str, ...]
+    secret_keys: frozenset[str]
+
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in base.items()
+               if k not in self.env_remove and not k.startswith(OWN_ENV_PREFIX)}
+        env.update(self.env_add)
+        return env
+
+    def redacted_env(self) -> dict[str, str]:
+        return {k: (REDACTED if k in self.secret_keys else v) for k, v in self.env_add.items()}
+
+    def shell_line(self) -> str:
+        return shlex.join(self.argv)
+
+
+def read_key_file(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+def render(cfg: ModelConfig, info: EngineInfo,
+           read_secret: Callable[[Path], str] | None = read_key_file) -> Command:
+    """read_secret=None renders without touching the key file (for display only)."""
+    argv = info.entrypoint(cfg.model)
+    argv += ["--served-model-name", *cfg.served_model_names]
+    argv += ["--host", cfg.host, "--port", str(cfg.port)]
+    env = dict(BASE_ENV)
+    secrets: set[str] = set()
+    release = info.release
+    for opt in engine_options.OPTIONS:
+        if opt.name not in cfg.engine:
+            continue
+        value = cfg.engine[opt.name]
+        if opt.since is not None and release < opt.since and opt.env_before:
+            env[opt.env_before] = str(value)  # e.g. VLLM_ATTENTION_BACKEND before 0.20
+        else:
+            argv += engine_options.render(opt, value)
+    argv += cfg.extra_args
+    if cfg.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+    if cfg.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in cfg.gpus)
+    if cfg.api_key_file is not None:
+        env["VLLM_API_KEY"] = read_secret(cfg.api_key_file) if read_secret else REDACTED
+        secrets.add("VLLM_API_KEY")
+    env.update(cfg.env)
+    return Command(tuple(argv), env, STRIPPED_ENV, frozenset(secrets))

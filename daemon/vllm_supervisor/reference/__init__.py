@@ -1,0 +1,1 @@
+"""Generated documentation and JSON Schema, from the tables in the code."""

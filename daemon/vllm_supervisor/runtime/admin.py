@@ -1,0 +1,340 @@
+"""The admin socket: aiohttp on a Unix socket, JSON in and out, versioned paths (/v1/...).
+
+Thin by design: it parses, checks the peer, and posts events to the supervisor; it never
+touches the engine process. Every peer is checked with SO_PEERCRED (unix(7)): root, the
+service's own uid and members of the admin group pass, anyone else gets 403 and is logged.
+aiohttp's UnixSite does not unlink its socket file on cleanup, so stop() does
+(docs/systemd-behaviour.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import pwd
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from vllm_supervisor.runtime import events as ev
+from vllm_supervisor.runtime import socketdir
+from vllm_supervisor.runtime.metrics import engine_key_metrics, supervisor_metrics
+from vllm_supervisor.runtime.states import State
+from vllm_supervisor.runtime.supervisor import Supervisor
+
+MAX_BODY = 64 * 1024
+DEFAULT_GROUP = "vllm-admin"
+TERMINAL_UP = {State.READY.value, State.FAILED.value, State.INACTIVE.value}
+TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value}
+
+
+class AlreadyServed(Exception):
+    """A live supervisor answers on the socket: two must never own one model."""
+
+
+class BadRequest(web.HTTPBadRequest):
+    def __init__(self, reason: str) -> None:
+        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the connected peer: unix(7) SO_PEERCRED."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def process_groups(pid: int) -> set[int]:
+    """The peer process's real supplementary groups (/proc/PID/status `Groups:`)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
+class Admin:
+    def __init__(self, sup: Supervisor, path: Path, group: str, log: Any,
+                 config: Callable[[], dict[str, Any]],
+                 engine_metrics: Callable[[], Awaitable[str | None]]) -> None:
+        self.sup, self.path, self.log = sup, path, log
+        self.config, self.engine_metrics = config, engine_metrics
+        try:
+            self.gid: int | None = grp.getgrnam(group).gr_gid
+        except KeyError:
+            self.gid = None  # no such group here: only root and our own uid get in
+        self.group = group
+        self._runner: web.AppRunner | None = None
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    # ---- life ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        socketdir.check_owner(folder)
+        os.chmod(folder, 0o750)
+        socketdir.share(folder, self.gid, self.group, self.log)
+        if self.path.exists() or self.path.is_symlink():
+            if await _answers(self.path):
+                raise AlreadyServed(f"another vllm-supervisor answers on {self.path}")
+            self.path.unlink()  # stale: its owner died without cleaning up
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
+        app.add_routes([
+            web.get("/v1/state", self.state), web.post("/v1/activate", self.activate),
+            web.post("/v1/deactivate", self.deactivate), web.post("/v1/restart", self.restart),
+            web.post("/v1/reload", self.reload),
+            web.get("/v1/logs", self.logs), web.get("/v1/metrics", self.metrics),
+            web.get("/v1/config", self.show_config),
+        ])
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.UnixSite(self._runner, str(self.path)).start()
+        os.chmod(self.path, 0o660)
+        socketdir.share(self.path, self.gid, self.group, self.log)
+
+
+    async def stop(self) -> None:
+        for task in list(self._streams):  # followers and waiters: the service is going away
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    # ---- every request ------------------------------------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        pid, uid, gid = peer_credentials(sock) if sock is not None else (0, -1, -1)
+        if not self._allowed(pid, uid, gid):
+            self.log.warning("admin request refused", model=self.sup.name, peer_pid=pid,
+                             peer_uid=uid, path=request.path)
+            return _json({"error": f"permission denied: add your user to group {self.group}"},
+                         403)
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            paths = sorted({r.resource.canonical for r in request.app.router.routes()
+                            if r.resource is not None})
+            return _json({"error": f"unknown path {request.path}; see {', '.join(paths)}"},
+                         404)
+        except web.HTTPMethodNotAllowed as exc:
+            return _json({"error": f"{request.method} not allowed on {request.path}; use "
+                                   f"{', '.join(sorted(exc.allowed_methods))}"}, 405)
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": f"request body over {MAX_BODY} bytes"}, 413)
+        finally:
+            if task is not None:
+                self._streams.discard(task)
+
+    def _allowed(self, pid: int, uid: int, gid: int) -> bool:
+        if uid in (0, os.getuid()):
+            return True
+        if self.gid is None:
+            return False
+        if gid == self.gid or self.gid in process_groups(pid):
+            return True
+        with contextlib.suppress(KeyError):
+            return pwd.getpwuid(uid).pw_name in grp.getgrgid(self.gid).gr_mem
+        return False
+
+    # ---- operations ---------------------------------------------------------------------
+    async def state(self, request: web.Request) -> web.Response:
+        return _json(self.sup.state_dict())
+
+    async def activate(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, {"wait": bool, "timeout": float})
+        return await self._post_and_follow(request, ev.Activate("activate (admin)", ack=_fut()),
+                                           body, TERMINAL_UP, default_wait=False)
+
+    async def restart(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, {"wait": bool, "timeout": float})
+        return await self._post_and_follow(request, ev.Restart("restart (admin)", ack=_fut()),
+                                           body, TERMINAL_UP, default_wait=False)
+
+    async def reload(self, request: web.Request) -> web.StreamResponse:
+        """Re-read the config; with wait, follow a resulting engine restart until ready. This
+        is the unit's ExecReload: systemctl reload returns when the reload is done."""
+        body = await _body(request, {"wait": bool, "timeout": float})
+        timeout = _timeout(body)
+        q, seq = await self._submit(ev.Reload("reload (admin)", ack=_fut()))
+        try:
+            result = self.sup.last_reload or {"ok": True, "restart": False, "detail": ""}
+            if not result["ok"]:
+                return _json({"error": "config invalid; the running engine is unchanged",
+                              "problems": result["detail"]}, 422)
+            if not (result["restart"] and body.get("wait", True)):
+                return _json({"accepted": True, "seq": seq, **self.sup.state_dict()})
+            return await self._follow(request, q, self.sup.state_dict(), TERMINAL_UP,
+                                      timeout, restart_seen=False)
+        finally:
+            self.sup.unsubscribe(q)
+
+    async def deactivate(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request, {"wait": bool, "timeout": float, "drain_timeout": float})
+        drain = float(body.get("drain_timeout", 30.0))
+        if drain < 0:
+            raise BadRequest("drain_timeout must be >= 0")
+        event = ev.Deactivate("deactivate (admin)", drain_timeout=drain, ack=_fut())
+        return await self._post_and_follow(request, event, body, TERMINAL_DOWN,
+                                           default_wait=True)
+
+    async def _post_and_follow(self, request: web.Request,
+                               event: ev.Activate | ev.Deactivate | ev.Restart,
+                               body: dict[str, Any], terminal: set[str],
+                               default_wait: bool) -> web.StreamResponse:
+        wait = bool(body.get("wait", default_wait))
+        timeout = _timeout(body)
+        q, seq = await self._submit(event)
+        try:
+            snap = self.sup.state_dict()
+            if not wait:
+                return _json({"accepted": True, "seq": seq, **snap}, 202)
+            return await self._follow(request, q, snap, terminal, timeout,
+                                      restart_seen=not isinstance(event, ev.Restart))
+        finally:
+            self.sup.unsubscribe(q)
+
+    async def _submit(self, event: ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
+                      ) -> tuple[asyncio.Queue[dict[str, Any]], int]:
+        """Post an event and wait until the supervisor has handled it. The subscription is
+        taken first, so no transition it causes can slip past; the caller unsubscribes."""
+        q = self.sup.subscribe_states()
+        try:
+            self.sup.post(event)
+            assert event.ack is not None
+            return q, await event.ack  # handled: what follows is this request's doing
+        except BaseException:
+            self.sup.unsubscribe(q)
+            raise
+
+    async def _follow(self, request: web.Request, q: asyncio.Queue[dict[str, Any]],
+                      snap: dict[str, Any], terminal: set[str], timeout: float,
+                      restart_seen: bool) -> web.StreamResponse:
+        """NDJSON: one state snapshot per transition (and load phase) until a terminal state
+        or the timeout, so the caller can show progress while it waits."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        await resp.write((json.dumps(snap) + "\n").encode())
+        deadline = time.monotonic() + timeout
+        while snap["state"] not in terminal or not restart_seen:
+            left = deadline - time.monotonic()
+            if _gone(request):
+                break
+            if left <= 0:
+                await resp.write((json.dumps({"timeout": True, **snap}) + "\n").encode())
+                break
+            try:
+                snap = await asyncio.wait_for(q.get(), timeout=min(left, 5.0))
+            except TimeoutError:
+                snap = self.sup.state_dict()  # progress tick for the caller
+            restart_seen = restart_seen or snap["state"] != State.READY.value
+            await resp.write((json.dumps(snap) + "\n").encode())
+        await resp.write_eof()
+        return resp
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        try:
+            n = int(request.query.get("n", "100"))
+        except ValueError:
+            raise BadRequest("n must be a whole number") from None
+        if n < 0:
+            raise BadRequest("n must be >= 0")
+        follow = request.query.get("follow", "0") in ("1", "true", "yes")
+        tail = list(self.sup.ring)[-n:] if n else []
+        if not follow:
+            return web.Response(text="".join(ln + "\n" for ln in tail),
+                                content_type="text/plain")
+        q = self.sup.subscribe_lines()
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+            await resp.prepare(request)
+            await resp.write("".join(ln + "\n" for ln in tail).encode())
+            # A silent engine never writes, so a client that left is noticed by polling the
+            # transport: a handler parked forever would also hold up shutdown.
+            while not _gone(request):
+                try:
+                    lines = await asyncio.wait_for(q.get(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                await resp.write("".join(ln + "\n" for ln in lines).encode())
+            return resp
+        finally:
+            self.sup.unsubscribe(q)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = supervisor_metrics(self.sup.state_dict())
+        if self.sup.snap.state in (State.READY, State.DRAINING):
+            engine = await self.engine_metrics()
+            if engine:
+                text += engine_key_metrics(engine)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def show_config(self, request: web.Request) -> web.Response:
+        return _json(self.config())
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+async def _answers(path: Path) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def _body(request: web.Request, fields: dict[str, type]) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    for key, value in body.items():
+        want = fields.get(key)
+        if want is None:
+            raise BadRequest(f"unknown field '{key}'; known: {', '.join(sorted(fields))}")
+        ok = isinstance(value, bool) if want is bool else (
+            isinstance(value, int | float) and not isinstance(value, bool))
+        if not ok:
+            raise BadRequest(f"field '{key}' must be {want.__name__}, got {value!r}")
+    return body
+
+
+def _timeout(body: dict[str, Any]) -> float:
+    timeout = float(body.get("timeout", 900.0))
+    if timeout <= 0:
+        raise BadRequest("timeout must be > 0")
+    return timeout
+
+
+def _fut() -> asyncio.Future[int]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _json(data: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")

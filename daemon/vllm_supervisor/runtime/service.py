@@ -1,0 +1,163 @@
+"""`vllm-supervisor run MODEL`: wire the real OS effects to the supervisor and run it on uvloop.
+
+Config errors exit 78 (EX_CONFIG) before anything starts, listing every problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from vllm_supervisor import exitcodes
+from vllm_supervisor.config.registry import ModelConfig, default_config_dir
+from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.host import locations as places
+from vllm_supervisor.host.access import Identity, Need, R, W, X
+from vllm_supervisor.preflight.check import UnknownModel, run_check
+from vllm_supervisor.preflight.model_checks import AccessCheck
+from vllm_supervisor.preflight.render import Command, read_key_file, render
+from vllm_supervisor.runtime import admin, logs, process
+from vllm_supervisor.runtime import events as ev
+from vllm_supervisor.runtime.notify import Notifier
+from vllm_supervisor.runtime.probes import Prober, Target
+from vllm_supervisor.runtime.supervisor import LinesSink, Ports, Supervisor
+
+
+class Current:
+    """The model's config as of the last good load (SIGHUP may replace it)."""
+
+    def __init__(self, cfg: ModelConfig, info: EngineInfo) -> None:
+        self.cfg, self.info = cfg, info
+
+    def command(self) -> Command:
+        return render(self.cfg, self.info)  # reads the key file at every start: rotation works
+
+    def target(self) -> Target:
+        key = read_key_file(self.cfg.api_key_file) if self.cfg.api_key_file else None
+        return Target(self.cfg.host, self.cfg.port, self.cfg.served_model_names, key)
+
+
+def validate(model: str, config_dir: Path, paths: AccessCheck | None = None
+             ) -> tuple[ModelConfig, EngineInfo] | str:
+    """The model's config and engine, or every problem as text. PATHS: also check that this
+    process's user can use every path the model needs (a clear exit 78 instead of a
+    PermissionError traceback, or vLLM's FileNotFoundError for unreadable weights)."""
+    try:
+        report = run_check(config_dir, [model], probe=False, paths=paths)
+    except UnknownModel as exc:
+        return str(exc)
+    if not report.ok:
+        return "\n".join(str(p) for p in report.all_problems() if p.severity == "error")
+    mr = report.models[0]
+    assert mr.engine is not None
+    return mr.cfg, mr.engine
+
+
+def run(model: str, config_dir: Path | None, state_dir: Path | None,
+        runtime_dir: Path | None = None, admin_group: str | None = None) -> int:
+    config_dir = config_dir or default_config_dir()
+    # systemd's StateDirectory= sets STATE_DIRECTORY; vllmctl reads the same place.
+    state = state_dir or places.model_state_dir(model)
+    sock = places.socket_path(runtime_dir or places.runtime_dir(model), model)
+    paths = AccessCheck(extra=(
+        Need(state, R | W | X, "", "the state folder", create=True),
+        Need(sock.parent, R | W | X, "", "the admin socket's folder", create=True)))
+    got = validate(model, config_dir, paths)
+    if isinstance(got, str):
+        # <3>: sd-daemon(3) err, so `journalctl -p err -u vllm-supervisor@MODEL` shows them.
+        for line in [*got.splitlines(), f"vllm-supervisor: config invalid for {model}; "
+                     "nothing started"]:
+            print(f"<3>{line}", file=sys.stderr)
+        return exitcodes.CONFIG
+    cur = Current(*got)
+    logs.setup()
+    return uvloop.run(_main(model, config_dir, cur, state, sock, paths,
+                            admin_group or admin.DEFAULT_GROUP))
+
+
+async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: Path,
+                paths: AccessCheck, group: str) -> int:
+    log = logs.get()
+    notifier = Notifier()
+    async with aiohttp.ClientSession() as session:
+        prober = Prober(cur.target(), session)
+
+        def reload() -> tuple[Command, Supervision] | str:
+            # validate() loads the config once and detects the engine; it also says when
+            # the model is gone from the config.
+            got = validate(model, config_dir, paths)
+            if isinstance(got, str):
+                return got
+            cur.cfg, cur.info = got
+            prober.t = cur.target()
+            sup.facts = facts(cur)
+            sup.endpoint = f"{cur.cfg.host}:{cur.cfg.port}"
+            return cur.command(), cur.cfg.supervision
+
+        async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:
+            return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_lines)
+
+        ports = Ports(spawn=spawn, prober=prober, notifier=notifier, command=cur.command,
+                      on_lines=logs.EngineLineWriter(model), log=log,
+                      save_failure=lambda rec: _save(state, rec, log), reload=reload)
+        sup = Supervisor(model, cur.cfg.supervision, ports,
+                         endpoint=f"{cur.cfg.host}:{cur.cfg.port}")
+        sup.facts = facts(cur)
+        socket_server = admin.Admin(sup, sock, group, log, config=lambda: describe(cur),
+                                    engine_metrics=lambda: prober.metrics_text(5.0))
+        try:
+            await socket_server.start()
+        except admin.AlreadyServed as exc:
+            log.error("cannot open the admin socket; nothing started", model=model,
+                      path=str(sock), error=str(exc))
+            return exitcodes.FAILED
+        except OSError as exc:  # the folder is not ours, or not usable: restarts won't help
+            log.error("cannot open the admin socket; nothing started", model=model,
+                      path=str(sock), error=str(exc), user=Identity.current().name)
+            return exitcodes.CONFIG
+        loop = asyncio.get_running_loop()
+        # Signal handlers only post events (the supervisor decides).
+        loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))
+        loop.add_signal_handler(signal.SIGINT, sup.post, ev.Shutdown("SIGINT"))
+        loop.add_signal_handler(signal.SIGHUP, sup.post, ev.Reload("SIGHUP"))
+        log.info("starting", model=model, engine=cur.info.label, endpoint=sup.endpoint,
+                 pid=os.getpid(), admin_socket=str(sock))
+        try:
+            code = await sup.run()
+        finally:
+            await socket_server.stop()
+        log.info("exiting", model=model, code=code, state=sup.snap.state.value)
+        return code
+
+
+def facts(cur: Current) -> dict[str, Any]:
+    return {"served_names": list(cur.cfg.served_model_names), "host": cur.cfg.host,
+            "port": cur.cfg.port, "engine": {"distribution": cur.info.distribution,
+                                             "version": cur.info.version,
+                                             "venv": str(cur.info.venv)},
+            "gpu_memory": None}  # NVML (gpu module) not wired yet
+
+
+def describe(cur: Current) -> dict[str, Any]:
+    cmd = render(cur.cfg, cur.info, read_secret=None)  # never the key itself
+    return {"model": cur.cfg.name, "argv": list(cmd.argv), "env": cmd.redacted_env(),
+            "env_removed": list(cmd.env_remove), "file": cur.cfg.file, "line": cur.cfg.line}
+
+
+def _save(state: Path, record: dict[str, Any], log: Any) -> None:
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        tmp = state / ".last-failure.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(state / "last-failure.json")
+    except OSError as exc:
+        log.error("cannot write the last failure", path=str(state), error=str(exc))
