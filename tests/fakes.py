@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from vllm_supervisor.config.settings import Health, Startup, Stop, Supervision
+from vllm_supervisor.config.settings import Health, RestartPolicy, Startup, Stop, Supervision
 from vllm_supervisor.preflight.render import Command
 from vllm_supervisor.runtime.notify import Notifier
+from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
-from vllm_supervisor.runtime.restarts import RestartPolicy
 
 
 class FakeEngine:
@@ -46,6 +46,9 @@ class FakeProber:
         self.token_error: str | None = None
         self.hold = asyncio.Event()  # the 1-token probe waits for this when `held`
         self.held = False
+
+    def aim(self, address: EngineAddress) -> None:
+        self.aimed_at = address
 
     async def health(self, timeout: float) -> int | str:
         await asyncio.sleep(0)

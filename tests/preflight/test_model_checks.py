@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vllm_supervisor.config.registry import ModelConfig, load_registry
+from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.registry import load_registry
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
 from vllm_supervisor.preflight.model_checks import check_model, path_needs
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from vllm_supervisor.runtime.probes import Prober, Target
+from vllm_supervisor.runtime.probes import EngineAddress, Prober
 
 from tests.e2e.engine_proc import free_port
 
@@ -48,7 +48,7 @@ async def test_health_models_token_and_running_requests() -> None:
     ])
     try:
         async with aiohttp.ClientSession() as session:
-            p = Prober(Target("0.0.0.0", port, ("a", "b"), api_key="k"), session)
+            p = Prober(EngineAddress("0.0.0.0", port, ("a", "b"), api_key="k"), session)
             assert await p.health(1) == 503  # the engine is dead: vLLM's own answer
             assert await p.models(1) == "/v1/models does not list b"
             assert await p.one_token(1) is None
@@ -65,14 +65,14 @@ async def test_refused_timeout_and_a_hung_generation() -> None:
         return web.json_response({})
 
     async with aiohttp.ClientSession() as session:
-        nobody = Prober(Target("127.0.0.1", free_port(), ("a",)), session)
+        nobody = Prober(EngineAddress("127.0.0.1", free_port(), ("a",)), session)
         assert await nobody.health(1) == "refused"  # still loading: no listener yet
         assert await nobody.running_requests(1) is None
         unauthorised = answer(lambda: web.Response(status=401))
         runner, port = await serve([web.get("/health", slow), web.post("/v1/completions", slow),
                                     web.get("/v1/models", unauthorised)])
         try:
-            p = Prober(Target("127.0.0.1", port, ("a",)), session)
+            p = Prober(EngineAddress("127.0.0.1", port, ("a",)), session)
             assert await p.health(0.2) == "timeout"
             assert await p.one_token(0.2) == "1-token generation timed out after 0.2 s"
             assert await p.models(1) == "/v1/models answered 401"

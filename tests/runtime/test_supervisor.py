@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from vllm_supervisor.config.settings import Startup, Supervision
-from vllm_supervisor.preflight.render import Command
+from vllm_supervisor.config.settings import RestartPolicy, Startup, Supervision
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime import states
+from vllm_supervisor.runtime.effects import Effects, ModelSetup
+from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
-from vllm_supervisor.runtime.restarts import RestartPolicy
 from vllm_supervisor.runtime.states import State
-from vllm_supervisor.runtime.supervisor import Ports, Supervisor
+from vllm_supervisor.runtime.status import as_dict
+from vllm_supervisor.runtime.supervisor import Supervisor
 
 from tests.fakes import FakeProber, RecordingNotifier, Spawner, command, fast_settings
 
@@ -27,12 +29,15 @@ class Rig:
         self.spawner = Spawner(self.prober)
         self.failures: list[dict[str, Any]] = []
         self.cmd = command()
-        self.reload_answer: tuple[Command, Supervision] | str | None = None
-        self.ports = Ports(spawn=self.spawner, prober=self.prober, notifier=self.notifier,
-                           command=lambda: self.cmd, save_failure=self.failures.append,
-                           reload=lambda: self.reload_answer or "unset")
-        self.sup = Supervisor("m", settings or fast_settings(), self.ports, endpoint="h:1")
+        self.reload_answer: ModelSetup | str | None = None
+        self.effects = Effects(spawn=self.spawner, prober=self.prober, notifier=self.notifier,
+                               save_failure=self.failures.append,
+                               reload=lambda: self.reload_answer or "unset")
+        self.sup = Supervisor("m", self.setup(settings or fast_settings()), self.effects)
         self.task: asyncio.Task[int] = asyncio.ensure_future(self.sup.run())
+
+    def setup(self, settings: Supervision) -> ModelSetup:
+        return ModelSetup(settings, command=lambda: self.cmd, endpoint="h:1")
 
     async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -43,23 +48,23 @@ class Rig:
             await asyncio.sleep(0.005)
 
     async def state(self, st: State, timeout: float = 5.0) -> None:
-        await self.until(lambda: self.sup.snap.state is st, timeout)
+        await self.until(lambda: self.sup.state is st, timeout)
 
     def trail(self) -> list[str]:
-        return [f"{h['from']}->{h['state']}: {h['reason']}" for h in self.sup.snap.history]
+        return [f"{h['from']}->{h['state']}: {h['reason']}" for h in self.sup.history]
 
     async def ready(self) -> None:
         self.prober.up = True
         await self.state(State.READY)
 
-    def ack(self) -> asyncio.Future[int]:
+    def ack(self) -> ev.AckFuture:
         return asyncio.get_running_loop().create_future()
 
-    async def handled(self, event: ev.Reload | ev.Deactivate | ev.Activate) -> None:
+    async def handled(self, event: ev.Reload | ev.Deactivate | ev.Activate) -> ev.Ack:
         """Post EVENT and wait until the supervisor has handled it (its ack)."""
         assert event.ack is not None
         self.sup.post(event)
-        await asyncio.wait_for(event.ack, 5)
+        return await asyncio.wait_for(event.ack, 5)
 
     async def finish(self) -> int:
         self.sup.post(ev.Shutdown())
@@ -96,7 +101,7 @@ async def test_ready_only_after_health_models_and_a_token() -> None:
     await rig.state(State.READY)
     assert rig.notifier.count("READY") == 1
     assert rig.notifier.sent[-1]["STATUS"] == "ready on h:1"
-    assert [h["state"] for h in rig.sup.snap.history] == ["starting", "probing", "ready"]
+    assert [h["state"] for h in rig.sup.history] == ["starting", "probing", "ready"]
     assert await rig.finish() == 0
     assert rig.spawner.engines[0].stops == [7.0]
     assert rig.notifier.count("STOPPING") == 1
@@ -149,7 +154,7 @@ async def test_failure_that_restarting_cannot_fix_ends_failed_with_78() -> None:
     rig.spawner.engines[0].exit(2)
     assert await asyncio.wait_for(rig.task, 5) == 78
     assert len(rig.spawner.engines) == 1  # no restart storm
-    assert rig.sup.snap.state is State.FAILED
+    assert rig.sup.state is State.FAILED
     rec = rig.failures[0]
     assert rec["diagnosis"]["id"] == "unknown-flag"
     assert rec["reason"] == "engine exited with code 2 unexpectedly"
@@ -206,7 +211,7 @@ async def test_shutdown_while_loading_uses_short_grace() -> None:
 async def test_autostart_off_is_ready_at_once_and_activate_starts() -> None:
     rig = Rig(fast_settings(autostart=False))
     await rig.until(lambda: rig.notifier.count("READY") == 1)
-    assert rig.sup.snap.state is State.INACTIVE and not rig.spawner.engines
+    assert rig.sup.state is State.INACTIVE and not rig.spawner.engines
     rig.sup.post(ev.Activate())
     await rig.ready()
     rig.sup.post(ev.Deactivate())
@@ -221,22 +226,26 @@ async def test_autostart_off_is_ready_at_once_and_activate_starts() -> None:
 async def test_reload_restarts_only_when_the_command_changes() -> None:
     rig = Rig()
     await rig.ready()
-    rig.reload_answer = (command("a"), fast_settings())
-    await rig.handled(ev.Reload(ack=rig.ack()))  # handled: the decision is made
+    rig.reload_answer = rig.setup(fast_settings())
+    ack = await rig.handled(ev.Reload(ack=rig.ack()))  # handled: the decision is made
     assert len(rig.spawner.engines) == 1 and rig.notifier.count("RELOADING") == 0
-    assert rig.sup.last_reload == {"ok": True, "restart": False,
-                                   "detail": rig.sup.last_reload["detail"]}
+    assert ack.reload == ev.ReloadResult(True, False, "engine command unchanged")
     rig.reload_answer = "models.yaml:3: models.m.port: expected a TCP port"
-    await rig.handled(ev.Reload(ack=rig.ack()))
-    assert rig.sup.last_reload["ok"] is False  # refused, and the engine kept
-    assert rig.sup.snap.state is State.READY and len(rig.spawner.engines) == 1
+    ack = await rig.handled(ev.Reload(ack=rig.ack()))
+    assert ack.reload is not None and ack.reload.ok is False  # refused, engine kept
+    assert ack.reload.detail == rig.reload_answer
+    assert as_dict(rig.sup.status())["last_reload"]["ok"] is False  # `state` shows it too
+    assert rig.sup.state is State.READY and len(rig.spawner.engines) == 1
+    address = EngineAddress("h", 2, ("m",))
+    rig.reload_answer = replace(rig.setup(fast_settings()), address=address, endpoint="h:2")
     rig.cmd = command("b")
-    rig.reload_answer = (rig.cmd, fast_settings())
     rig.sup.post(ev.Reload())
     await rig.until(lambda: len(rig.spawner.engines) == 2)
     await rig.state(State.READY)
     assert rig.notifier.count("RELOADING") == 1 and rig.notifier.count("READY") == 2
     assert "MONOTONIC_USEC" in next(s for s in rig.notifier.sent if "RELOADING" in s)
+    assert rig.prober.aimed_at == address  # the supervisor applied the new config itself
+    assert rig.notifier.sent[-1]["STATUS"] == "ready on h:2"
     await rig.finish()
 
 
@@ -246,7 +255,7 @@ async def test_events_of_a_gone_engine_are_ignored() -> None:
     rig.sup.post(ev.EngineDead(gen=0, why="stale"))
     rig.sup.post(ev.Exited(gen=0, exit=Exit(0, None)))
     await rig.handled(ev.Reload(ack=rig.ack()))  # queued after both: they were handled
-    assert rig.sup.snap.state is State.READY and rig.sup.restarts == 0
+    assert rig.sup.state is State.READY and rig.sup.restarts == 0
     await rig.finish()
 
 
@@ -285,7 +294,7 @@ async def test_deactivate_drains_until_no_request_runs() -> None:
     rig.sup.post(ev.Deactivate(drain_timeout=30))
     await rig.state(State.DRAINING)
     await asyncio.sleep(0.3)
-    assert rig.sup.snap.state is State.DRAINING  # still running requests: keep serving
+    assert rig.sup.state is State.DRAINING  # still running requests: keep serving
     rig.prober.running = 0.0
     await rig.state(State.INACTIVE)
     assert any("deactivate (no running requests)" in t for t in rig.trail())
@@ -313,12 +322,12 @@ async def test_restart_replaces_the_engine_and_acks() -> None:
     ack = asyncio.get_running_loop().create_future()
     rig.sup.post(ev.Restart(ack=ack))
     await asyncio.wait_for(ack, 5)
-    assert rig.sup.snap.state in (State.STOPPING, State.STARTING)
+    assert rig.sup.state in (State.STOPPING, State.STARTING)
     assert "ready->stopping: restart" in rig.trail()
     await rig.until(lambda: len(rig.spawner.engines) == 2)
     await rig.state(State.READY)
     assert rig.sup.restarts == 0  # asked for, not a failure
-    assert rig.sup.state_dict()["events"] >= 2
+    assert as_dict(rig.sup.status())["events"] >= 2
     await rig.finish()
 
 

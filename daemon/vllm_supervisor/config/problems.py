@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Severity = Literal["error", "warning"]
 
@@ -46,3 +46,28 @@ class ConfigInvalid(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class Located(Protocol):
+    """Anything with a place in a file (a YAML node, config/yamltree.py)."""
+
+    @property
+    def file(self) -> str: ...
+    @property
+    def line(self) -> int: ...
+
+
+@dataclass
+class ProblemScope:
+    """Problems found under one key prefix (`models.NAME`), each with its file and line."""
+
+    file: str
+    prefix: str
+    problems: list[Problem]
+
+    def err(self, node: Located, key: str, message: str, line: int = 0) -> None:
+        self.problems.append(Problem(node.file, line or node.line, f"{self.prefix}.{key}", message))
+
+    def warn(self, node: Located, key: str, message: str, line: int = 0) -> None:
+        self.problems.append(Problem(node.file, line or node.line, f"{self.prefix}.{key}",
+                                     message, "warning"))

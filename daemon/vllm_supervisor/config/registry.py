@@ -9,65 +9,27 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_supervisor.config import model_keys as fields
-from vllm_supervisor.config.model_keys import Ctx
-from vllm_supervisor.config.problems import ConfigInvalid, Problem, did_you_mean
-from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.config import model_keys
+from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.problems import ConfigInvalid, Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode, load
-from vllm_supervisor.engine.options import OptionValue
 from vllm_supervisor.host import access
 
 DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")
-DEFAULT_VENV = Path("/opt/vllm-supervisor/engine")
 
 
 def default_config_dir() -> Path:
     return Path(os.environ.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
 
 
-def default_venv() -> Path:
-    """The engine venv of models that name none: $VSUP_ENGINE_VENV (set by the unit or a
-    developer), else where scripts/install.sh puts it."""
-    return Path(os.environ.get("VSUP_ENGINE_VENV") or DEFAULT_VENV)
-
 # systemd instance names: `%I` would turn '-' into '/', so units use `%i` and the name must be
 # a plain slug (docs/systemd-behaviour.md).
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 TOP_KEYS = ("defaults", "models")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    file: str
-    line: int
-    model: str
-    served_model_names: tuple[str, ...]
-    host: str
-    port: int
-    venv: Path
-    gpus: tuple[int, ...] | None
-    env: dict[str, str]
-    offline: bool
-    api_key_file: Path | None
-    tool_support: str
-    description: str
-    roles: tuple[str, ...]
-    capabilities: tuple[str, ...]
-    aliases: tuple[str, ...]
-    deprecated: str | None
-    engine: dict[str, OptionValue]
-    extra_args: tuple[str, ...]
-    # "engine.max_model_len" -> (file, line): lets later checks point at the right line.
-    where: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
-    supervision: Supervision = field(default_factory=Supervision)
-
-    def locate(self, key: str) -> tuple[str, int]:
-        return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)
 
 
 @dataclass(frozen=True)
@@ -111,7 +73,7 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
                 _collect_models(node, raw_models, problems)
     models: dict[str, ModelConfig] = {}
     for name, (node, file, line) in raw_models.items():
-        cfg = fields.build_model(Ctx(file, f"models.{name}", problems), name, line, node, defaults)
+        cfg = model_keys.build_model(ProblemScope(file, f"models.{name}", problems), name, line, node, defaults)
         if cfg is not None:
             models[name] = cfg
     _cross_checks(models, problems)
@@ -152,12 +114,12 @@ def _defaults(node: YNode, problems: list[Problem]) -> dict[str, YNode]:
     out: dict[str, YNode] = {}
     for key, value in node.mapping.items():
         line = node.key_lines[key]
-        if key in fields.PER_MODEL_ONLY:
+        if key in model_keys.PER_MODEL_ONLY:
             problems.append(Problem(node.file, line, f"defaults.{key}",
                                     "is per model and cannot have a default"))
-        elif key not in fields.MODEL_KEYS:
+        elif key not in model_keys.MODEL_KEYS:
             problems.append(Problem(node.file, line, f"defaults.{key}", "unknown key"
-                                    + did_you_mean(key, fields.MODEL_KEYS)))
+                                    + did_you_mean(key, model_keys.MODEL_KEYS)))
         else:
             out[key] = value
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vllm_supervisor.config.registry import ModelConfig
+from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.host.locations import http_base, local_host
 
 # LiteLLM's provider for vLLM's OpenAI-compatible server.

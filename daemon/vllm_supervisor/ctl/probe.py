@@ -28,7 +28,9 @@ SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required
           "additionalProperties": False}
 
 
-class Target:
+class EngineClient:
+    """A blocking OpenAI-API client for one engine (vllmctl imports no aiohttp)."""
+
     def __init__(self, host: str, port: int, names: list[str], key: str | None,
                  timeout: float) -> None:
         self.host = local_host(host)
@@ -78,7 +80,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         except OSError:
             print(f"note: cannot read {cfg.api_key_file}; probing without the API key")
     caps = set(cfg.capabilities) if cfg is not None else set()
-    t = Target(st["host"], st["port"], st["served_names"], key, args.timeout)
+    t = EngineClient(st["host"], st["port"], st["served_names"], key, args.timeout)
     checks: list[tuple[str, Callable[[], str]]] = [
         ("models listed", lambda: _models(t)),
         ("text chat", lambda: f"{len(t.chat('Say hello.'))} chars"),
@@ -99,14 +101,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return exitcodes.FAILED if failed else exitcodes.OK
 
 
-def _image(t: Target) -> str:
+def _image(t: EngineClient) -> str:
     url = "data:image/png;base64," + base64.b64encode(PIXEL).decode()
     answer = t.chat([{"type": "text", "text": "What is in this image?"},
                      {"type": "image_url", "image_url": {"url": url}}])
     return f"{len(answer)} chars"
 
 
-def _models(t: Target) -> str:
+def _models(t: EngineClient) -> str:
     listed = {m.get("id") for m in t.call("GET", "/v1/models").get("data", [])}
     missing = [n for n in t.names if n not in listed]
     if missing:
@@ -114,7 +116,7 @@ def _models(t: Target) -> str:
     return ", ".join(t.names)
 
 
-def _json_schema(t: Target) -> str:
+def _json_schema(t: EngineClient) -> str:
     text = t.chat("Answer in JSON.", max_tokens=64, response_format={
         "type": "json_schema", "json_schema": {"name": "probe", "schema": SCHEMA,
                                                "strict": True}})

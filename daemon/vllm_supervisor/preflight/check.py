@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import ConfigInvalid, Problem
-from vllm_supervisor.config.registry import ModelConfig, Registry, load_registry
+from vllm_supervisor.config.registry import Registry, load_registry
 from vllm_supervisor.engine import flagcache
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
 from vllm_supervisor.preflight.model_checks import (

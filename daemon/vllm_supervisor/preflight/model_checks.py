@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import Problem, did_you_mean
-from vllm_supervisor.config.registry import ModelConfig
 from vllm_supervisor.engine import flags
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound, detect

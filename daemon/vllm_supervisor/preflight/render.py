@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_supervisor.config.registry import ModelConfig
+from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.detect import EngineInfo
 

@@ -12,18 +12,18 @@ import sys
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from vllm_supervisor.config import model_keys as fields
+from vllm_supervisor.config import key_parsers
 from vllm_supervisor.config import settings as supervision
 from vllm_supervisor.config.model_keys import CAPABILITIES, MODEL_KEYS, PER_MODEL_ONLY, TOOL_SUPPORT
 from vllm_supervisor.config.registry import SLUG
 from vllm_supervisor.engine import options as engine_options
 
-# Every pattern is the validator's own (fields.py, engine_options.py, config.py), so an editor
+# Every pattern is the validator's own (config/key_parsers.py, engine/options.py, config/registry.py), so an editor
 # and vllmctl check accept the same strings.
-_NAMES: dict[str, Any] = {"oneOf": [{"type": "string", "pattern": fields.NAME.pattern},
+_NAMES: dict[str, Any] = {"oneOf": [{"type": "string", "pattern": key_parsers.NAME.pattern},
                                     {"type": "array", "minItems": 1, "uniqueItems": True,
                                      "items": {"type": "string",
-                                               "pattern": fields.NAME.pattern}}]}
+                                               "pattern": key_parsers.NAME.pattern}}]}
 
 
 def _option(opt: engine_options.EngineOption) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def _block(cls: type) -> dict[str, Any]:
         if isinstance(default, bool):
             props[f.name] = {"type": "boolean", "default": default}
         elif isinstance(default, int):
-            props[f.name] = {"type": "integer", "minimum": supervision.MINIMUM.get(f.name, 1),
+            props[f.name] = {"type": "integer", "minimum": key_parsers.MINIMUM.get(f.name, 1),
                              "default": default}
         else:
             props[f.name] = {"type": "number", "minimum": 0, "default": default}
@@ -74,7 +74,7 @@ def model_properties() -> dict[str, Any]:
         "gpus": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "null"},
                            {"type": "array", "minItems": 1, "uniqueItems": True,
                             "items": {"type": "integer", "minimum": 0}}]},
-        "env": {"type": "object", "propertyNames": {"pattern": fields.ENV_NAME.pattern},
+        "env": {"type": "object", "propertyNames": {"pattern": key_parsers.ENV_NAME.pattern},
                 "additionalProperties": {"type": ["string", "number"]}},
         "offline": {"type": "boolean", "default": False},
         "api_key_file": {"type": ["string", "null"]},

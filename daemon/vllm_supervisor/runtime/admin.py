@@ -15,8 +15,6 @@ import grp
 import json
 import os
 import pwd
-import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,11 +24,23 @@ from aiohttp import web
 
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime import socketdir
+from vllm_supervisor.runtime.admin_http import (
+    MAX_BODY,
+    BadRequest,
+    ack_future,
+    answers,
+    gone,
+    json_response,
+    peer_credentials,
+    process_groups,
+    read_body,
+    timeout_of,
+)
 from vllm_supervisor.runtime.metrics import engine_key_metrics, supervisor_metrics
 from vllm_supervisor.runtime.states import State
+from vllm_supervisor.runtime.status import as_dict
 from vllm_supervisor.runtime.supervisor import Supervisor
 
-MAX_BODY = 64 * 1024
 DEFAULT_GROUP = "vllm-admin"
 TERMINAL_UP = {State.READY.value, State.FAILED.value, State.INACTIVE.value}
 TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value}
@@ -38,29 +48,6 @@ TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value}
 
 class AlreadyServed(Exception):
     """A live supervisor answers on the socket: two must never own one model."""
-
-
-class BadRequest(web.HTTPBadRequest):
-    def __init__(self, reason: str) -> None:
-        super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the connected peer: unix(7) SO_PEERCRED."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
-
-
-def process_groups(pid: int) -> set[int]:
-    """The peer process's real supplementary groups (/proc/PID/status `Groups:`)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except (OSError, ValueError):
-        pass
-    return set()
 
 
 class Admin:
@@ -85,7 +72,7 @@ class Admin:
         os.chmod(folder, 0o750)
         socketdir.share(folder, self.gid, self.group, self.log)
         if self.path.exists() or self.path.is_symlink():
-            if await _answers(self.path):
+            if await answers(self.path):
                 raise AlreadyServed(f"another vllm-supervisor answers on {self.path}")
             self.path.unlink()  # stale: its owner died without cleaning up
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
@@ -121,7 +108,7 @@ class Admin:
         if not self._allowed(pid, uid, gid):
             self.log.warning("admin request refused", model=self.sup.name, peer_pid=pid,
                              peer_uid=uid, path=request.path)
-            return _json({"error": f"permission denied: add your user to group {self.group}"},
+            return json_response({"error": f"permission denied: add your user to group {self.group}"},
                          403)
         task = asyncio.current_task()
         if task is not None:
@@ -131,13 +118,13 @@ class Admin:
         except web.HTTPNotFound:
             paths = sorted({r.resource.canonical for r in request.app.router.routes()
                             if r.resource is not None})
-            return _json({"error": f"unknown path {request.path}; see {', '.join(paths)}"},
+            return json_response({"error": f"unknown path {request.path}; see {', '.join(paths)}"},
                          404)
         except web.HTTPMethodNotAllowed as exc:
-            return _json({"error": f"{request.method} not allowed on {request.path}; use "
+            return json_response({"error": f"{request.method} not allowed on {request.path}; use "
                                    f"{', '.join(sorted(exc.allowed_methods))}"}, 405)
         except web.HTTPRequestEntityTooLarge:
-            return _json({"error": f"request body over {MAX_BODY} bytes"}, 413)
+            return json_response({"error": f"request body over {MAX_BODY} bytes"}, 413)
         finally:
             if task is not None:
                 self._streams.discard(task)
@@ -155,42 +142,43 @@ class Admin:
 
     # ---- operations ---------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:
-        return _json(self.sup.state_dict())
+        return json_response(self._state())
 
     async def activate(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request, {"wait": bool, "timeout": float})
-        return await self._post_and_follow(request, ev.Activate("activate (admin)", ack=_fut()),
+        body = await read_body(request, {"wait": bool, "timeout": float})
+        return await self._post_and_follow(request, ev.Activate("activate (admin)", ack=ack_future()),
                                            body, TERMINAL_UP, default_wait=False)
 
     async def restart(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request, {"wait": bool, "timeout": float})
-        return await self._post_and_follow(request, ev.Restart("restart (admin)", ack=_fut()),
+        body = await read_body(request, {"wait": bool, "timeout": float})
+        return await self._post_and_follow(request, ev.Restart("restart (admin)", ack=ack_future()),
                                            body, TERMINAL_UP, default_wait=False)
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
         """Re-read the config; with wait, follow a resulting engine restart until ready. This
         is the unit's ExecReload: systemctl reload returns when the reload is done."""
-        body = await _body(request, {"wait": bool, "timeout": float})
-        timeout = _timeout(body)
-        q, seq = await self._submit(ev.Reload("reload (admin)", ack=_fut()))
+        body = await read_body(request, {"wait": bool, "timeout": float})
+        timeout = timeout_of(body)
+        q, ack = await self._submit(ev.Reload("reload (admin)", ack=ack_future()))
         try:
-            result = self.sup.last_reload or {"ok": True, "restart": False, "detail": ""}
-            if not result["ok"]:
-                return _json({"error": "config invalid; the running engine is unchanged",
-                              "problems": result["detail"]}, 422)
-            if not (result["restart"] and body.get("wait", True)):
-                return _json({"accepted": True, "seq": seq, **self.sup.state_dict()})
-            return await self._follow(request, q, self.sup.state_dict(), TERMINAL_UP,
-                                      timeout, restart_seen=False)
+            result = ack.reload
+            assert result is not None  # a Reload is always answered with its outcome
+            if not result.ok:
+                return json_response({"error": "config invalid; the running engine is "
+                                      "unchanged", "problems": result.detail}, 422)
+            if not (result.restart and body.get("wait", True)):
+                return json_response({"accepted": True, "seq": ack.seq, **self._state()})
+            return await self._follow(request, q, self._state(), TERMINAL_UP, timeout,
+                                      restart_seen=False)
         finally:
-            self.sup.unsubscribe(q)
+            self.sup.state_feed.unsubscribe(q)
 
     async def deactivate(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request, {"wait": bool, "timeout": float, "drain_timeout": float})
+        body = await read_body(request, {"wait": bool, "timeout": float, "drain_timeout": float})
         drain = float(body.get("drain_timeout", 30.0))
         if drain < 0:
             raise BadRequest("drain_timeout must be >= 0")
-        event = ev.Deactivate("deactivate (admin)", drain_timeout=drain, ack=_fut())
+        event = ev.Deactivate("deactivate (admin)", drain_timeout=drain, ack=ack_future())
         return await self._post_and_follow(request, event, body, TERMINAL_DOWN,
                                            default_wait=True)
 
@@ -199,28 +187,28 @@ class Admin:
                                body: dict[str, Any], terminal: set[str],
                                default_wait: bool) -> web.StreamResponse:
         wait = bool(body.get("wait", default_wait))
-        timeout = _timeout(body)
-        q, seq = await self._submit(event)
+        timeout = timeout_of(body)
+        q, ack = await self._submit(event)
         try:
-            snap = self.sup.state_dict()
+            snap = self._state()
             if not wait:
-                return _json({"accepted": True, "seq": seq, **snap}, 202)
+                return json_response({"accepted": True, "seq": ack.seq, **snap}, 202)
             return await self._follow(request, q, snap, terminal, timeout,
                                       restart_seen=not isinstance(event, ev.Restart))
         finally:
-            self.sup.unsubscribe(q)
+            self.sup.state_feed.unsubscribe(q)
 
     async def _submit(self, event: ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
-                      ) -> tuple[asyncio.Queue[dict[str, Any]], int]:
+                      ) -> tuple[asyncio.Queue[dict[str, Any]], ev.Ack]:
         """Post an event and wait until the supervisor has handled it. The subscription is
         taken first, so no transition it causes can slip past; the caller unsubscribes."""
-        q = self.sup.subscribe_states()
+        q = self.sup.state_feed.subscribe()
         try:
             self.sup.post(event)
             assert event.ack is not None
             return q, await event.ack  # handled: what follows is this request's doing
         except BaseException:
-            self.sup.unsubscribe(q)
+            self.sup.state_feed.unsubscribe(q)
             raise
 
     async def _follow(self, request: web.Request, q: asyncio.Queue[dict[str, Any]],
@@ -234,7 +222,7 @@ class Admin:
         deadline = time.monotonic() + timeout
         while snap["state"] not in terminal or not restart_seen:
             left = deadline - time.monotonic()
-            if _gone(request):
+            if gone(request):
                 break
             if left <= 0:
                 await resp.write((json.dumps({"timeout": True, **snap}) + "\n").encode())
@@ -242,7 +230,7 @@ class Admin:
             try:
                 snap = await asyncio.wait_for(q.get(), timeout=min(left, 5.0))
             except TimeoutError:
-                snap = self.sup.state_dict()  # progress tick for the caller
+                snap = self._state()  # progress tick for the caller
             restart_seen = restart_seen or snap["state"] != State.READY.value
             await resp.write((json.dumps(snap) + "\n").encode())
         await resp.write_eof()
@@ -256,85 +244,37 @@ class Admin:
         if n < 0:
             raise BadRequest("n must be >= 0")
         follow = request.query.get("follow", "0") in ("1", "true", "yes")
-        tail = list(self.sup.ring)[-n:] if n else []
+        tail = list(self.sup.recent_lines)[-n:] if n else []
         if not follow:
             return web.Response(text="".join(ln + "\n" for ln in tail),
                                 content_type="text/plain")
-        q = self.sup.subscribe_lines()
+        lines_q = self.sup.line_feed.subscribe()
         try:
             resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
             await resp.prepare(request)
             await resp.write("".join(ln + "\n" for ln in tail).encode())
             # A silent engine never writes, so a client that left is noticed by polling the
             # transport: a handler parked forever would also hold up shutdown.
-            while not _gone(request):
+            while not gone(request):
                 try:
-                    lines = await asyncio.wait_for(q.get(), timeout=1.0)
+                    lines = await asyncio.wait_for(lines_q.get(), timeout=1.0)
                 except TimeoutError:
                     continue
                 await resp.write("".join(ln + "\n" for ln in lines).encode())
             return resp
         finally:
-            self.sup.unsubscribe(q)
+            self.sup.line_feed.unsubscribe(lines_q)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = supervisor_metrics(self.sup.state_dict())
-        if self.sup.snap.state in (State.READY, State.DRAINING):
+        text = supervisor_metrics(self._state())
+        if self.sup.state in (State.READY, State.DRAINING):
             engine = await self.engine_metrics()
             if engine:
                 text += engine_key_metrics(engine)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def show_config(self, request: web.Request) -> web.Response:
-        return _json(self.config())
+        return json_response(self.config())
 
-
-def _gone(request: web.Request) -> bool:
-    return request.transport is None or request.transport.is_closing()
-
-
-async def _answers(path: Path) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def _body(request: web.Request, fields: dict[str, type]) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    for key, value in body.items():
-        want = fields.get(key)
-        if want is None:
-            raise BadRequest(f"unknown field '{key}'; known: {', '.join(sorted(fields))}")
-        ok = isinstance(value, bool) if want is bool else (
-            isinstance(value, int | float) and not isinstance(value, bool))
-        if not ok:
-            raise BadRequest(f"field '{key}' must be {want.__name__}, got {value!r}")
-    return body
-
-
-def _timeout(body: dict[str, Any]) -> float:
-    timeout = float(body.get("timeout", 900.0))
-    if timeout <= 0:
-        raise BadRequest("timeout must be > 0")
-    return timeout
-
-
-def _fut() -> asyncio.Future[int]:
-    return asyncio.get_running_loop().create_future()
-
-
-def _json(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+    def _state(self) -> dict[str, Any]:
+        return as_dict(self.sup.status())

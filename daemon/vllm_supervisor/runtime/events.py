@@ -1,56 +1,75 @@
 """Everything that can happen to a supervisor, as values on its one queue.
 
 Signal handlers, the admin socket and the engine's watcher tasks only post these; the
-supervisor alone decides what they mean. `gen` is the engine generation an event belongs
-to: events from an engine that is already gone are ignored.
+supervisor alone decides what they mean (supervisor.py dispatches on them exhaustively).
+Orders come from outside (an operator, a signal); engine events carry `gen`, the number of
+the engine generation they belong to, and are ignored once that generation is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vllm_supervisor.runtime.process import Exit
 
 
 @dataclass(frozen=True)
+class ReloadResult:
+    ok: bool  # False: the new config is invalid and the running engine was kept
+    restart: bool  # the engine restarts because its command changed
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "restart": self.restart, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What the supervisor answers once it has handled an order."""
+
+    seq: int  # events handled so far: the highest number is the order accepted last
+    reload: ReloadResult | None = None  # the outcome, for a Reload
+
+
+AckFuture = asyncio.Future[Ack]
+
+
+# ---- orders ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class Activate:
     reason: str = "activate"
-    # Set by the supervisor, to the event's sequence number, once it has handled it: a caller
-    # knows its request is done, and the highest number is the request accepted last.
-    ack: asyncio.Future[int] | None = field(default=None, compare=False)
+    ack: AckFuture | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Deactivate:
     reason: str = "deactivate"
     drain_timeout: float = 0.0  # >0: wait for running requests to finish first
-    ack: asyncio.Future[int] | None = field(default=None, compare=False)
+    ack: AckFuture | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Restart:
     reason: str = "restart"
-    ack: asyncio.Future[int] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class DrainDone:
-    gen: int
-    why: str
+    ack: AckFuture | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Shutdown:
     reason: str = "SIGTERM"
+    ack: AckFuture | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Reload:
     reason: str = "SIGHUP"
-    ack: asyncio.Future[int] | None = field(default=None, compare=False)
+    ack: AckFuture | None = field(default=None, compare=False)
 
 
+# ---- engine events (from the watchers of one generation) -----------------------------------
 @dataclass(frozen=True)
 class Exited:
     gen: int
@@ -81,6 +100,14 @@ class StartTimeout:
 
 
 @dataclass(frozen=True)
+class StillLoading:
+    """The load makes progress: extend systemd's start timeout by `extend` seconds."""
+
+    gen: int
+    extend: float
+
+
+@dataclass(frozen=True)
 class BackoffDone:
     gen: int
 
@@ -92,5 +119,14 @@ class Stopped:
     left: tuple[int, ...]
 
 
-Event = (Activate | Deactivate | Restart | Shutdown | Reload | Exited | PortUp | ProbesDone
-         | EngineDead | StartTimeout | BackoffDone | Stopped | DrainDone)
+@dataclass(frozen=True)
+class DrainDone:
+    gen: int
+    why: str
+
+
+Order = Activate | Deactivate | Restart | Shutdown | Reload
+EngineEvent = (Exited | PortUp | ProbesDone | EngineDead | StartTimeout | StillLoading
+               | BackoffDone | Stopped | DrainDone)
+Event = Order | EngineEvent
+Post = Callable[[Event], None]  # all a watcher or the admin socket may do to a supervisor

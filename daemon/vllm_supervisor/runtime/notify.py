@@ -9,6 +9,7 @@ This is the one place that speaks it; without NOTIFY_SOCKET every call is a no-o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -75,6 +76,15 @@ class Notifier:
 
     def watchdog(self) -> bool:
         return self.send(WATCHDOG=1)
+
+    async def keep_watchdog_fed(self) -> None:
+        """sd_watchdog_enabled(3): ping at half the interval, from the event loop, so a
+        stuck loop (not a slow engine) is what systemd's WatchdogSec= catches."""
+        if not self.watchdog_usec:
+            return
+        while True:
+            self.watchdog()
+            await asyncio.sleep(self.watchdog_usec / 2_000_000)
 
     def errno(self, code: int, status: str) -> bool:
         return self.send(ERRNO=code, STATUS=status)

@@ -16,7 +16,7 @@ from vllm_supervisor.host.locations import http_base, local_host
 
 
 @dataclass(frozen=True)
-class Target:
+class EngineAddress:
     host: str
     port: int
     served_names: tuple[str, ...]
@@ -33,14 +33,18 @@ class Target:
 
 
 class Prober:
-    def __init__(self, target: Target, session: aiohttp.ClientSession) -> None:
-        self.t = target
+    def __init__(self, address: EngineAddress, session: aiohttp.ClientSession) -> None:
+        self.address = address
         self.session = session
+
+    def aim(self, address: EngineAddress) -> None:
+        """Probe ADDRESS from now on (a reload may change the port, names or key)."""
+        self.address = address
 
     async def health(self, timeout: float) -> int | str:
         """HTTP status of GET /health, or 'refused' / 'timeout' / 'error: ...'."""
         try:
-            async with self.session.get(self.t.base + "/health",
+            async with self.session.get(self.address.base + "/health",
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 return r.status
         except aiohttp.ClientConnectorError:
@@ -53,7 +57,7 @@ class Prober:
     async def models(self, timeout: float) -> str | None:
         """None when /v1/models lists every served name, else why not."""
         try:
-            async with self.session.get(self.t.base + "/v1/models", headers=self.t.headers,
+            async with self.session.get(self.address.base + "/v1/models", headers=self.address.headers,
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 if r.status != 200:
                     return f"/v1/models answered {r.status}"
@@ -61,16 +65,16 @@ class Prober:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return f"/v1/models failed: {type(exc).__name__}"
         listed = {m.get("id") for m in data.get("data", []) if isinstance(m, dict)}
-        missing = [n for n in self.t.served_names if n not in listed]
+        missing = [n for n in self.address.served_names if n not in listed]
         return f"/v1/models does not list {', '.join(missing)}" if missing else None
 
     async def one_token(self, timeout: float) -> str | None:
         """None when a 1-token completion succeeds, else why not."""
-        body = {"model": self.t.served_names[0], "prompt": "ping", "max_tokens": 1,
+        body = {"model": self.address.served_names[0], "prompt": "ping", "max_tokens": 1,
                 "temperature": 0}
         try:
-            async with self.session.post(self.t.base + "/v1/completions", json=body,
-                                         headers=self.t.headers,
+            async with self.session.post(self.address.base + "/v1/completions", json=body,
+                                         headers=self.address.headers,
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 if r.status != 200:
                     text = (await r.text())[:200]
@@ -86,7 +90,7 @@ class Prober:
     async def metrics_text(self, timeout: float) -> str | None:
         """The engine's Prometheus /metrics text, or None."""
         try:
-            async with self.session.get(self.t.base + "/metrics",
+            async with self.session.get(self.address.base + "/metrics",
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                 return await r.text() if r.status == 200 else None
         except (aiohttp.ClientError, TimeoutError):

@@ -1,20 +1,13 @@
-"""Restart policy: exponential backoff with a cap, reset after a stable period, and a budget
-of restarts per window. Pure: the caller passes the clock."""
+"""Restart bookkeeping under the configured RestartPolicy (config/settings.py): exponential
+backoff with a cap, reset after a stable run, and a budget of restarts per window. Pure: the
+caller passes the clock."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    backoff_initial: float = 2.0
-    backoff_max: float = 60.0
-    backoff_factor: float = 2.0
-    stable_after: float = 300.0  # a run this long resets the backoff
-    budget: int = 5  # restarts allowed ...
-    window: float = 600.0  # ... per this many seconds
+from vllm_supervisor.config.settings import RestartPolicy
 
 
 @dataclass

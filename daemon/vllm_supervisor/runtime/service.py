@@ -17,8 +17,8 @@ import aiohttp
 import uvloop
 
 from vllm_supervisor import exitcodes
-from vllm_supervisor.config.registry import ModelConfig, default_config_dir
-from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.registry import default_config_dir
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.host import locations as places
 from vllm_supervisor.host.access import Identity, Need, R, W, X
@@ -27,23 +27,21 @@ from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
 from vllm_supervisor.runtime import admin, logs, process
 from vllm_supervisor.runtime import events as ev
+from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup
 from vllm_supervisor.runtime.notify import Notifier
-from vllm_supervisor.runtime.probes import Prober, Target
-from vllm_supervisor.runtime.supervisor import LinesSink, Ports, Supervisor
+from vllm_supervisor.runtime.probes import EngineAddress, Prober
+from vllm_supervisor.runtime.supervisor import Supervisor
 
 
-class Current:
-    """The model's config as of the last good load (SIGHUP may replace it)."""
-
-    def __init__(self, cfg: ModelConfig, info: EngineInfo) -> None:
-        self.cfg, self.info = cfg, info
-
-    def command(self) -> Command:
-        return render(self.cfg, self.info)  # reads the key file at every start: rotation works
-
-    def target(self) -> Target:
-        key = read_key_file(self.cfg.api_key_file) if self.cfg.api_key_file else None
-        return Target(self.cfg.host, self.cfg.port, self.cfg.served_model_names, key)
+def model_setup(cfg: ModelConfig, info: EngineInfo) -> ModelSetup:
+    """What the supervisor needs from one good load of the config."""
+    key = read_key_file(cfg.api_key_file) if cfg.api_key_file else None
+    return ModelSetup(
+        settings=cfg.supervision,
+        command=lambda: render(cfg, info),  # reads the key file at every start: rotation works
+        endpoint=f"{cfg.host}:{cfg.port}",
+        address=EngineAddress(cfg.host, cfg.port, cfg.served_model_names, key),
+        facts=facts(cfg, info))
 
 
 def validate(model: str, config_dir: Path, paths: AccessCheck | None = None
@@ -78,41 +76,39 @@ def run(model: str, config_dir: Path | None, state_dir: Path | None,
                      "nothing started"]:
             print(f"<3>{line}", file=sys.stderr)
         return exitcodes.CONFIG
-    cur = Current(*got)
     logs.setup()
-    return uvloop.run(_main(model, config_dir, cur, state, sock, paths,
+    return uvloop.run(_main(model, config_dir, got, state, sock, paths,
                             admin_group or admin.DEFAULT_GROUP))
 
 
-async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: Path,
-                paths: AccessCheck, group: str) -> int:
+async def _main(model: str, config_dir: Path, loaded: tuple[ModelConfig, EngineInfo],
+                state: Path, sock: Path, paths: AccessCheck, group: str) -> int:
     log = logs.get()
     notifier = Notifier()
+    current = [loaded]  # as of the last good load: `vllmctl config` shows it
+    setup = model_setup(*loaded)
     async with aiohttp.ClientSession() as session:
-        prober = Prober(cur.target(), session)
+        assert setup.address is not None
+        prober = Prober(setup.address, session)
 
-        def reload() -> tuple[Command, Supervision] | str:
+        def reload() -> ModelSetup | str:
             # validate() loads the config once and detects the engine; it also says when
-            # the model is gone from the config.
+            # the model is gone from the config. The supervisor applies what comes back.
             got = validate(model, config_dir, paths)
             if isinstance(got, str):
                 return got
-            cur.cfg, cur.info = got
-            prober.t = cur.target()
-            sup.facts = facts(cur)
-            sup.endpoint = f"{cur.cfg.host}:{cur.cfg.port}"
-            return cur.command(), cur.cfg.supervision
+            current[0] = got
+            return model_setup(*got)
 
         async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:
             return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_lines)
 
-        ports = Ports(spawn=spawn, prober=prober, notifier=notifier, command=cur.command,
-                      on_lines=logs.EngineLineWriter(model), log=log,
-                      save_failure=lambda rec: _save(state, rec, log), reload=reload)
-        sup = Supervisor(model, cur.cfg.supervision, ports,
-                         endpoint=f"{cur.cfg.host}:{cur.cfg.port}")
-        sup.facts = facts(cur)
-        socket_server = admin.Admin(sup, sock, group, log, config=lambda: describe(cur),
+        effects = Effects(spawn=spawn, prober=prober, notifier=notifier,
+                          journal=logs.EngineLineWriter(model), log=log,
+                          save_failure=lambda rec: _save(state, rec, log), reload=reload)
+        sup = Supervisor(model, setup, effects)
+        socket_server = admin.Admin(sup, sock, group, log,
+                                    config=lambda: describe(*current[0]),
                                     engine_metrics=lambda: prober.metrics_text(5.0))
         try:
             await socket_server.start()
@@ -129,28 +125,27 @@ async def _main(model: str, config_dir: Path, cur: Current, state: Path, sock: P
         loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))
         loop.add_signal_handler(signal.SIGINT, sup.post, ev.Shutdown("SIGINT"))
         loop.add_signal_handler(signal.SIGHUP, sup.post, ev.Reload("SIGHUP"))
-        log.info("starting", model=model, engine=cur.info.label, endpoint=sup.endpoint,
+        log.info("starting", model=model, engine=loaded[1].label, endpoint=setup.endpoint,
                  pid=os.getpid(), admin_socket=str(sock))
         try:
             code = await sup.run()
         finally:
             await socket_server.stop()
-        log.info("exiting", model=model, code=code, state=sup.snap.state.value)
+        log.info("exiting", model=model, code=code, state=sup.state.value)
         return code
 
 
-def facts(cur: Current) -> dict[str, Any]:
-    return {"served_names": list(cur.cfg.served_model_names), "host": cur.cfg.host,
-            "port": cur.cfg.port, "engine": {"distribution": cur.info.distribution,
-                                             "version": cur.info.version,
-                                             "venv": str(cur.info.venv)},
+def facts(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
+    return {"served_names": list(cfg.served_model_names), "host": cfg.host, "port": cfg.port,
+            "engine": {"distribution": info.distribution, "version": info.version,
+                       "venv": str(info.venv)},
             "gpu_memory": None}  # NVML (gpu module) not wired yet
 
 
-def describe(cur: Current) -> dict[str, Any]:
-    cmd = render(cur.cfg, cur.info, read_secret=None)  # never the key itself
-    return {"model": cur.cfg.name, "argv": list(cmd.argv), "env": cmd.redacted_env(),
-            "env_removed": list(cmd.env_remove), "file": cur.cfg.file, "line": cur.cfg.line}
+def describe(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
+    cmd = render(cfg, info, read_secret=None)  # never the key itself
+    return {"model": cfg.name, "argv": list(cmd.argv), "env": cmd.redacted_env(),
+            "env_removed": list(cmd.env_remove), "file": cfg.file, "line": cfg.line}
 
 
 def _save(state: Path, record: dict[str, Any], log: Any) -> None:

@@ -1,0 +1,49 @@
+"""One model's validated config: a frozen leaf value that every side reads and none imports
+back from (config/registry.py builds it, config/model_keys.py fills it in)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.engine.options import OptionValue
+
+DEFAULT_VENV = Path("/opt/vllm-supervisor/engine")
+
+
+def default_venv() -> Path:
+    """The engine venv of models that name none: $VSUP_ENGINE_VENV (set by the unit or a
+    developer), else where scripts/install.sh puts it."""
+    return Path(os.environ.get("VSUP_ENGINE_VENV") or DEFAULT_VENV)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    file: str
+    line: int
+    model: str
+    served_model_names: tuple[str, ...]
+    host: str
+    port: int
+    venv: Path
+    gpus: tuple[int, ...] | None
+    env: dict[str, str]
+    offline: bool
+    api_key_file: Path | None
+    tool_support: str
+    description: str
+    roles: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    aliases: tuple[str, ...]
+    deprecated: str | None
+    engine: dict[str, OptionValue]
+    extra_args: tuple[str, ...]
+    # "engine.max_model_len" -> (file, line): lets later checks point at the right line.
+    where: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
+    supervision: Supervision = field(default_factory=Supervision)
+
+    def locate(self, key: str) -> tuple[str, int]:
+        return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

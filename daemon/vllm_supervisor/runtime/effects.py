@@ -1,0 +1,62 @@
+"""What the supervisor is given from outside: OS effects (spawn, probe, notify, clock, the
+journal, the failure record) and the model's setup as of the last good config load.
+
+Passing them in is what lets tests drive the whole state machine with fakes and no fork
+(tests/runtime/test_supervisor.py); runtime/service.py wires the real ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.preflight.render import Command
+from vllm_supervisor.runtime.notify import Notifier
+from vllm_supervisor.runtime.probes import EngineAddress
+from vllm_supervisor.runtime.process import Exit
+
+# Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
+LinesSink = Callable[[list[str], str], None]
+
+
+class EngineHandle(Protocol):
+    pid: int
+
+    async def wait(self) -> Exit: ...
+    async def stop(self, grace: float) -> tuple[bool, list[int]]: ...
+    async def kill(self) -> list[int]: ...
+
+
+class ProberLike(Protocol):
+    def aim(self, address: EngineAddress) -> None: ...
+    async def health(self, timeout: float) -> int | str: ...
+    async def models(self, timeout: float) -> str | None: ...
+    async def one_token(self, timeout: float) -> str | None: ...
+    async def running_requests(self, timeout: float) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """One good load of the model's config, as the supervisor uses it."""
+
+    settings: Supervision
+    command: Callable[[], Command]  # renders at each start (reads the key file: rotation)
+    endpoint: str = ""  # host:port, for STATUS= and `state`
+    address: EngineAddress | None = None  # where the probes go
+    facts: Mapping[str, Any] = field(default_factory=dict)  # static facts for `state`
+
+
+@dataclass
+class Effects:
+    spawn: Callable[[Command, LinesSink], Coroutine[Any, Any, EngineHandle]]
+    prober: ProberLike
+    notifier: Notifier
+    journal: LinesSink = lambda lines, text: None  # the engine's lines, to journald
+    log: Any = None  # structlog logger
+    clock: Callable[[], float] = time.monotonic
+    save_failure: Callable[[dict[str, Any]], None] = lambda record: None
+    # Re-reads and validates the config: the new setup, or every problem as text.
+    reload: Callable[[], ModelSetup | str] | None = None

@@ -1,0 +1,55 @@
+"""One engine generation: everything about one start of the engine, created by the
+supervisor at each start and dropped when the next one begins.
+
+Watchers get the generation they belong to, read it, and post events tagged with its number;
+the supervisor alone writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from vllm_supervisor.preflight.render import Command
+from vllm_supervisor.runtime.effects import EngineHandle
+from vllm_supervisor.runtime.progress import Progress
+
+
+class Wakeup:
+    """Wakes whoever waits, once per fire(). Each waiter waits on its own future, so no
+    waiter ever has to reset shared state (unlike an asyncio.Event)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def fire(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Return at the next fire(), or after TIMEOUT seconds."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiters.discard(fut)
+
+
+@dataclass
+class Generation:
+    number: int
+    spawned_at: float  # clock() at spawn
+    first_line: int  # count of engine lines seen before this start: its log begins there
+    command: Command | None = None  # what this engine was started with
+    engine: EngineHandle | None = None  # None before spawn and once stopped or killed
+    progress: Progress = field(default_factory=Progress)
+    ready_at: float | None = None
+    # Fired when the engine's log says the HTTP server is coming up: probe /health at once
+    # instead of waiting out the poll interval.
+    server_starting: Wakeup = field(default_factory=Wakeup)
+    fatal_reported: bool = False  # an EngineDead for a fatal log line was posted already
