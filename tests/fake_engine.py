@@ -44,7 +44,7 @@ def names() -> list[str]:
     if "--served-model-name" not in a:
         return ["fake"]
     out = []
-    for x in a[a.index("--served-model-name") + 1:]:
+    for x in a[a.index("--served-model-name") + 1 :]:
         if x.startswith("--"):
             break
         out.append(x)
@@ -111,10 +111,12 @@ def main() -> None:
             elif self.path == "/v1/models":
                 self.reply(200, {"data": [{"id": n} for n in served]})
             elif self.path == "/metrics":
-                text = ("# HELP vllm:num_requests_running Requests running.\n"
-                        "# TYPE vllm:num_requests_running gauge\n"
-                        f'vllm:num_requests_running{{model_name="{served[0]}"}} '
-                        f'{float(state["running"])}\n')
+                text = (
+                    "# HELP vllm:num_requests_running Requests running.\n"
+                    "# TYPE vllm:num_requests_running gauge\n"
+                    f'vllm:num_requests_running{{model_name="{served[0]}"}} '
+                    f"{float(state['running'])}\n"
+                )
                 data = text.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -141,8 +143,10 @@ def main() -> None:
     if "exit0_after" in o:
         threading.Timer(float(o["exit0_after"]), lambda: os._exit(0)).start()
     if "health503_after" in o:
+
         def dead() -> None:  # silent: the /health path must find it, not the log
             state["health"] = 503
+
         threading.Timer(float(o["health503_after"]), dead).start()
     srv.serve_forever()
 

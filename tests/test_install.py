@@ -14,21 +14,31 @@ from tests.helpers import fake_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "scripts" / "install.sh"
-pytestmark = pytest.mark.skipif(shutil.which("systemd-sysusers") is None,
-                                reason="systemd-sysusers not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed"
+)
 
 
-def install(root: Path, *args: str, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(INSTALL), "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=600, check=False, env={**os.environ, **(env or {})})
+def install(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(INSTALL), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     res = install(tmp_path, "--no-engine", "--dry-run")
     assert res.returncode == 0, res.stderr
-    assert f"would: install -D -m 0644 {ROOT}/etc/models.yaml " \
-           f"{tmp_path}/etc/vllm-supervisor/models.yaml" in res.stdout
+    assert (
+        f"would: install -D -m 0644 {ROOT}/etc/models.yaml "
+        f"{tmp_path}/etc/vllm-supervisor/models.yaml" in res.stdout
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -43,8 +53,9 @@ def test_install_rerun_and_uninstall(tmp_path: Path) -> None:
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants/vllm-supervisor.target"
     assert wants.is_symlink()
     for cmd in ("vllmctl", "vllm-supervisor"):  # on every operator's PATH
-        assert os.readlink(tmp_path / "usr/local/bin" / cmd) == \
-            f"/opt/vllm-supervisor/venv/bin/{cmd}"
+        assert (
+            os.readlink(tmp_path / "usr/local/bin" / cmd) == f"/opt/vllm-supervisor/venv/bin/{cmd}"
+        )
     assert (tmp_path / "opt/vllm-supervisor/models.schema.json").exists()
     assert "vllm:x:" in (tmp_path / "etc/passwd").read_text()
     assert "vllm-admin:x:" in (tmp_path / "etc/group").read_text()
@@ -53,9 +64,13 @@ def test_install_rerun_and_uninstall(tmp_path: Path) -> None:
     config = tmp_path / "etc/vllm-supervisor/models.yaml"
     assert config.read_text() == (ROOT / "etc/models.yaml").read_text()
     # The installed CLI works on its own (it reports the engine venv --no-engine skipped).
-    res = subprocess.run([str(venv / "vllmctl"), "check", "--no-probe", "--config-dir",
-                          str(config.parent)], capture_output=True, text=True, timeout=60,
-                         check=False)
+    res = subprocess.run(
+        [str(venv / "vllmctl"), "check", "--no-probe", "--config-dir", str(config.parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 78 and "create it with scripts/setup-engine" in res.stderr
     # An operator's edit survives a rerun; a rerun is fine.
     config.write_text("# mine\n" + config.read_text())
@@ -87,7 +102,8 @@ def test_missing_python_is_said_before_anything_changes(tmp_path: Path) -> None:
 
 
 def test_an_interpreter_under_a_home_is_refused_for_a_host_and_named_for_a_tree(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """ProtectHome=yes hides /home and /root from the unit: a venv made from pyenv's Python
     there fails with status=203/EXEC. A --root tree is not a live host: warned, not refused."""
     here = [os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)]
@@ -98,8 +114,14 @@ def test_an_interpreter_under_a_home_is_refused_for_a_host_and_named_for_a_tree(
     assert tree.returncode == 0, tree.stderr
     assert "warning: VSUP_PYTHON=" in tree.stdout and "ProtectHome=yes" in tree.stdout
     if os.geteuid() == 0:  # a live host: refused before anything changes (--dry-run anyway)
-        host = subprocess.run([str(INSTALL), "--no-engine", "--dry-run"], capture_output=True,
-                              text=True, timeout=60, check=False, env={**os.environ, **env})
+        host = subprocess.run(
+            [str(INSTALL), "--no-engine", "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, **env},
+        )
         assert host.returncode == 1
         assert "lives under /home or /root" in host.stderr and "203/EXEC" in host.stderr
         assert "would:" not in host.stdout

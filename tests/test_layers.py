@@ -17,9 +17,14 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 def lint(root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(root / "daemon")}
-    return subprocess.run([str(LINT), "--config", str(root / "pyproject.toml"),
-                           "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_tree_keeps_every_contract() -> None:
@@ -28,17 +33,23 @@ def test_the_tree_keeps_every_contract() -> None:
     assert res.stdout.count("KEPT") == 3
 
 
-@pytest.mark.parametrize(("module", "line", "contract"), [
-    ("ctl/client.py", "from vllm_supervisor.runtime import states", "Layers"),
-    ("config/registry.py", "from vllm_supervisor.ctl import client", "Layers"),
-    ("engine/detect.py", "from vllm_supervisor.config import model", "Layers"),
-    ("ctl/commands.py", "import aiohttp.web", "vllmctl stays light"),
-    ("runtime/states.py", "from vllm_supervisor.runtime import supervisor", "No import cycles"),
-])
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("ctl/client.py", "from vllm_supervisor.runtime import states", "Layers"),
+        ("config/registry.py", "from vllm_supervisor.ctl import client", "Layers"),
+        ("engine/detect.py", "from vllm_supervisor.config import model", "Layers"),
+        ("ctl/commands.py", "import aiohttp.web", "vllmctl stays light"),
+        ("runtime/states.py", "from vllm_supervisor.runtime import supervisor", "No import cycles"),
+    ],
+)
 def test_each_contract_can_fail(tmp_path: Path, module: str, line: str, contract: str) -> None:
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    shutil.copytree(ROOT / "daemon" / "vllm_supervisor", tmp_path / "daemon" / "vllm_supervisor",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "daemon" / "vllm_supervisor",
+        tmp_path / "daemon" / "vllm_supervisor",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     target = tmp_path / "daemon" / "vllm_supervisor" / module
     text = target.read_text()
     head, sep, rest = text.partition("from __future__ import annotations\n")

@@ -11,15 +11,23 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-@pytest.mark.parametrize(("script", "option"), [
-    ("quickstart", "--port"), ("quickstart", "--dir"), ("install.sh", "--prefix"),
-    ("install.sh", "--engine-venv"), ("setup-engine", "--venv"), ("setup-engine", "--python"),
-    ("make-tiny-model", "--python"),
-])
+@pytest.mark.parametrize(
+    ("script", "option"),
+    [
+        ("quickstart", "--port"),
+        ("quickstart", "--dir"),
+        ("install.sh", "--prefix"),
+        ("install.sh", "--engine-venv"),
+        ("setup-engine", "--venv"),
+        ("setup-engine", "--python"),
+        ("make-tiny-model", "--python"),
+    ],
+)
 def test_an_option_without_its_value_is_a_usage_error(script: str, option: str) -> None:
     for argv in ([option], [option, "--another"]):
-        res = subprocess.run([str(SCRIPTS / script), *argv], capture_output=True, text=True,
-                             timeout=30, check=False)
+        res = subprocess.run(
+            [str(SCRIPTS / script), *argv], capture_output=True, text=True, timeout=30, check=False
+        )
         assert res.returncode == 2, res.stderr
         assert f"{script}: {option} needs a value" in res.stderr
         assert "unbound variable" not in res.stderr

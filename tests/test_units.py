@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 UNITS = Path(__file__).resolve().parent.parent / "units"
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                reason="systemd-analyze not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
 
 
 def instance(tmp_path: Path) -> Path:
@@ -32,26 +33,39 @@ def instance(tmp_path: Path) -> Path:
 
 def test_units_verify_without_a_warning(tmp_path: Path) -> None:
     unit = instance(tmp_path)
-    res = subprocess.run(["systemd-analyze", "verify", str(unit),
-                          str(tmp_path / "vllm-supervisor.target")],
-                         capture_output=True, text=True, timeout=60, check=False)
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(unit), str(tmp_path / "vllm-supervisor.target")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 0 and res.stderr == "", res.stderr
 
 
 def test_a_bad_key_would_be_caught(tmp_path: Path) -> None:
     unit = instance(tmp_path)
     unit.write_text(unit.read_text().replace("Type=notify", "Type=notify-reload\nTypo=1"))
-    res = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert "Typo" in res.stderr  # the check above can fail
 
 
 def test_hardening_scores_at_most_1_6(tmp_path: Path) -> None:
     """1.6 measured with the filter that serves under a real systemd (docs/design.md); the
     landed unit scored 1.7 and was killed by SIGSYS at start."""
-    res = subprocess.run(["systemd-analyze", "security", "--offline=true",
-                          str(instance(tmp_path))], capture_output=True, text=True, timeout=60,
-                         check=False)
+    res = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(instance(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
     assert m is not None, res.stdout[-2000:] + res.stderr
     assert float(m.group(1)) <= 1.6, res.stdout[-3000:]
@@ -59,18 +73,28 @@ def test_hardening_scores_at_most_1_6(tmp_path: Path) -> None:
 
 def test_unit_keeps_what_the_supervisor_relies_on() -> None:
     text = (UNITS / "vllm-supervisor@.service").read_text()
-    for line in ("Type=notify", "NotifyAccess=main", "KillMode=mixed", "OOMPolicy=continue",
-                 "RestartPreventExitStatus=78", "RuntimeDirectory=vllm-supervisor/%i",
-                 "StateDirectory=vllm-supervisor/%i", "CacheDirectory=vllm-supervisor",
-                 "--runtime-dir /run/vllm-supervisor", "run %i"):
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "KillMode=mixed",
+        "OOMPolicy=continue",
+        "RestartPreventExitStatus=78",
+        "RuntimeDirectory=vllm-supervisor/%i",
+        "StateDirectory=vllm-supervisor/%i",
+        "CacheDirectory=vllm-supervisor",
+        "--runtime-dir /run/vllm-supervisor",
+        "run %i",
+    ):
         assert line in text, line
     assert "%I" not in text.split("[Service]")[1]  # %I turns '-' into '/'
     # The socket's group comes from Group= (no chown, so @privileged stays denied), and the
     # five @resources calls vLLM's engine makes are allowed back (scripts/trace-syscalls).
     assert "Group=vllm-admin" in text
     assert "SystemCallFilter=~@privileged @resources" in text
-    assert "SystemCallFilter=sched_setaffinity sched_setscheduler mbind set_mempolicy " \
-           "migrate_pages" in text
+    assert (
+        "SystemCallFilter=sched_setaffinity sched_setscheduler mbind set_mempolicy "
+        "migrate_pages" in text
+    )
     assert "ProtectHome=yes" in text
 
 
@@ -78,14 +102,21 @@ def test_sysusers_creates_user_and_groups(tmp_path: Path) -> None:
     if shutil.which("systemd-sysusers") is None:
         pytest.skip("systemd-sysusers not installed")
     (tmp_path / "etc").mkdir()
-    res = subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
-                          str(UNITS / "vllm-supervisor.sysusers.conf")], capture_output=True,
-                         text=True, timeout=60, check=False)
+    res = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(UNITS / "vllm-supervisor.sysusers.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text()
-    groups = {ln.split(":")[0]: ln.split(":")[3] for ln in
-              (tmp_path / "etc" / "group").read_text().splitlines()}
-    assert re.search(r"^vllm:x:\d+:\d+:.*:/var/lib/vllm-supervisor:/usr/sbin/nologin$", passwd,
-                     re.M)
+    groups = {
+        ln.split(":")[0]: ln.split(":")[3]
+        for ln in (tmp_path / "etc" / "group").read_text().splitlines()
+    }
+    assert re.search(
+        r"^vllm:x:\d+:\d+:.*:/var/lib/vllm-supervisor:/usr/sbin/nologin$", passwd, re.M
+    )
     assert groups["vllm-admin"] == "vllm"  # the supervisor can hand its socket to the group
     assert groups["video"] == "vllm" and groups["render"] == "vllm"  # GPU device nodes

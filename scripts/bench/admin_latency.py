@@ -65,11 +65,25 @@ def main() -> None:
     site.mkdir(parents=True)
     (site / "METADATA").write_text("Name: vllm\nVersion: 0.32.0\n\n")
     (tmp / "etc" / "models.yaml").write_text(
-        f"models:\n  m: {{model: org/m, port: 18999, venv: {tmp / 'venv'}, autostart: false}}\n")
-    sup = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.runtime.main", "run", "m",
-                            "--config-dir", str(tmp / "etc"), "--runtime-dir", str(tmp / "run"),
-                            "--state-dir", str(tmp / "state")], stdout=subprocess.DEVNULL,
-                           start_new_session=True)
+        f"models:\n  m: {{model: org/m, port: 18999, venv: {tmp / 'venv'}, autostart: false}}\n"
+    )
+    sup = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.runtime.main",
+            "run",
+            "m",
+            "--config-dir",
+            str(tmp / "etc"),
+            "--runtime-dir",
+            str(tmp / "run"),
+            "--state-dir",
+            str(tmp / "state"),
+        ],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     sock = tmp / "run" / "m" / "admin.sock"
     while not sock.exists():
         time.sleep(0.05)
@@ -78,15 +92,21 @@ def main() -> None:
         times = sorted(asyncio.run(load(str(sock), a.requests, a.clients)))
         p50 = times[len(times) // 2] * 1000
         p99 = times[int(len(times) * 0.99)] * 1000
-        env = {**os.environ, "VSUP_RUNTIME_DIR": str(tmp / "run"),
-               "VSUP_CONFIG_DIR": str(tmp / "etc"), "VSUP_STATE_DIR": str(tmp / "state")}
+        env = {
+            **os.environ,
+            "VSUP_RUNTIME_DIR": str(tmp / "run"),
+            "VSUP_CONFIG_DIR": str(tmp / "etc"),
+            "VSUP_STATE_DIR": str(tmp / "state"),
+        }
         status = wall([sys.executable, "-m", "vllm_supervisor.ctl.main", "status"], 20, env)
         floor = wall([sys.executable, "-c", "pass"], 20, env)
     finally:
         os.killpg(sup.pid, signal.SIGTERM)
         sup.wait()
-    print(f"state over the admin socket, {a.clients} concurrent clients, {len(times)} requests "
-          f"(new connection each)")
+    print(
+        f"state over the admin socket, {a.clients} concurrent clients, {len(times)} requests "
+        f"(new connection each)"
+    )
     print(f"  p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (target p99 <= 10 ms)")
     print(f"vllmctl status (1 model)   {status * 1000:6.0f} ms median of 20  (target <= 300 ms)")
     print(f"python -c pass             {floor * 1000:6.0f} ms   x{status / floor:.1f} of it")

@@ -38,14 +38,23 @@ def main() -> None:
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     (tmp / "etc").mkdir()
-    body = "".join(f"  m{i}:\n    model: org/m{i}\n    port: {8100 + i}\n"
-                   f"    venv: {a.engine_venv}\n"
-                   f"    extra_args: [--disable-uvicorn-access-log]\n" for i in range(a.models))
+    body = "".join(
+        f"  m{i}:\n    model: org/m{i}\n    port: {8100 + i}\n"
+        f"    venv: {a.engine_venv}\n"
+        f"    extra_args: [--disable-uvicorn-access-log]\n"
+        for i in range(a.models)
+    )
     (tmp / "etc" / "models.yaml").write_text("models:\n" + body)
     os.environ["VSUP_CACHE_DIR"] = str(tmp / "cache")
     info = detect(a.engine_venv)
-    cli = [sys.executable, "-m", "vllm_supervisor.ctl.main", "check",
-           "--config-dir", str(tmp / "etc")]
+    cli = [
+        sys.executable,
+        "-m",
+        "vllm_supervisor.ctl.main",
+        "check",
+        "--config-dir",
+        str(tmp / "etc"),
+    ]
 
     def check_cold() -> None:
         for f in (tmp / "cache" / "flags").glob("*.json"):
@@ -63,11 +72,15 @@ def main() -> None:
     one_each = timed(lambda: [flagcache.parse_argv(info, x) for x in argvs], a.runs)
     print(f"engine: {info.label}; {a.models} models; medians of {a.runs} (warm: 10) runs")
     print(f"vllmctl check, flag list cached     {warm * 1000:8.0f} ms")
-    print(f"vllmctl check, flag list built      {cold * 1000:8.0f} ms   "
-          f"x{cold / warm:.0f} the cached check")
+    print(
+        f"vllmctl check, flag list built      {cold * 1000:8.0f} ms   "
+        f"x{cold / warm:.0f} the cached check"
+    )
     print(f"strict parse, one process per venv  {batched * 1000:8.0f} ms")
-    print(f"strict parse, one process per model {one_each * 1000:8.0f} ms   "
-          f"x{one_each / batched:.1f} the batched parse")
+    print(
+        f"strict parse, one process per model {one_each * 1000:8.0f} ms   "
+        f"x{one_each / batched:.1f} the batched parse"
+    )
 
 
 if __name__ == "__main__":

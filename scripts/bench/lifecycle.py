@@ -60,7 +60,8 @@ def main() -> None:
         f"models:\n  tiny:\n    model: {a.model}\n    port: {p}\n    venv: {a.engine_venv}\n"
         "    offline: true\n    env: {VLLM_CPU_KVCACHE_SPACE: '1'}\n"
         "    engine: {dtype: float32, max_model_len: 1024, enforce_eager: true}\n"
-        "    restart: {backoff_initial: 0.1}\n")
+        "    restart: {backoff_initial: 0.1}\n"
+    )
     cfg = load_registry(tmp / "etc").models["tiny"]
     cmd = render(cfg, detect(cfg.venv))
 
@@ -68,9 +69,13 @@ def main() -> None:
     seen: list[float] = []
     stop = threading.Event()
     t0 = time.monotonic()
-    bare = subprocess.Popen(list(cmd.argv), env=cmd.child_env(os.environ),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    bare = subprocess.Popen(
+        list(cmd.argv),
+        env=cmd.child_env(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     first_200(p, stop, seen)
     cold = seen[0] - t0
     os.killpg(bare.pid, signal.SIGKILL)
@@ -95,11 +100,23 @@ def main() -> None:
     threading.Thread(target=listen, daemon=True).start()
     seen.clear()
     t0 = time.monotonic()
-    sup = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.runtime.main", "run", "tiny",
-                            "--config-dir", str(tmp / "etc"), "--state-dir", str(tmp / "st")],
-                           env={**os.environ, "NOTIFY_SOCKET": sock_path},
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    sup = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.runtime.main",
+            "run",
+            "tiny",
+            "--config-dir",
+            str(tmp / "etc"),
+            "--state-dir",
+            str(tmp / "st"),
+        ],
+        env={**os.environ, "NOTIFY_SOCKET": sock_path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     poll = threading.Thread(target=first_200, args=(p, stop, seen))
     poll.start()
 
@@ -111,9 +128,12 @@ def main() -> None:
     poll.join()
     p1 = ready_times()[0] - seen[0]
     sup_cold = ready_times()[0] - t0
-    core = next(pid for pgid in {os.getpgid(c) for c in _children(sup.pid)}
-                for pid in group(pgid)
-                if Path(f"/proc/{pid}/comm").read_text().startswith("VLLM::EngineCor"))
+    core = next(
+        pid
+        for pgid in {os.getpgid(c) for c in _children(sup.pid)}
+        for pid in group(pgid)
+        if Path(f"/proc/{pid}/comm").read_text().startswith("VLLM::EngineCor")
+    )
     tk = time.monotonic()
     os.kill(core, signal.SIGKILL)
     while len(ready_times()) < 2:
@@ -125,12 +145,16 @@ def main() -> None:
     stop.set()
     print("vLLM engine: " + detect(cfg.venv).label + ", tiny model, CPU, --enforce-eager")
     print(f"A  bare engine cold start (spawn -> /health 200, 10 ms poll)  {cold:7.2f} s")
-    print(f"B  supervised cold start (spawn -> READY=1)                 {sup_cold:7.2f} s"
-          f"   x{sup_cold / cold:.2f} of A")
+    print(
+        f"B  supervised cold start (spawn -> READY=1)                 {sup_cold:7.2f} s"
+        f"   x{sup_cold / cold:.2f} of A"
+    )
     print(f"P1 readiness lag (/health 200 -> READY=1, probes included)  {p1 * 1000:7.0f} ms")
     print(f"P2 detection (kill -9 EngineCore -> restarting)             {p2 * 1000:7.0f} ms")
-    print(f"P3 recovery (kill -9 -> READY=1 again)                      {p3:7.2f} s"
-          f"   x{p3 / cold:.2f} of A")
+    print(
+        f"P3 recovery (kill -9 -> READY=1 again)                      {p3:7.2f} s"
+        f"   x{p3 / cold:.2f} of A"
+    )
 
 
 def _children(pid: int) -> list[int]:

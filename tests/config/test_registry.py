@@ -41,8 +41,11 @@ def errors(tmp_path: Path, text: str, dropins: dict[str, str] | None = None) -> 
 
 def test_defaults_merge_and_model_wins(tmp_path: Path) -> None:
     m = load(tmp_path, GOOD).models["alpha"]
-    assert m.engine == {"gpu_memory_utilization": 0.8, "enforce_eager": False,
-                        "max_model_len": 4096}
+    assert m.engine == {
+        "gpu_memory_utilization": 0.8,
+        "enforce_eager": False,
+        "max_model_len": 4096,
+    }
     assert m.env == {"A": "1", "B": "2"}
     assert m.served_model_names == ("alpha",)  # the instance name unless told otherwise
     assert m.host == "127.0.0.1" and m.port == 8001 and m.tool_support == "none"
@@ -60,61 +63,125 @@ def test_missing_models_yaml_is_named(tmp_path: Path) -> None:
     assert "models.yaml: not found" in str(exc.value)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    max_model_len: 3\n",
-     ["models.yaml:5: models.a.max_model_len: unknown key"]),
-    ("models:\n  a:\n    model: x/y\n    prot: 1\n",
-     ["models.yaml:4: models.a.prot: unknown key (did you mean 'port'?)",
-      "models.yaml:2: models.a.port: is required"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    engine:\n      max_model_lenn: 9\n",
-     ["models.yaml:6: models.a.engine.max_model_lenn: unknown engine option "
-      "(did you mean 'max_model_len'?)"]),
-    ("model:\n  a: {}\n", ["models.yaml:1: model: unknown top-level key (did you mean 'models'?)"]),
-    ("models:\n  a:\n    port: 1\n", ["models.yaml:2: models.a.model: is required"]),
-    ("models:\n  a:\n    model: x/y\n    port: 70000\n",
-     ["models.yaml:4: models.a.port: expected a TCP port 1-65535, got 70000"]),
-    ("models:\n  a:\n    model: x/y\n    port: '80'\n",
-     ["models.yaml:4: models.a.port: expected a TCP port 1-65535, got '80'"]),
-    ("models:\n  Bad/Name:\n    model: x/y\n    port: 1\n",
-     ["models.yaml:2: models.Bad/Name: model names are systemd instance names"]),
-    ("models:\n  " + "a" * 65 + ":\n    model: x/y\n    port: 1\n",
-     ["models.yaml:2: models." + "a" * 65 + ": model names are systemd instance names"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    offline: yes please\n",
-     ["models.yaml:5: models.a.offline: expected true or false"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    tool_support: natve\n",
-     ["models.yaml:5: models.a.tool_support: expected one of native, react, none; got 'natve' "
-      "(did you mean 'native'?)"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    capabilities: [chat, vison]\n",
-     ["models.yaml:5: models.a.capabilities: unknown value 'vison' (did you mean 'vision'?)"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    gpus: [0, 0]\n",
-     ["models.yaml:5: models.a.gpus: GPU 0 is listed twice"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    gpus: [-1]\n",
-     ["models.yaml:5: models.a.gpus: expected GPU indexes"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    gpus: []\n",
-     ["models.yaml:5: models.a.gpus: is empty"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    served_model_name: [a, a]\n",
-     ["models.yaml:5: models.a.served_model_name: 'a' is listed twice"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    served_model_name: 'has space'\n",
-     ["models.yaml:5: models.a.served_model_name: expected a name without spaces"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      FLAG: true\n",
-     ["models.yaml:6: models.a.env.FLAG: expected a string (quote it: \"True\"), got bool"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      1BAD: x\n",
-     ["models.yaml:6: models.a.env.1BAD: not a valid environment variable name"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      VLLM_API_KEY: s3cret\n",
-     ["models.yaml:6: models.a.env.VLLM_API_KEY: set by the supervisor: use api_key_file:"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      NOTIFY_SOCKET: /x\n",
-     ["models.yaml:6: models.a.env.NOTIFY_SOCKET: set by the supervisor"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    deprecated: [1]\n",
-     ["models.yaml:5: models.a.deprecated: expected true, false or a message"]),
-    ("defaults:\n  port: 1\nmodels: {}\n",
-     ["models.yaml:2: defaults.port: is per model and cannot have a default"]),
-    ("defaults:\n  hots: x\nmodels: {}\n",
-     ["models.yaml:2: defaults.hots: unknown key (did you mean 'host'?)"]),
-    ("models:\n  a:\n    model: x/y\n    port: 1\n    port: 2\n",
-     ["models.yaml:5: port: duplicate key (first set on line 4)"]),
-    ("models:\n  a: [1\n", ["models.yaml:3: YAML syntax error"]),
-    ("- just\n- a list\n", ["models.yaml:1: expected a mapping with 'models:' at the top level"]),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    max_model_len: 3\n",
+            ["models.yaml:5: models.a.max_model_len: unknown key"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    prot: 1\n",
+            [
+                "models.yaml:4: models.a.prot: unknown key (did you mean 'port'?)",
+                "models.yaml:2: models.a.port: is required",
+            ],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    engine:\n      max_model_lenn: 9\n",
+            [
+                "models.yaml:6: models.a.engine.max_model_lenn: unknown engine option "
+                "(did you mean 'max_model_len'?)"
+            ],
+        ),
+        (
+            "model:\n  a: {}\n",
+            ["models.yaml:1: model: unknown top-level key (did you mean 'models'?)"],
+        ),
+        ("models:\n  a:\n    port: 1\n", ["models.yaml:2: models.a.model: is required"]),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 70000\n",
+            ["models.yaml:4: models.a.port: expected a TCP port 1-65535, got 70000"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: '80'\n",
+            ["models.yaml:4: models.a.port: expected a TCP port 1-65535, got '80'"],
+        ),
+        (
+            "models:\n  Bad/Name:\n    model: x/y\n    port: 1\n",
+            ["models.yaml:2: models.Bad/Name: model names are systemd instance names"],
+        ),
+        (
+            "models:\n  " + "a" * 65 + ":\n    model: x/y\n    port: 1\n",
+            ["models.yaml:2: models." + "a" * 65 + ": model names are systemd instance names"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    offline: yes please\n",
+            ["models.yaml:5: models.a.offline: expected true or false"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    tool_support: natve\n",
+            [
+                "models.yaml:5: models.a.tool_support: expected one of native, react, none; "
+                "got 'natve' (did you mean 'native'?)"
+            ],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    capabilities: [chat, vison]\n",
+            [
+                "models.yaml:5: models.a.capabilities: unknown value 'vison' "
+                "(did you mean 'vision'?)"
+            ],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    gpus: [0, 0]\n",
+            ["models.yaml:5: models.a.gpus: GPU 0 is listed twice"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    gpus: [-1]\n",
+            ["models.yaml:5: models.a.gpus: expected GPU indexes"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    gpus: []\n",
+            ["models.yaml:5: models.a.gpus: is empty"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    served_model_name: [a, a]\n",
+            ["models.yaml:5: models.a.served_model_name: 'a' is listed twice"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    served_model_name: 'has space'\n",
+            ["models.yaml:5: models.a.served_model_name: expected a name without spaces"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      FLAG: true\n",
+            ['models.yaml:6: models.a.env.FLAG: expected a string (quote it: "True"), got bool'],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      1BAD: x\n",
+            ["models.yaml:6: models.a.env.1BAD: not a valid environment variable name"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      VLLM_API_KEY: s3cret\n",
+            ["models.yaml:6: models.a.env.VLLM_API_KEY: set by the supervisor: use api_key_file:"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    env:\n      NOTIFY_SOCKET: /x\n",
+            ["models.yaml:6: models.a.env.NOTIFY_SOCKET: set by the supervisor"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    deprecated: [1]\n",
+            ["models.yaml:5: models.a.deprecated: expected true, false or a message"],
+        ),
+        (
+            "defaults:\n  port: 1\nmodels: {}\n",
+            ["models.yaml:2: defaults.port: is per model and cannot have a default"],
+        ),
+        (
+            "defaults:\n  hots: x\nmodels: {}\n",
+            ["models.yaml:2: defaults.hots: unknown key (did you mean 'host'?)"],
+        ),
+        (
+            "models:\n  a:\n    model: x/y\n    port: 1\n    port: 2\n",
+            ["models.yaml:5: port: duplicate key (first set on line 4)"],
+        ),
+        ("models:\n  a: [1\n", ["models.yaml:3: YAML syntax error"]),
+        (
+            "- just\n- a list\n",
+            ["models.yaml:1: expected a mapping with 'models:' at the top level"],
+        ),
+    ],
+)
 def test_rule(tmp_path: Path, text: str, expected: list[str]) -> None:
     got = errors(tmp_path, text)
     for want in expected:
@@ -122,27 +189,33 @@ def test_rule(tmp_path: Path, text: str, expected: list[str]) -> None:
     assert len(got) == len(expected), got
 
 
-@pytest.mark.parametrize(("extra", "why"), [
-    ("--host", "--host is owned by the supervisor"),
-    ("--port=9", "--port is owned by the supervisor"),
-    ("--api-key", "--api-key is owned by the supervisor"),
-    ("--served-model-name", "--served-model-name is owned by the supervisor"),
-    ("--config", "--config is owned by the supervisor"),
-    ("--temperature", "--temperature is a request-time parameter"),
-    ("--max-tokens", "--max-tokens is a request-time parameter"),
-    ("--best-of", "--best-of is a request-time parameter"),
-    ("--max-model-len=5", "--max-model-len has a typed key: set engine.max_model_len instead"),
-    ("--no-enable-prefix-caching", "--enable-prefix-caching has a typed key"),
-])
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ("--host", "--host is owned by the supervisor"),
+        ("--port=9", "--port is owned by the supervisor"),
+        ("--api-key", "--api-key is owned by the supervisor"),
+        ("--served-model-name", "--served-model-name is owned by the supervisor"),
+        ("--config", "--config is owned by the supervisor"),
+        ("--temperature", "--temperature is a request-time parameter"),
+        ("--max-tokens", "--max-tokens is a request-time parameter"),
+        ("--best-of", "--best-of is a request-time parameter"),
+        ("--max-model-len=5", "--max-model-len has a typed key: set engine.max_model_len instead"),
+        ("--no-enable-prefix-caching", "--enable-prefix-caching has a typed key"),
+    ],
+)
 def test_extra_args_refusals(tmp_path: Path, extra: str, why: str) -> None:
     text = f"models:\n  a:\n    model: x/y\n    port: 1\n    extra_args: ['{extra}']\n"
     got = errors(tmp_path, text)
-    assert got == [f"{tmp_path}/etc/models.yaml:5: models.a.extra_args: {why}"
-                   + got[0].split(why, 1)[1]]
+    assert got == [
+        f"{tmp_path}/etc/models.yaml:5: models.a.extra_args: {why}" + got[0].split(why, 1)[1]
+    ]
 
 
 def test_all_errors_are_collected_across_files(tmp_path: Path) -> None:
-    got = errors(tmp_path, """
+    got = errors(
+        tmp_path,
+        """
     models:
       a:
         model: x/y
@@ -152,7 +225,9 @@ def test_all_errors_are_collected_across_files(tmp_path: Path) -> None:
         model: x/z
         port: 8001
         served_model_name: a
-    """, {"c.yaml": "defaults: {}\nmodels:\n  a:\n    model: q\n    port: 3\n"})
+    """,
+        {"c.yaml": "defaults: {}\nmodels:\n  a:\n    model: q\n    port: 3\n"},
+    )
     joined = "\n".join(got)
     assert "models.yaml:5: models.a.engine.dtype: expected one of auto" in joined
     assert "models.yaml:5: models.a.engine.max_num_seqs: must be >= 1, got 0" in joined
@@ -165,58 +240,76 @@ def test_all_errors_are_collected_across_files(tmp_path: Path) -> None:
 
 
 def test_duplicate_port_and_served_name(tmp_path: Path) -> None:
-    got = errors(tmp_path, """
+    got = errors(
+        tmp_path,
+        """
     models:
       a: {model: x/y, port: 8001, served_model_name: shared}
       b: {model: x/y, port: 8001, aliases: [shared]}
       c: {model: x/y, port: 8002, host: 0.0.0.0}
       d: {model: x/y, port: 8002}
-    """)
-    assert any("models.yaml:3: models.b.port: port 8001 is already used by model 'a'" in g
-               for g in got)
-    assert any("models.b.served_model_name: name 'shared' is already served by model 'a'" in g
-               for g in got)
+    """,
+    )
+    assert any(
+        "models.yaml:3: models.b.port: port 8001 is already used by model 'a'" in g for g in got
+    )
+    assert any(
+        "models.b.served_model_name: name 'shared' is already served by model 'a'" in g for g in got
+    )
     # 0.0.0.0 binds every address: 127.0.0.1:8002 would collide with it.
     assert any("models.d.port: port 8002 is already used by model 'c'" in g for g in got)
 
 
 def test_tool_support_native_needs_parser_and_auto_choice(tmp_path: Path) -> None:
-    got = errors(tmp_path, """
+    got = errors(
+        tmp_path,
+        """
     models:
       a:
         model: x/y
         port: 1
         tool_support: native
         engine: {enable_auto_tool_choice: true}
-    """)
-    assert any("models.a.tool_support: native tool calling needs engine.tool_call_parser" in g
-               for g in got)
-    assert any("models.a.engine.enable_auto_tool_choice: needs engine.tool_call_parser" in g
-               for g in got)
+    """,
+    )
+    assert any(
+        "models.a.tool_support: native tool calling needs engine.tool_call_parser" in g for g in got
+    )
+    assert any(
+        "models.a.engine.enable_auto_tool_choice: needs engine.tool_call_parser" in g for g in got
+    )
 
 
 def test_gpus_must_cover_tensor_and_pipeline_parallel(tmp_path: Path) -> None:
-    got = errors(tmp_path, """
+    got = errors(
+        tmp_path,
+        """
     models:
       a:
         model: x/y
         port: 1
         gpus: [0, 1]
         engine: {tensor_parallel_size: 2, pipeline_parallel_size: 2}
-    """)
-    assert got == [f"{tmp_path}/etc/models.yaml:5: models.a.gpus: lists 2 GPU(s) but tensor x "
-                   "pipeline parallel needs 4"]
+    """,
+    )
+    assert got == [
+        f"{tmp_path}/etc/models.yaml:5: models.a.gpus: lists 2 GPU(s) but tensor x "
+        "pipeline parallel needs 4"
+    ]
 
 
 def test_warnings_do_not_fail_loading(tmp_path: Path) -> None:
-    reg = load(tmp_path, """
+    reg = load(
+        tmp_path,
+        """
     models:
       a:
         model: x/y
         port: 1
         deprecated: use b
         engine: {kv_cache_memory_bytes: 2GiB, gpu_memory_utilization: 0.5}
-    """)
+    """,
+    )
     msgs = [str(w) for w in reg.warnings]
     assert any("models.a.deprecated: model is deprecated: use b" in m for m in msgs)
     assert any("kv_cache_memory_bytes: overrides gpu_memory_utilization" in m for m in msgs)
@@ -224,10 +317,13 @@ def test_warnings_do_not_fail_loading(tmp_path: Path) -> None:
 
 
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
-    reg = load(tmp_path, """
+    reg = load(
+        tmp_path,
+        """
     models:
       a: {model: ./models/a, port: 1, venv: ../venv, api_key_file: keys/a.key}
-    """)
+    """,
+    )
     m = reg.models["a"]
     etc = tmp_path / "etc"
     assert m.model == str((etc / "models" / "a").resolve())

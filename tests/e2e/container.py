@@ -19,8 +19,13 @@ import subprocess
 import time
 from pathlib import Path
 
-CLEAN_ENV = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-             "LANG=C.UTF-8", "HOME=/root"]
+CLEAN_ENV = [
+    "env",
+    "-i",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8",
+    "HOME=/root",
+]
 REBOOT_EXIT = 133  # systemd-nspawn(1): the container asked for a reboot
 
 
@@ -36,21 +41,45 @@ class Container:
     def mount(self) -> None:
         for d in ("upper", "work", "merged"):
             (self.work / d).mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={self.base},upperdir={self.work / 'upper'},"
-                        f"workdir={self.work / 'work'}", str(self.root)], check=True)
+        subprocess.run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={self.base},upperdir={self.work / 'upper'},workdir={self.work / 'work'}",
+                str(self.root),
+            ],
+            check=True,
+        )
 
     def boot(self, timeout: float = 90) -> None:
-        args = ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
-                "-q", "--console=read-only"]
+        args = [
+            "systemd-nspawn",
+            "-D",
+            str(self.root),
+            "-b",
+            "--register=no",
+            "--keep-unit",
+            "-q",
+            "--console=read-only",
+        ]
         args += [f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()]
         with self.console.open("ab") as out:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while True:
-            assert self.proc.poll() is None, f"nspawn exited {self.proc.returncode}: " \
+            assert self.proc.poll() is None, (
+                f"nspawn exited {self.proc.returncode}: "
                 + self.console.read_text(errors="replace")[-2000:]
+            )
             assert time.monotonic() < deadline, "the container did not boot in time"
             self.leader = self._leader()
             if self.leader:
@@ -101,50 +130,90 @@ class Container:
         subprocess.run(["umount", str(self.root)], check=False)
 
     # ---- inside -------------------------------------------------------------------------
-    def sh(self, script: str, user: str | None = None, check: bool = True,
-           timeout: float = 300, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self,
+        script: str,
+        user: str | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run SCRIPT with bash inside the container, as root or as USER (setpriv with the
         user's own groups, like a login would give)."""
         inner = ["bash", "-c", script]
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
         if user is not None:
-            inner = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
-                     "--reset-env", "env", *extra, *inner]
+            inner = [
+                "setpriv",
+                f"--reuid={user}",
+                f"--regid={user}",
+                "--init-groups",
+                "--reset-env",
+                "env",
+                *extra,
+                *inner,
+            ]
             extra = []
         cmd = ["nsenter", "-t", str(self.leader), "-a", *CLEAN_ENV, *extra, *inner]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
-            raise AssertionError(f"in the container: {script}\nrc={res.returncode}\n"
-                                 f"stdout:{res.stdout[-3000:]}\nstderr:{res.stderr[-3000:]}")
+            raise AssertionError(
+                f"in the container: {script}\nrc={res.returncode}\n"
+                f"stdout:{res.stdout[-3000:]}\nstderr:{res.stderr[-3000:]}"
+            )
         return res
 
-    def spawn(self, script: str, user: str, log: Path, env: dict[str, str] | None = None
-              ) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, script: str, user: str, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start SCRIPT as USER in its own session inside the container and return at once.
         Its output goes to LOG (here); `setsid -w` makes it a session and group leader
         there, so `kill -- -PID` from inside reaches its whole group."""
         extra = [f"{k}={v}" for k, v in (env or {}).items()]
-        cmd = ["nsenter", "-t", str(self.leader), "-a", *CLEAN_ENV, "setpriv",
-               f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env", "env",
-               *extra, "setsid", "-w", "bash", "-c", script]
+        cmd = [
+            "nsenter",
+            "-t",
+            str(self.leader),
+            "-a",
+            *CLEAN_ENV,
+            "setpriv",
+            f"--reuid={user}",
+            f"--regid={user}",
+            "--init-groups",
+            "--reset-env",
+            "env",
+            *extra,
+            "setsid",
+            "-w",
+            "bash",
+            "-c",
+            script,
+        ]
         with log.open("ab") as out:
-            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
-        self.sh(f"install -D -m {mode:o} /dev/stdin {shlex.quote(path)} <<'VSUP_EOF'\n"
-                f"{text}\nVSUP_EOF")
+        self.sh(
+            f"install -D -m {mode:o} /dev/stdin {shlex.quote(path)} <<'VSUP_EOF'\n{text}\nVSUP_EOF"
+        )
 
     def show(self, unit: str, prop: str) -> str:
         return self.sh(f"systemctl show -p {prop} --value {shlex.quote(unit)}").stdout.strip()
 
     def journal(self, unit: str, *args: str) -> str:
-        return self.sh(f"journalctl --no-pager -o cat -u {shlex.quote(unit)} "
-                       + " ".join(shlex.quote(a) for a in args), check=False).stdout
+        return self.sh(
+            f"journalctl --no-pager -o cat -u {shlex.quote(unit)} "
+            + " ".join(shlex.quote(a) for a in args),
+            check=False,
+        ).stdout
 
-    def wait_for(self, what: str, check: object, timeout: float = 300,
-                 every: float = 0.5) -> None:
+    def wait_for(self, what: str, check: object, timeout: float = 300, every: float = 0.5) -> None:
         deadline = time.monotonic() + timeout
         while not check():  # type: ignore[operator]
             assert time.monotonic() < deadline, f"timed out waiting for {what}"

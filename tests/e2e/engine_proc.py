@@ -58,9 +58,14 @@ def tiny_model_config(env_venv: Path, model: Path, port: int, extra: str = "") -
 def start(cmd: Command, port: int, log: Path) -> Engine:
     out = log.open("wb")
     # Own process group (setsid): the test can kill EngineCore and Workers with the server.
-    proc = subprocess.Popen(list(cmd.argv), env=cmd.child_env(os.environ), stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        list(cmd.argv),
+        env=cmd.child_env(os.environ),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     out.close()
     return Engine(proc, port, log)
 
@@ -70,8 +75,9 @@ def wait_healthy(engine: Engine, timeout: float = 300.0) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if engine.proc.poll() is not None:
-            raise RuntimeError(f"engine exited {engine.proc.returncode} before serving:\n"
-                               + engine.log_tail())
+            raise RuntimeError(
+                f"engine exited {engine.proc.returncode} before serving:\n" + engine.log_tail()
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{engine.port}/health", timeout=2) as r:
                 if r.status == 200:

@@ -52,9 +52,15 @@ class NotifyListener:
 class SupervisorProc:
     port = 0  # the engine's port, where a test sets one
 
-    def __init__(self, model: str, config_dir: Path, tmp: Path, stdout_to_file: bool = True,
-                 extra_env: dict[str, str] | None = None,
-                 runtime_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        config_dir: Path,
+        tmp: Path,
+        stdout_to_file: bool = True,
+        extra_env: dict[str, str] | None = None,
+        runtime_dir: Path | None = None,
+    ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.notify = NotifyListener(tmp / "notify.sock")
         self.state_dir = tmp / "state"
@@ -66,10 +72,24 @@ class SupervisorProc:
         out = self.log.open("wb") if stdout_to_file else subprocess.DEVNULL
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm_supervisor.runtime.main", "run", model, "--config-dir",
-             str(config_dir), "--state-dir", str(self.state_dir / model), "--runtime-dir",
-             str(self.runtime_dir)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "vllm_supervisor.runtime.main",
+                "run",
+                model,
+                "--config-dir",
+                str(config_dir),
+                "--state-dir",
+                str(self.state_dir / model),
+                "--runtime-dir",
+                str(self.runtime_dir),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         if stdout_to_file:
             out.close()  # type: ignore[union-attr]
         self.engine_groups: set[int] = set()
@@ -81,9 +101,23 @@ class SupervisorProc:
     def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run vllmctl against this instance, as an operator would."""
         return subprocess.run(
-            [sys.executable, "-m", "vllm_supervisor.ctl.main", *args, "--socket-dir",
-             str(self.runtime_dir), "--config-dir", str(self.config_dir), "--state-dir",
-             str(self.state_dir)], capture_output=True, text=True, timeout=timeout, check=False)
+            [
+                sys.executable,
+                "-m",
+                "vllm_supervisor.ctl.main",
+                *args,
+                "--socket-dir",
+                str(self.runtime_dir),
+                "--config-dir",
+                str(self.config_dir),
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -93,8 +127,9 @@ class SupervisorProc:
         while self.notify.count(key) < n:
             self.track()
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"no {n}x {key} (exit {self.proc.poll()}):\n"
-                                     + self.text()[-4000:])
+                raise AssertionError(
+                    f"no {n}x {key} (exit {self.proc.poll()}):\n" + self.text()[-4000:]
+                )
             time.sleep(0.05)
         self.track()
 
@@ -135,7 +170,8 @@ def wait_gone(groups: set[int], timeout: float) -> float:
     t0 = time.monotonic()
     while any(group_members(g) for g in groups):
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"still alive after {timeout} s: "
-                                 f"{[group_members(g) for g in groups]}")
+            raise AssertionError(
+                f"still alive after {timeout} s: {[group_members(g) for g in groups]}"
+            )
         time.sleep(0.02)
     return time.monotonic() - t0

@@ -48,23 +48,36 @@ def call(sock: Path, method: str, path: str, body: bytes | None = None) -> tuple
 
 
 class StartAdmin(Protocol):
-    def __call__(self, mode: str = "load=0.3", autostart: bool = True, key: bool = False,
-                 name: str = "m", runtime_dir: Path | None = None) -> SupervisorProc: ...
+    def __call__(
+        self,
+        mode: str = "load=0.3",
+        autostart: bool = True,
+        key: bool = False,
+        name: str = "m",
+        runtime_dir: Path | None = None,
+    ) -> SupervisorProc: ...
 
 
 @pytest.fixture
 def admin(tmp_path: Path) -> Iterator[StartAdmin]:
     procs: list[SupervisorProc] = []
 
-    def start(mode: str = "load=0.3", autostart: bool = True, key: bool = False,
-              name: str = "m", runtime_dir: Path | None = None) -> SupervisorProc:
+    def start(
+        mode: str = "load=0.3",
+        autostart: bool = True,
+        key: bool = False,
+        name: str = "m",
+        runtime_dir: Path | None = None,
+    ) -> SupervisorProc:
         venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
         script = venv / "bin" / "vllm"
-        script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\"\n")
+        script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
         script.chmod(0o755)
         (tmp_path / "key").write_text("s3cret-key\n")
         port = free_port()
-        cfg = write_config(tmp_path, f"""
+        cfg = write_config(
+            tmp_path,
+            f"""
         models:
           {name}:
             model: org/m
@@ -76,7 +89,8 @@ def admin(tmp_path: Path) -> Iterator[StartAdmin]:
             startup: {{poll_interval: 0.1}}
             health: {{interval: 0.2, timeout: 0.5, failures: 2}}
             stop: {{grace: 5}}
-        """)
+        """,
+        )
         p = SupervisorProc(name, cfg, tmp_path, runtime_dir=runtime_dir)
         p.port = port
         procs.append(p)
@@ -120,14 +134,21 @@ def test_activate_deactivate_round_trip_with_vllmctl(admin: StartAdmin) -> None:
     assert sup.ctl("activate", "m").returncode == 0  # idempotent
     s = state(sup)
     assert s["state"] == "ready" and s["served_names"] == ["m"] and s["pid"]
-    assert s["engine"] == {"distribution": "vllm", "version": "0.32.0",
-                           "venv": s["engine"]["venv"]}
+    assert s["engine"] == {"distribution": "vllm", "version": "0.32.0", "venv": s["engine"]["venv"]}
     res = sup.ctl("status", "--json")
     rows = json.loads(res.stdout)
     assert res.returncode == 0 and rows[0]["model"] == "m" and rows[0]["state"] == "ready"
     res = sup.ctl("status")
-    assert res.stdout.splitlines()[0].split() == ["MODEL", "STATE", "SINCE", "PORT", "PID",
-                                                  "RESTARTS", "GPU-MEM", "REASON"]
+    assert res.stdout.splitlines()[0].split() == [
+        "MODEL",
+        "STATE",
+        "SINCE",
+        "PORT",
+        "PID",
+        "RESTARTS",
+        "GPU-MEM",
+        "REASON",
+    ]
     assert res.stdout.splitlines()[1].split()[:2] == ["m", "ready"]
     res = sup.ctl("deactivate", "m", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["state"] == "inactive"
@@ -143,7 +164,9 @@ def test_deactivate_drains_a_request_in_flight(admin: StartAdmin) -> None:
     def request() -> None:
         req = urllib.request.Request(
             f"http://127.0.0.1:{sup.port}/v1/completions",
-            data=b'{"model": "m", "prompt": "x"}', headers={"Content-Type": "application/json"})
+            data=b'{"model": "m", "prompt": "x"}',
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             result["status"] = r.status
 
@@ -187,10 +210,22 @@ def test_restart_logs_metrics_config(admin: StartAdmin) -> None:
 def test_logs_follow_streams_new_lines(admin: StartAdmin) -> None:
     sup: SupervisorProc = admin()
     sup.wait_for("READY")
-    proc = subprocess.Popen([sys.executable, "-m", "vllm_supervisor.ctl.main", "logs", "m",
-                             "-n", "0",
-                             "-f", "--socket-dir", str(sup.runtime_dir)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.ctl.main",
+            "logs",
+            "m",
+            "-n",
+            "0",
+            "-f",
+            "--socket-dir",
+            str(sup.runtime_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)
         url = f"http://127.0.0.1:{sup.port}/v1/completions"
@@ -242,8 +277,11 @@ def test_concurrency_storm_ends_in_the_last_accepted_state(admin: StartAdmin) ->
     async def one(op: str) -> dict[str, Any]:
         reader, writer = await asyncio.open_unix_connection(str(sup.socket))
         body = b'{"wait": false}' if op == "activate" else b'{"wait": false, "drain_timeout": 0}'
-        writer.write(f"POST /v1/{op} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + body)
+        writer.write(
+            f"POST /v1/{op} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
         raw = await reader.read()
         writer.close()
         head, _, payload = raw.partition(b"\r\n\r\n")
@@ -263,8 +301,11 @@ def test_concurrency_storm_ends_in_the_last_accepted_state(admin: StartAdmin) ->
         time.sleep(0.05)
     time.sleep(0.5)
     assert state(sup)["state"] == want and sup.proc.poll() is None
-    live = [g for g in sup.engine_groups if [p for p in os.listdir("/proc") if p.isdigit()
-                                             and _pgid(int(p)) == g]]
+    live = [
+        g
+        for g in sup.engine_groups
+        if [p for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == g]
+    ]
     assert len(live) <= 1  # never two engines
 
 
@@ -275,8 +316,9 @@ def _pgid(pid: int) -> int:
         return -1
 
 
-def test_other_users_get_403_and_are_logged(admin: StartAdmin,
-                                           request: pytest.FixtureRequest) -> None:
+def test_other_users_get_403_and_are_logged(
+    admin: StartAdmin, request: pytest.FixtureRequest
+) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to run a client as another user")
     # pytest's tmp folders are root-only: `nobody` could not even reach the socket there.
@@ -289,15 +331,25 @@ def test_other_users_get_403_and_are_logged(admin: StartAdmin,
     # already stop `nobody`; this proves the SO_PEERCRED check behind them).
     os.chmod(sup.socket.parent, 0o777)
     os.chmod(sup.socket, 0o666)
-    code = ("import http.client, socket, sys\n"
-            "c = http.client.HTTPConnection('x')\n"
-            "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); c.sock = s\n"
-            "c.request('GET', '/v1/state'); r = c.getresponse()\n"
-            "print(r.status, r.read().decode())\n")
+    code = (
+        "import http.client, socket, sys\n"
+        "c = http.client.HTTPConnection('x')\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); c.sock = s\n"
+        "c.request('GET', '/v1/state'); r = c.getresponse()\n"
+        "print(r.status, r.read().decode())\n"
+    )
     # The system Python: the test's own interpreter may live where `nobody` cannot read.
-    res = subprocess.run(["/usr/bin/python3", "-c", code, str(sup.socket)], capture_output=True,
-                         text=True, timeout=30, user=65534, group=65534, extra_groups=[],
-                         check=False, cwd="/")
+    res = subprocess.run(
+        ["/usr/bin/python3", "-c", code, str(sup.socket)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        check=False,
+        cwd="/",
+    )
     assert res.stdout.startswith("403 "), res.stdout + res.stderr
     assert "permission denied: add your user to group vllm-admin" in res.stdout
     assert "admin request refused" in sup.text() and "peer_uid=65534" in sup.text()
@@ -315,33 +367,61 @@ def test_vllmctl_exit_codes_say_what_to_do(tmp_path: Path) -> None:
         conn, _ = srv.accept()
         conn.recv(65536)
         body = b'{"error": "permission denied: add your user to group vllm-admin"}'
-        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        conn.sendall(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         conn.close()
 
     t = threading.Thread(target=answer_403)
     t.start()
     cli = [sys.executable, "-m", "vllm_supervisor.ctl.main"]
-    res = subprocess.run([*cli, "metrics", "m", "--socket-dir", str(sock_dir)],
-                         capture_output=True, text=True, timeout=30, check=False)
+    res = subprocess.run(
+        [*cli, "metrics", "m", "--socket-dir", str(sock_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     t.join()
     srv.close()
     assert res.returncode == 4
     assert "permission denied: add your user to group vllm-admin" in res.stderr
-    res = subprocess.run([*cli, "activate", "nosuch", "--socket-dir", str(sock_dir)],
-                         capture_output=True, text=True, timeout=30, check=False)
+    res = subprocess.run(
+        [*cli, "activate", "nosuch", "--socket-dir", str(sock_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert res.returncode == 3
     assert "nosuch: not running: systemctl start vllm-supervisor@nosuch" in res.stderr
 
 
-def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: StartAdmin,
-                                                                tmp_path: Path) -> None:
+def test_second_supervisor_refuses_and_stale_socket_is_replaced(
+    admin: StartAdmin, tmp_path: Path
+) -> None:
     sup: SupervisorProc = admin(autostart=False)
     sup.wait_for("READY")
     second = subprocess.run(
-        [sys.executable, "-m", "vllm_supervisor.runtime.main", "run", "m", "--config-dir",
-         str(sup.config_dir), "--runtime-dir", str(sup.runtime_dir), "--state-dir",
-         str(tmp_path / "s2")], capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.runtime.main",
+            "run",
+            "m",
+            "--config-dir",
+            str(sup.config_dir),
+            "--runtime-dir",
+            str(sup.runtime_dir),
+            "--state-dir",
+            str(tmp_path / "s2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert second.returncode == 1
     assert "another vllm-supervisor answers on" in second.stdout + second.stderr
     assert state(sup)["state"] == "inactive"  # the first one is untouched
@@ -350,8 +430,7 @@ def test_second_supervisor_refuses_and_stale_socket_is_replaced(admin: StartAdmi
     assert sup.socket.exists()
     res = sup.ctl("status", "m")
     assert res.returncode == 3 and "not running" in res.stdout
-    again = SupervisorProc("m", sup.config_dir, tmp_path / "again",
-                           runtime_dir=sup.runtime_dir)
+    again = SupervisorProc("m", sup.config_dir, tmp_path / "again", runtime_dir=sup.runtime_dir)
     try:
         again.wait_for("READY")  # the stale socket was replaced, not fatal
         assert state(again)["state"] == "inactive"
@@ -375,8 +454,9 @@ def test_reload_is_synchronous_and_refuses_a_broken_config(admin: StartAdmin) ->
     assert "models.m.port: expected a TCP port 1-65535, got 99999" in res.stderr
     assert state(sup)["state"] == "ready" and state(sup)["pid"] == pid
     new_port = free_port()
-    cfg.write_text(good.replace("load=0.2", "load=0.4").replace(
-        f"port: {sup.port}", f"port: {new_port}"))
+    cfg.write_text(
+        good.replace("load=0.2", "load=0.4").replace(f"port: {sup.port}", f"port: {new_port}")
+    )
     res = sup.ctl("reload", "m")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == "m: reload: engine restarts with the new command"

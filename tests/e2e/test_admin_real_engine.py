@@ -15,11 +15,18 @@ from tests.helpers import write_config
 pytestmark = pytest.mark.engine
 
 
-def test_probe_passes_and_the_model_cycles_through_vllmctl(engine_env: EngineEnv,
-                                                         tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, tiny_model_config(
-        engine_env.venv, engine_env.model, free_port(),
-        "        capabilities: [chat, structured_output]\n"))
+def test_probe_passes_and_the_model_cycles_through_vllmctl(
+    engine_env: EngineEnv, tmp_path: Path
+) -> None:
+    cfg = write_config(
+        tmp_path,
+        tiny_model_config(
+            engine_env.venv,
+            engine_env.model,
+            free_port(),
+            "        capabilities: [chat, structured_output]\n",
+        ),
+    )
     sup = SupervisorProc("tiny", cfg, tmp_path)
     try:
         sup.wait_for("READY", timeout=300)

@@ -22,14 +22,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_serves_until_ctrl_c_and_leaves_no_process(
-        engine_env: EngineEnv, tmp_path: Path) -> None:
+    engine_env: EngineEnv, tmp_path: Path
+) -> None:
     port = free_port()
     log = tmp_path / "quickstart.log"
     # VSUP_CACHE_DIR is the one scripts/test prepared: quickstart reuses venvs and model.
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(ROOT / "scripts" / "quickstart"), "--port", str(port),
-                                 "--dir", str(tmp_path / "demo")], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                str(ROOT / "scripts" / "quickstart"),
+                "--port",
+                str(port),
+                "--dir",
+                str(tmp_path / "demo"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     groups: set[int] = {proc.pid}
     try:
         deadline = time.monotonic() + 300
@@ -44,7 +54,8 @@ def test_quickstart_serves_until_ctrl_c_and_leaves_no_process(
         assert len(groups) >= 2  # the quickstart's group and the engine's (warden) group
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=60)
         res = client.chat.completions.create(
-            model="demo", messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
+            model="demo", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+        )
         assert res.choices[0].message.content
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
         assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]

@@ -30,7 +30,9 @@ def served(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp = tmp_path_factory.mktemp("real-engine")
     (tmp / "key").write_text(KEY + "\n")
     port = free_port()
-    cfg_dir = write_config(tmp, f"""
+    cfg_dir = write_config(
+        tmp,
+        f"""
     models:
       tiny:
         model: {engine_env.model}
@@ -47,7 +49,8 @@ def served(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> I
           seed: 0
           # Random weights would fill max_tokens with the whitespace JSON allows.
           structured_outputs_config: {{backend: xgrammar, disable_any_whitespace: true}}
-    """)
+    """,
+    )
     cfg = load_registry(cfg_dir).models["tiny"]
     engines: dict[Path, EngineInfo | EngineNotFound] = {}
     info, problems = check_model(cfg, engines)
@@ -73,8 +76,8 @@ def test_models_lists_every_served_name(client: openai.OpenAI) -> None:
 
 def test_chat_completion_returns_text(client: openai.OpenAI) -> None:
     res = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8,
-        temperature=0)
+        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0
+    )
     text = res.choices[0].message.content
     assert isinstance(text, str) and text
     assert res.usage is not None and res.usage.completion_tokens > 0
@@ -82,14 +85,22 @@ def test_chat_completion_returns_text(client: openai.OpenAI) -> None:
 
 def test_json_schema_output_is_valid_against_the_schema(client: openai.OpenAI) -> None:
     # Bounded so that any valid document fits in max_tokens, whatever random weights prefer.
-    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
-                                                "ok": {"type": "boolean"}},
-              "required": ["name", "ok"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 8}, "ok": {"type": "boolean"}},
+        "required": ["name", "ok"],
+        "additionalProperties": False,
+    }
     res = client.chat.completions.create(
-        model="tiny-chat", messages=[{"role": "user", "content": "Give a JSON object"}],
-        max_tokens=200, temperature=0,
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "thing", "schema": schema, "strict": True}})
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "Give a JSON object"}],
+        max_tokens=200,
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "thing", "schema": schema, "strict": True},
+        },
+    )
     content = res.choices[0].message.content
     assert content is not None and res.choices[0].finish_reason == "stop", res
     jsonschema.validate(json.loads(content), schema)
@@ -97,8 +108,12 @@ def test_json_schema_output_is_valid_against_the_schema(client: openai.OpenAI) -
 
 def test_streaming_yields_chunks(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="tiny", messages=[{"role": "user", "content": "Count"}], max_tokens=8,
-        temperature=0, stream=True)
+        model="tiny",
+        messages=[{"role": "user", "content": "Count"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+    )
     deltas = [c.choices[0].delta.content for c in stream if c.choices]
     texts = [d for d in deltas if d]
     assert len(texts) >= 2, deltas
@@ -115,8 +130,9 @@ def test_api_key_guards_v1_and_stays_out_of_argv(served: Engine) -> None:
         assert KEY.encode() not in cmdline
 
 
-def test_litellm_routes_the_exported_names_to_the_engine(served: Engine,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_litellm_routes_the_exported_names_to_the_engine(
+    served: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import subprocess
     import sys
 
@@ -124,16 +140,31 @@ def test_litellm_routes_the_exported_names_to_the_engine(served: Engine,
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.ctl.main", "export", "litellm",
-                          "--json", "--config-dir", str(served.cfg_dir), "--host", "127.0.0.1"],
-                         capture_output=True, text=True, timeout=60, check=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.ctl.main",
+            "export",
+            "litellm",
+            "--json",
+            "--config-dir",
+            str(served.cfg_dir),
+            "--host",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     entries = json.loads(res.stdout)["model_list"]
     assert sorted(e["model_name"] for e in entries) == sorted(NAMES)
-    assert all(e["litellm_params"]["api_key"] == "os.environ/VLLM_API_KEY_TINY"
-               for e in entries)
+    assert all(e["litellm_params"]["api_key"] == "os.environ/VLLM_API_KEY_TINY" for e in entries)
     monkeypatch.setenv("VLLM_API_KEY_TINY", KEY)
     router = litellm.Router(model_list=entries)
     for name in NAMES:
-        answer = router.completion(model=name, max_tokens=4, temperature=0,
-                                   messages=[{"role": "user", "content": "Hello"}])
+        answer = router.completion(
+            model=name, max_tokens=4, temperature=0, messages=[{"role": "user", "content": "Hello"}]
+        )
         assert answer.choices[0].message.content

@@ -23,9 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_typed_option_renders_flags_the_real_parser_accepts(
-        engine_env: EngineEnv, tmp_path: Path) -> None:
+    engine_env: EngineEnv, tmp_path: Path
+) -> None:
     m = engine_env.model
-    cfg = load_registry(write_config(tmp_path, f"""
+    cfg = load_registry(
+        write_config(
+            tmp_path,
+            f"""
     models:
       all:
         model: {m}
@@ -68,7 +72,9 @@ def test_every_typed_option_renders_flags_the_real_parser_accepts(
           enable_log_requests: false
           shutdown_timeout: 5
           seed: 1
-    """)).models["all"]
+    """,
+        )
+    ).models["all"]
     assert set(cfg.engine) == set(engine_options.BY_NAME)
     info = detect(engine_env.venv)
     cmd = render(cfg, info)
@@ -79,9 +85,9 @@ def test_every_typed_option_renders_flags_the_real_parser_accepts(
     assert not ok and "unrecognized arguments: --no-such-flag" in err
 
 
-def test_flag_list_matches_the_rendering_rules(engine_env: EngineEnv,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
+def test_flag_list_matches_the_rendering_rules(
+    engine_env: EngineEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("VSUP_CACHE_DIR", str(tmp_path))
     info = detect(engine_env.venv)
     assert flagcache.cached_flags(info) is None
@@ -97,18 +103,34 @@ def test_flag_list_matches_the_rendering_rules(engine_env: EngineEnv,
 
 def test_example_config_in_etc_passes_strict_check(engine_env: EngineEnv) -> None:
     env = {**os.environ, "VSUP_ENGINE_VENV": str(engine_env.venv)}
-    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.ctl.main", "check", "--strict",
-                          "--config-dir", str(ROOT / "etc")], capture_output=True, text=True,
-                         env=env, timeout=300, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.ctl.main",
+            "check",
+            "--strict",
+            "--config-dir",
+            str(ROOT / "etc"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "qwen2.5-0.5b: ok" in res.stdout and "qwen2.5-coder-1.5b: ok" in res.stdout
 
 
-def test_strict_check_reports_what_only_vllm_can_judge(engine_env: EngineEnv,
-                                                      tmp_path: Path) -> None:
+def test_strict_check_reports_what_only_vllm_can_judge(
+    engine_env: EngineEnv, tmp_path: Path
+) -> None:
     # Our table takes any mapping here; vLLM's parser validates it with pydantic (this exact
     # mistake was made while writing test_real_engine.py).
-    cfg = write_config(tmp_path, f"""
+    cfg = write_config(
+        tmp_path,
+        f"""
     models:
       a: {{model: {engine_env.model}, port: 8001, venv: {engine_env.venv}}}
       b:
@@ -116,12 +138,26 @@ def test_strict_check_reports_what_only_vllm_can_judge(engine_env: EngineEnv,
         port: 8002
         venv: {engine_env.venv}
         engine: {{structured_outputs_config: {{disable_any_whitespace: true}}}}
-    """)
-    res = subprocess.run([sys.executable, "-m", "vllm_supervisor.ctl.main", "check", "--strict",
-                          "--config-dir", str(cfg)], capture_output=True, text=True,
-                         timeout=300, check=False)
+    """,
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vllm_supervisor.ctl.main",
+            "check",
+            "--strict",
+            "--config-dir",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 78, res.stdout + res.stderr
     assert "a: ok" in res.stdout and "b: INVALID" in res.stdout
-    assert f"{cfg}/models.yaml:3: models.b: vLLM 0.32.0's parser rejects the command: " \
-           in res.stderr
+    assert (
+        f"{cfg}/models.yaml:3: models.b: vLLM 0.32.0's parser rejects the command: " in res.stderr
+    )
     assert "disable_any_whitespace is only supported for xgrammar and guidance" in res.stderr

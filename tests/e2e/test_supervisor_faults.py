@@ -22,14 +22,17 @@ FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
 def run_fake(tmp_path: Path) -> Iterator[object]:
     procs: list[SupervisorProc] = []
 
-    def start(mode: str, extra: str = "", stdout_to_file: bool = True,
-              startup: str = "") -> SupervisorProc:
+    def start(
+        mode: str, extra: str = "", stdout_to_file: bool = True, startup: str = ""
+    ) -> SupervisorProc:
         venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
         script = venv / "bin" / "vllm"
         # `vllm serve MODEL ...` -> the fake engine with the same arguments.
-        script.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} \"$@\"\n")
+        script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
         script.chmod(0o755)
-        cfg = write_config(tmp_path, f"""
+        cfg = write_config(
+            tmp_path,
+            f"""
         models:
           m:
             model: org/m
@@ -40,7 +43,8 @@ def run_fake(tmp_path: Path) -> Iterator[object]:
             health: {{interval: 0.2, timeout: 0.5, failures: 2}}
             restart: {{backoff_initial: 0.1, budget: 2}}
         {extra}
-        """)
+        """,
+        )
         p = SupervisorProc("m", cfg, tmp_path, stdout_to_file=stdout_to_file)
         procs.append(p)
         return p
@@ -57,8 +61,9 @@ def test_ready_only_once_the_engine_serves(run_fake: object) -> None:
     ready = sup.notify.first("READY")
     assert ready is not None and ready - sup.started >= 1.5
     statuses = [m["STATUS"] for _, m in sup.notify.messages if "STATUS" in m]
-    assert any(s.startswith("loading weights") or s.startswith("weights loaded")
-               for s in statuses), statuses
+    assert any(
+        s.startswith("loading weights") or s.startswith("weights loaded") for s in statuses
+    ), statuses
     assert statuses[-1].startswith("ready on 127.0.0.1:")
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
@@ -83,6 +88,7 @@ def test_hung_engine_is_killed_and_restarted(run_fake: object) -> None:
     sup.wait_for("READY")
     (group,) = sup.engine_groups
     import os
+
     os.killpg(group, signal.SIGSTOP)  # a hang: the process lives, nothing answers
     sup.wait_for("READY", 2, timeout=30)
     assert "engine hung: 2 health checks in a row failed" in sup.text()
@@ -101,8 +107,10 @@ def test_crash_during_load_spends_the_budget_then_fails(run_fake: object) -> Non
 
 
 def test_sigterm_ignored_is_escalated_to_sigkill(run_fake: object) -> None:
-    sup: SupervisorProc = run_fake("load=0.2,ignore_term",  # type: ignore[operator]
-                                   extra="    stop: {grace: 1}")
+    sup: SupervisorProc = run_fake(
+        "load=0.2,ignore_term",  # type: ignore[operator]
+        extra="    stop: {grace: 1}",
+    )
     sup.wait_for("READY")
     t0 = time.monotonic()
     sup.signal(signal.SIGTERM)
@@ -114,7 +122,8 @@ def test_sigterm_ignored_is_escalated_to_sigkill(run_fake: object) -> None:
 
 def test_stall_without_progress_is_killed(run_fake: object) -> None:
     sup: SupervisorProc = run_fake(  # type: ignore[operator]
-        "load=600,no_progress", startup=", stall_timeout: 1")
+        "load=600,no_progress", startup=", stall_timeout: 1"
+    )
     assert sup.wait(timeout=60) == 1
     assert "no load progress for 1 s in phase 'spawned'" in sup.text()
     assert sup.members() == []
@@ -131,12 +140,18 @@ def test_killing_the_supervisor_takes_the_engine_group_down(run_fake: object) ->
 
 
 def test_log_flood_keeps_the_supervisor_bounded(run_fake: object) -> None:
-    sup: SupervisorProc = run_fake("flood=1000000,load=0.1",  # type: ignore[operator]
-                                   stdout_to_file=False)
+    sup: SupervisorProc = run_fake(
+        "flood=1000000,load=0.1",  # type: ignore[operator]
+        stdout_to_file=False,
+    )
     sup.wait_for("READY", timeout=120)
-    rss_kib = int(next(line.split()[1] for line in
-                       Path(f"/proc/{sup.proc.pid}/status").read_text().splitlines()
-                       if line.startswith("VmHWM:")))
+    rss_kib = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{sup.proc.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+    )
     # 1,000,000 lines of ~110 bytes went through; the ring keeps 2000 of them.
     assert rss_kib < 150 * 1024, f"supervisor peak RSS {rss_kib} KiB"
 

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.engine
 
 def config(env: EngineEnv, tmp: Path, model: str | None = None) -> tuple[Path, int]:
     port = free_port()
-    text = tiny_model_config(env.venv, Path(model) if model else env.model, port,
-                             "        restart: {backoff_initial: 0.5}\n")
+    text = tiny_model_config(
+        env.venv,
+        Path(model) if model else env.model,
+        port,
+        "        restart: {backoff_initial: 0.5}\n",
+    )
     return write_config(tmp, text), port
 
 
@@ -54,18 +58,29 @@ def engine_core(groups: set[int]) -> int:
 
 
 def chat_and_json(port: int) -> None:
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=120,
-                           max_retries=0)
-    res = client.chat.completions.create(model="tiny", max_tokens=8, temperature=0,
-                                         messages=[{"role": "user", "content": "Hello"}])
-    assert res.choices[0].message.content
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}},
-              "required": ["ok"], "additionalProperties": False}
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=120, max_retries=0
+    )
     res = client.chat.completions.create(
-        model="tiny", max_tokens=50, temperature=0,
+        model="tiny", max_tokens=8, temperature=0, messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert res.choices[0].message.content
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    res = client.chat.completions.create(
+        model="tiny",
+        max_tokens=50,
+        temperature=0,
         messages=[{"role": "user", "content": "JSON please"}],
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "r", "schema": schema, "strict": True}})
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "r", "schema": schema, "strict": True},
+        },
+    )
     content = res.choices[0].message.content
     assert content is not None
     jsonschema.validate(json.loads(content), schema)
@@ -81,8 +96,11 @@ def test_serves_survives_engine_kill_and_stops_cleanly(supervise: object) -> Non
     sup.wait_for("READY", 2, timeout=300)
     assert "engine core exited unexpectedly" in sup.text()
     wait_gone(first_groups, timeout=5)  # the old engine group is gone, not orphaned
-    restart_begun = next(t for t, m in sup.notify.messages
-                         if t > t_kill and m.get("STATUS", "").startswith("restarting"))
+    restart_begun = next(
+        t
+        for t, m in sup.notify.messages
+        if t > t_kill and m.get("STATUS", "").startswith("restarting")
+    )
     print(f"kill -9 EngineCore -> restarting: {restart_begun - t_kill:.3f} s")
     chat_and_json(port)
     sup.signal(signal.SIGTERM)
@@ -100,8 +118,9 @@ def test_killing_the_supervisor_takes_the_real_engine_down(supervise: object) ->
     print(f"engine group gone {wait_gone(groups, timeout=2.0):.3f} s after kill -9")
 
 
-def test_not_a_model_fails_with_diagnosis_and_no_restart_storm(supervise: object,
-                                                              tmp_path: Path) -> None:
+def test_not_a_model_fails_with_diagnosis_and_no_restart_storm(
+    supervise: object, tmp_path: Path
+) -> None:
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     (empty / "config.json").write_text("{}")  # passes the host check, not vLLM

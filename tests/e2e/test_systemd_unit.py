@@ -56,16 +56,19 @@ class Host:
     work: Path
 
     def chat(self, model: str = "tiny") -> str:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="x",
-                               timeout=60, max_retries=0)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{self.port}/v1", api_key="x", timeout=60, max_retries=0
+        )
         res = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
+            model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+        )
         assert res.model in (model, "tiny")  # vLLM answers an alias with its first name
         return res.choices[0].message.content or ""
 
     def models(self) -> list[str]:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="x",
-                               timeout=10, max_retries=0)
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{self.port}/v1", api_key="x", timeout=10, max_retries=0
+        )
         return [m.id for m in client.models.list().data]
 
     def prop(self, name: str, unit: str = UNIT) -> str:
@@ -88,8 +91,9 @@ class Host:
         return {p: a for p, a in self.unit_pids(unit).items() if p != main}
 
     def ready(self, unit: str = UNIT) -> bool:
-        return self.prop("ActiveState", unit) == "active" and \
-            self.prop("StatusText", unit).startswith("ready")
+        return self.prop("ActiveState", unit) == "active" and self.prop(
+            "StatusText", unit
+        ).startswith("ready")
 
 
 def systemd_root() -> Path:
@@ -114,18 +118,40 @@ def _share(work: Path, model: Path) -> Path:
     (modes as scripts/make-tiny-model wrote them) and wheels for an offline install."""
     share = work / "share"
     share.mkdir()
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
-                           ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     with tarfile.open(share / "src.tar", "w") as tar:
         for f in files:
             if f and (ROOT / f).exists():
                 tar.add(ROOT / f, arcname=f)
     shutil.copytree(model, share / "tiny")
     # This machine's pip settings reach the index; the container gets the wheels instead.
-    subprocess.run(["python3", "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                    "-d", str(share / "wheels"), str(ROOT), "setuptools>=68", "wheel"],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            "python3",
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "-d",
+            str(share / "wheels"),
+            str(ROOT),
+            "setuptools>=68",
+            "wheel",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return share
 
 
@@ -166,27 +192,38 @@ def _watch_status(h: Host, seen: list[str], stop: threading.Event) -> None:
 
 def bare_cold_start(host: Host) -> float:
     """The same engine, argv and user without the supervisor: spawn -> /health 200."""
-    argv = ("/opt/vllm-supervisor/engine/bin/python -m vllm.entrypoints.openai.api_server "
-            f"--model /srv/models/tiny --served-model-name tiny --port {host.port} "
-            "--dtype float32 --max-model-len 1024 --enforce-eager")
+    argv = (
+        "/opt/vllm-supervisor/engine/bin/python -m vllm.entrypoints.openai.api_server "
+        f"--model /srv/models/tiny --served-model-name tiny --port {host.port} "
+        "--dtype float32 --max-model-len 1024 --enforce-eager"
+    )
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "HOME": "/tmp"}
     t0 = time.monotonic()
-    proc = host.c.spawn(f"echo $$ > /tmp/bare.pid; cd /tmp && exec {argv}", "vllm",
-                        host.work / "bare-engine.log", env=env)
+    proc = host.c.spawn(
+        f"echo $$ > /tmp/bare.pid; cd /tmp && exec {argv}",
+        "vllm",
+        host.work / "bare-engine.log",
+        env=env,
+    )
     try:
         while True:
             assert proc.poll() is None, (host.work / "bare-engine.log").read_text()[-3000:]
             assert time.monotonic() - t0 < 600
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{host.port}/health", timeout=1) as r:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{host.port}/health", timeout=1) as r,
+            ):
                 if r.status == 200:
                     return time.monotonic() - t0
             time.sleep(0.05)
     finally:
         host.c.sh("kill -KILL -- -$(cat /tmp/bare.pid)", check=False)
         proc.wait(timeout=30)
-        host.c.wait_for("the bare engine's group to go", lambda: "VLLM::" not in
-                        host.c.sh("ps -eo args=").stdout, timeout=30)
+        host.c.wait_for(
+            "the bare engine's group to go",
+            lambda: "VLLM::" not in host.c.sh("ps -eo args=").stdout,
+            timeout=30,
+        )
 
 
 def test_systemctl_start_returns_once_the_model_serves(host: Host) -> None:
@@ -206,8 +243,10 @@ def test_systemctl_start_returns_once_the_model_serves(host: Host) -> None:
     assert host.chat()  # the moment start returns, the model serves
     assert any(not s.startswith("ready") for s in seen[:-1]), seen  # load phases were shown
     assert seen[-1].startswith(f"ready on 127.0.0.1:{host.port}"), seen
-    print(f"\nbare engine cold start (spawn -> /health 200): {bare:.1f} s; systemctl start -> "
-          f"active: {took:.1f} s (x{took / bare:.2f}); STATUS= seen: {seen}")
+    print(
+        f"\nbare engine cold start (spawn -> /health 200): {bare:.1f} s; systemctl start -> "
+        f"active: {took:.1f} s (x{took / bare:.2f}); STATUS= seen: {seen}"
+    )
 
 
 def test_vllm_admin_member_operates_and_others_are_refused(host: Host) -> None:
@@ -221,8 +260,9 @@ def test_vllm_admin_member_operates_and_others_are_refused(host: Host) -> None:
     refused = c.sh("vllmctl status tiny", user="stranger", check=False)
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert "permission denied" in refused.stdout and "group vllm-admin" in refused.stdout
-    listing = c.sh("stat -c '%U:%G %a %n' /run/vllm-supervisor/tiny "
-                   "/run/vllm-supervisor/tiny/admin.sock").stdout
+    listing = c.sh(
+        "stat -c '%U:%G %a %n' /run/vllm-supervisor/tiny /run/vllm-supervisor/tiny/admin.sock"
+    ).stdout
     assert "vllm:vllm-admin 750 /run/vllm-supervisor/tiny\n" in listing, listing
     assert "vllm:vllm-admin 660 /run/vllm-supervisor/tiny/admin.sock" in listing, listing
 
@@ -241,8 +281,7 @@ def test_reload_applies_a_good_config_and_refuses_a_broken_one(host: Host) -> No
         assert bad.returncode != 0
         assert host.prop("MainPID") == main and host.ready()
         assert host.chat("tiny-b")  # the old engine still serves
-        assert re.search(r"models\.yaml:\d+: models\.tiny\.ofline",
-                         c.journal(UNIT, "-p", "err"))
+        assert re.search(r"models\.yaml:\d+: models\.tiny\.ofline", c.journal(UNIT, "-p", "err"))
     finally:
         c.write("/etc/vllm-supervisor/models.yaml", good)  # same command: no engine restart
 
@@ -269,10 +308,13 @@ def test_kill_of_the_supervisor_is_restarted_by_systemd_leaving_no_orphan(host: 
     old = host.engine_pids()
     assert any(a.startswith("VLLM::EngineCore") for a in old.values()), old
     c.sh(f"kill -9 {main}")
-    c.wait_for("systemd's restart", lambda: int(host.prop("NRestarts")) == restarts + 1,
-               timeout=120)
-    alive = c.sh("for p in " + " ".join(map(str, old)) + "; do kill -0 $p 2>/dev/null && "
-                 "echo $p; done", check=False).stdout.split()
+    c.wait_for(
+        "systemd's restart", lambda: int(host.prop("NRestarts")) == restarts + 1, timeout=120
+    )
+    alive = c.sh(
+        "for p in " + " ".join(map(str, old)) + "; do kill -0 $p 2>/dev/null && echo $p; done",
+        check=False,
+    ).stdout.split()
     assert alive == [], f"orphans of the old engine: {alive}"
     c.wait_for("ready after the restart", host.ready, timeout=600)
     assert host.chat("tiny-b")
@@ -283,8 +325,9 @@ def test_a_stopped_supervisor_is_killed_by_the_watchdog_and_restarted(host: Host
     assert host.prop("WatchdogUSec") == "4s"
     restarts, main = int(host.prop("NRestarts")), host.prop("MainPID")
     c.sh(f"kill -STOP {main}")
-    c.wait_for("the watchdog's restart", lambda: int(host.prop("NRestarts")) == restarts + 1,
-               timeout=120)
+    c.wait_for(
+        "the watchdog's restart", lambda: int(host.prop("NRestarts")) == restarts + 1, timeout=120
+    )
     assert "Watchdog timeout" in c.journal(UNIT, "-o", "short")
     c.sh(f"rm /etc/systemd/system/{UNIT}.d/watchdog.conf && systemctl daemon-reload")
     c.wait_for("ready after the restart", host.ready, timeout=600)
@@ -292,9 +335,11 @@ def test_a_stopped_supervisor_is_killed_by_the_watchdog_and_restarted(host: Host
 
 def test_config_error_fails_the_unit_with_78_and_no_restart_loop(host: Host) -> None:
     c = host.c
-    c.write("/etc/vllm-supervisor/models.d/bad.yaml",
-            "models:\n  bad:\n    model: /srv/models/tiny\n    port: 8999\n    engine:\n"
-            "      max_model_lenn: 10\n")
+    c.write(
+        "/etc/vllm-supervisor/models.d/bad.yaml",
+        "models:\n  bad:\n    model: /srv/models/tiny\n    port: 8999\n    engine:\n"
+        "      max_model_lenn: 10\n",
+    )
     try:
         res = c.sh("systemctl start vllm-supervisor@bad", check=False, timeout=120)
         assert res.returncode != 0
@@ -303,11 +348,17 @@ def test_config_error_fails_the_unit_with_78_and_no_restart_loop(host: Host) -> 
         assert c.show("vllm-supervisor@bad", "NRestarts") == "0"
         assert c.show("vllm-supervisor@bad", "ActiveState") == "failed"
         errors = c.journal("vllm-supervisor@bad", "-p", "err")
-        assert re.search(r"/etc/vllm-supervisor/models\.d/bad\.yaml:6: "
-                         r"models\.bad\.engine\.max_model_lenn", errors), errors
+        assert re.search(
+            r"/etc/vllm-supervisor/models\.d/bad\.yaml:6: "
+            r"models\.bad\.engine\.max_model_lenn",
+            errors,
+        ), errors
     finally:
-        c.sh("rm -f /etc/vllm-supervisor/models.d/bad.yaml; "
-             "systemctl reset-failed vllm-supervisor@bad", check=False)
+        c.sh(
+            "rm -f /etc/vllm-supervisor/models.d/bad.yaml; "
+            "systemctl reset-failed vllm-supervisor@bad",
+            check=False,
+        )
     assert host.ready()  # a broken neighbour never touched the serving model
 
 
@@ -323,8 +374,7 @@ def test_stop_leaves_nothing_in_the_unit(host: Host) -> None:
     assert c.sh("ls /run/vllm-supervisor/tiny 2>&1", check=False).returncode != 0
 
 
-def test_target_starts_and_stops_enabled_models_and_a_reboot_brings_them_back(
-        host: Host) -> None:
+def test_target_starts_and_stops_enabled_models_and_a_reboot_brings_them_back(host: Host) -> None:
     c = host.c
     c.sh(f"systemctl enable {UNIT}")
     c.sh("systemctl start vllm-supervisor.target", timeout=600)
@@ -332,8 +382,11 @@ def test_target_starts_and_stops_enabled_models_and_a_reboot_brings_them_back(
     c.sh("systemctl stop vllm-supervisor.target", timeout=120)
     # PartOf= queues the instance's stop with the target's; systemctl waits for the target's
     # own job, which has nothing to wait for.
-    c.wait_for("the instance to stop with the target",
-               lambda: host.prop("ActiveState") == "inactive", timeout=120)
+    c.wait_for(
+        "the instance to stop with the target",
+        lambda: host.prop("ActiveState") == "inactive",
+        timeout=120,
+    )
     c.reboot()
     c.wait_for("the enabled model after a reboot", host.ready, timeout=600)
     assert host.chat("tiny-b")
@@ -347,25 +400,37 @@ def test_quickstart_serves_for_a_user_who_is_not_root(host: Host) -> None:
     c = host.c
     port = free_port()
     cache = "/home/dev/.cache/vllm-supervisor"
-    c.sh(f"useradd -m dev && cp -a {SRC} /home/dev/src && install -d {cache} && "
-         f"ln -s /opt/vllm-supervisor/engine {cache}/engine-cpu-0.32.0 && "
-         f"cp -a /srv/models/tiny {cache}/tiny-llama && chown -R dev: /home/dev")
+    c.sh(
+        f"useradd -m dev && cp -a {SRC} /home/dev/src && install -d {cache} && "
+        f"ln -s /opt/vllm-supervisor/engine {cache}/engine-cpu-0.32.0 && "
+        f"cp -a /srv/models/tiny {cache}/tiny-llama && chown -R dev: /home/dev"
+    )
     qs_log = host.work / "quickstart.log"
-    proc = c.spawn(f"echo $$ > /tmp/qs.pid; cd /home/dev/src && exec scripts/quickstart "
-                   f"--port {port}", "dev", qs_log, env=OFFLINE)
+    proc = c.spawn(
+        f"echo $$ > /tmp/qs.pid; cd /home/dev/src && exec scripts/quickstart --port {port}",
+        "dev",
+        qs_log,
+        env=OFFLINE,
+    )
     try:
         log = lambda: qs_log.read_text(errors="replace")  # noqa: E731
-        c.wait_for("quickstart's READY", lambda: "quickstart: READY" in log() or
-                   proc.poll() is not None, timeout=900, every=1)
+        c.wait_for(
+            "quickstart's READY",
+            lambda: "quickstart: READY" in log() or proc.poll() is not None,
+            timeout=900,
+            every=1,
+        )
         assert "quickstart: READY" in log(), log()[-3000:]
         uid = c.sh("id -u dev").stdout.strip()
         st = c.sh(f"{cache}/dev-venv/bin/vllmctl status demo", user="dev")  # no flags
         assert re.search(r"^demo\s+ready\b", st.stdout, re.M), st.stdout
-        assert c.sh(f"test -S /tmp/vllm-supervisor-{uid}/demo/admin.sock", check=False
-                    ).returncode == 0
+        assert (
+            c.sh(f"test -S /tmp/vllm-supervisor-{uid}/demo/admin.sock", check=False).returncode == 0
+        )
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", timeout=60)
         assert client.chat.completions.create(
-            model="demo", messages=[{"role": "user", "content": "Hi"}], max_tokens=4).choices
+            model="demo", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        ).choices
         pid = c.sh("cat /tmp/qs.pid").stdout.strip()
         c.sh(f"kill -INT -- -{pid}", user="dev")  # Ctrl-C to the quickstart's process group
         assert proc.wait(timeout=120) == 0, log()[-3000:]
@@ -374,14 +439,19 @@ def test_quickstart_serves_for_a_user_who_is_not_root(host: Host) -> None:
         if proc.poll() is None:  # its group, by the id it wrote (and the engine's group)
             c.sh("kill -KILL -- -$(cat /tmp/qs.pid)", check=False)
             proc.wait(timeout=30)
-    c.wait_for("nothing of dev's left", lambda: c.sh("pgrep -u dev", check=False).stdout == "",
-               timeout=30)
+    c.wait_for(
+        "nothing of dev's left", lambda: c.sh("pgrep -u dev", check=False).stdout == "", timeout=30
+    )
 
 
 def _run_as(c: Container, user: str, etc: str, extra: str = "") -> subprocess.CompletedProcess[str]:
-    return c.sh(f"/opt/vllm-supervisor/venv/bin/vllm-supervisor run m --config-dir {etc} "
-                f"{extra or '--state-dir /tmp/st-$$ --runtime-dir /tmp/rt-$$'}",
-                user=user, check=False, timeout=120)
+    return c.sh(
+        f"/opt/vllm-supervisor/venv/bin/vllm-supervisor run m --config-dir {etc} "
+        f"{extra or '--state-dir /tmp/st-$$ --runtime-dir /tmp/rt-$$'}",
+        user=user,
+        check=False,
+        timeout=120,
+    )
 
 
 MODEL = """models:
@@ -396,32 +466,60 @@ MODEL = """models:
 
 # case: (setup as root, config fields, extra run args, the path the message must name)
 CASES = {
-    "config": ("chmod 600 /srv/case-config/models.yaml", {}, "",
-               "/srv/case-config/models.yaml"),
-    "venv": ("ln -s /opt/vllm-supervisor/engine /root/engine", {"venv": "/root/engine"}, "",
-             "/root"),
-    "model": ("cp -a /srv/models/tiny /srv/case-model && chmod 600 "
-              "/srv/case-model/model.safetensors", {"model": "/srv/case-model"}, "",
-              "/srv/case-model/model.safetensors"),
-    "hf-cache": ("install -d -m 700 /srv/case-hf", {"model": "org/name",
-                 "env": ', HF_HOME: "/srv/case-hf"'}, "", "/srv/case-hf"),
-    "key-file": ("echo secret > /srv/case-key && chmod 600 /srv/case-key",
-                 {"more": "    api_key_file: /srv/case-key"}, "", "/srv/case-key"),
-    "state-dir": ("install -d -m 755 /srv/case-state", {},
-                  "--state-dir /srv/case-state --runtime-dir /tmp/rt-$$", "/srv/case-state"),
-    "runtime-dir": ("install -d -m 755 /srv/case-run", {},
-                    "--state-dir /tmp/st-$$ --runtime-dir /srv/case-run", "/srv/case-run"),
+    "config": ("chmod 600 /srv/case-config/models.yaml", {}, "", "/srv/case-config/models.yaml"),
+    "venv": (
+        "ln -s /opt/vllm-supervisor/engine /root/engine",
+        {"venv": "/root/engine"},
+        "",
+        "/root",
+    ),
+    "model": (
+        "cp -a /srv/models/tiny /srv/case-model && chmod 600 /srv/case-model/model.safetensors",
+        {"model": "/srv/case-model"},
+        "",
+        "/srv/case-model/model.safetensors",
+    ),
+    "hf-cache": (
+        "install -d -m 700 /srv/case-hf",
+        {"model": "org/name", "env": ', HF_HOME: "/srv/case-hf"'},
+        "",
+        "/srv/case-hf",
+    ),
+    "key-file": (
+        "echo secret > /srv/case-key && chmod 600 /srv/case-key",
+        {"more": "    api_key_file: /srv/case-key"},
+        "",
+        "/srv/case-key",
+    ),
+    "state-dir": (
+        "install -d -m 755 /srv/case-state",
+        {},
+        "--state-dir /srv/case-state --runtime-dir /tmp/rt-$$",
+        "/srv/case-state",
+    ),
+    "runtime-dir": (
+        "install -d -m 755 /srv/case-run",
+        {},
+        "--state-dir /tmp/st-$$ --runtime-dir /srv/case-run",
+        "/srv/case-run",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_path_the_user_cannot_use_exits_78_naming_path_user_and_fix(
-        host: Host, case: str) -> None:
+    host: Host, case: str
+) -> None:
     c = host.c
     setup, fields, extra, path = CASES[case]
     c.sh("id alice >/dev/null 2>&1 || useradd -m alice")
-    values = {"model": "/srv/models/tiny", "venv": "/opt/vllm-supervisor/engine", "env": "",
-              "more": "", **fields}
+    values = {
+        "model": "/srv/models/tiny",
+        "venv": "/opt/vllm-supervisor/engine",
+        "env": "",
+        "more": "",
+        **fields,
+    }
     etc = f"/srv/case-{case}" if case == "config" else f"/srv/etc-{case}"
     c.write(f"{etc}/models.yaml", MODEL.format(**values))
     c.sh(setup)
@@ -434,31 +532,48 @@ def test_a_path_the_user_cannot_use_exits_78_naming_path_user_and_fix(
 
 def test_vllmctl_check_as_root_sees_what_the_service_user_cannot(host: Host) -> None:
     c = host.c
-    c.sh("cp -a /srv/models/tiny /srv/models/locked && "
-         "chmod 600 /srv/models/locked/model.safetensors")
+    c.sh(
+        "cp -a /srv/models/tiny /srv/models/locked && "
+        "chmod 600 /srv/models/locked/model.safetensors"
+    )
     # A venv made from an interpreter under /root, as pyenv and uv's own Pythons are.
-    c.sh("cp /usr/bin/python3.11 /root/python3.11 && python3 -m venv --without-pip "
-         "/opt/venv-home && ln -sf /root/python3.11 /opt/venv-home/bin/python && "
-         "sed -i 's|^home = .*|home = /root|' /opt/venv-home/pyvenv.cfg")
+    c.sh(
+        "cp /usr/bin/python3.11 /root/python3.11 && python3 -m venv --without-pip "
+        "/opt/venv-home && ln -sf /root/python3.11 /opt/venv-home/bin/python && "
+        "sed -i 's|^home = .*|home = /root|' /opt/venv-home/pyvenv.cfg"
+    )
     # The unit's own config dir: that is what is checked as its User= (another dir is the
     # caller's own business, as the quickstart test shows).
-    c.write("/etc/vllm-supervisor/models.d/check.yaml",
-            MODEL.format(model="/srv/models/locked", venv="/opt/vllm-supervisor/engine",
-                         env="", more="")
-            + MODEL.format(model="/srv/models/tiny", venv="/opt/venv-home", env="", more="")
-            .replace("models:\n  m:", "  h:").replace("18999", "18998"))
+    c.write(
+        "/etc/vllm-supervisor/models.d/check.yaml",
+        MODEL.format(
+            model="/srv/models/locked", venv="/opt/vllm-supervisor/engine", env="", more=""
+        )
+        + MODEL.format(model="/srv/models/tiny", venv="/opt/venv-home", env="", more="")
+        .replace("models:\n  m:", "  h:")
+        .replace("18999", "18998"),
+    )
     try:
         res = c.sh("vllmctl check", check=False)
-        mine = c.sh("cp -a /etc/vllm-supervisor /srv/check-etc && "
-                    "vllmctl check --config-dir /srv/check-etc", check=False)
+        mine = c.sh(
+            "cp -a /etc/vllm-supervisor /srv/check-etc && "
+            "vllmctl check --config-dir /srv/check-etc",
+            check=False,
+        )
     finally:
         c.sh("rm -f /etc/vllm-supervisor/models.d/check.yaml")
     out = res.stdout + res.stderr
     assert res.returncode == 78, out
-    assert re.search(r"models\.d/check\.yaml:\d+: models\.m\.model: the model file "
-                     r"/srv/models/locked/model\.safetensors: user vllm cannot read it "
-                     r"\(-rw------- root:root\)", out), out
-    assert re.search(r"models\.h\.venv: .*/root/python3\.11: user vllm cannot see it: the "
-                     r"unit's ProtectHome=", out), out
+    assert re.search(
+        r"models\.d/check\.yaml:\d+: models\.m\.model: the model file "
+        r"/srv/models/locked/model\.safetensors: user vllm cannot read it "
+        r"\(-rw------- root:root\)",
+        out,
+    ), out
+    assert re.search(
+        r"models\.h\.venv: .*/root/python3\.11: user vllm cannot see it: the "
+        r"unit's ProtectHome=",
+        out,
+    ), out
     # the same files in a dir the unit does not read: checked as root, who can read them
     assert "models.m.model" not in mine.stdout + mine.stderr

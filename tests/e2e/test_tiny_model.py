@@ -16,11 +16,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_model_is_readable_by_others_and_deterministic(
-        engine_env: EngineEnv, tmp_path: Path) -> None:
+    engine_env: EngineEnv, tmp_path: Path
+) -> None:
     out = tmp_path / "tiny"
-    subprocess.run([str(ROOT / "scripts" / "make-tiny-model"), str(out), "--python",
-                    str(engine_env.venv / "bin" / "python")], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [
+            str(ROOT / "scripts" / "make-tiny-model"),
+            str(out),
+            "--python",
+            str(engine_env.venv / "bin" / "python"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     # safetensors writes the weights 0600 whatever the umask; the service user must read them
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()}
     assert modes["model.safetensors"] == 0o644, modes
@@ -28,6 +37,8 @@ def test_tiny_model_is_readable_by_others_and_deterministic(
     assert stat.S_IMODE(out.stat().st_mode) & 0o005 == 0o005
 
     def digest(folder: Path) -> str:
-        return hashlib.sha256(b"".join(f.read_bytes() for f in sorted(folder.iterdir()))
-                              ).hexdigest()
+        return hashlib.sha256(
+            b"".join(f.read_bytes() for f in sorted(folder.iterdir()))
+        ).hexdigest()
+
     assert digest(out) == digest(engine_env.model)  # the cached model scripts/test made

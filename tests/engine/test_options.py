@@ -10,8 +10,12 @@ from vllm_supervisor.engine import options as eo
 CASES: list[tuple[str, object, list[str], object]] = [
     ("max_model_len", 4096, ["--max-model-len", "4096"], 0),
     ("gpu_memory_utilization", 0.9, ["--gpu-memory-utilization", "0.9"], 1.5),
-    ("kv_cache_memory_bytes", "1.5GiB", ["--kv-cache-memory-bytes", str(int(1.5 * 1024**3))],
-     "lots"),
+    (
+        "kv_cache_memory_bytes",
+        "1.5GiB",
+        ["--kv-cache-memory-bytes", str(int(1.5 * 1024**3))],
+        "lots",
+    ),
     ("dtype", "bfloat16", ["--dtype", "bfloat16"], "fp12"),
     ("quantization", "awq", ["--quantization", "awq"], ""),
     ("kv_cache_dtype", "fp8", ["--kv-cache-dtype", "fp8"], "int3"),
@@ -28,17 +32,29 @@ CASES: list[tuple[str, object, list[str], object]] = [
     ("tokenizer", "org/tok", ["--tokenizer", "org/tok"], 5),
     ("hf_config_path", "/m/cfg", ["--hf-config-path", "/m/cfg"], []),
     ("chat_template", "{{ x }}", ["--chat-template", "{{ x }}"], ""),
-    ("chat_template_content_format", "openai", ["--chat-template-content-format", "openai"],
-     "html"),
+    (
+        "chat_template_content_format",
+        "openai",
+        ["--chat-template-content-format", "openai"],
+        "html",
+    ),
     ("tool_call_parser", "hermes", ["--tool-call-parser", "hermes"], {"a": 1}),
     ("enable_auto_tool_choice", True, ["--enable-auto-tool-choice"], "on"),
     ("reasoning_parser", "qwen3", ["--reasoning-parser", "qwen3"], ""),
     ("response_role", "assistant", ["--response-role", "assistant"], 1),
     ("return_tokens_as_token_ids", True, ["--return-tokens-as-token-ids"], 0),
-    ("structured_outputs_config", {"backend": "xgrammar"},
-     ["--structured-outputs-config", '{"backend":"xgrammar"}'], "xgrammar"),
-    ("speculative_config", {"num_speculative_tokens": 2, "method": "ngram"},
-     ["--speculative-config", '{"method":"ngram","num_speculative_tokens":2}'], [1]),
+    (
+        "structured_outputs_config",
+        {"backend": "xgrammar"},
+        ["--structured-outputs-config", '{"backend":"xgrammar"}'],
+        "xgrammar",
+    ),
+    (
+        "speculative_config",
+        {"num_speculative_tokens": 2, "method": "ngram"},
+        ["--speculative-config", '{"method":"ngram","num_speculative_tokens":2}'],
+        [1],
+    ),
     ("compilation_config", 3, ["--compilation-config", "3"], "fast"),
     ("attention_backend", "FLASH_ATTN", ["--attention-backend", "FLASH_ATTN"], ""),
     ("load_format", "safetensors", ["--load-format", "safetensors"], 1),
@@ -71,10 +87,18 @@ def test_json_options_render_valid_sorted_json() -> None:
     assert rendered.index('"a"') < rendered.index('"b"')
 
 
-@pytest.mark.parametrize(("raw", "size"), [
-    (1024, 1024), ("1024", 1024), ("4KiB", 4096), ("2G", 2 * 10**9), ("2 GB", 2 * 10**9),
-    ("1.5 GiB", int(1.5 * 2**30)), ("3mib", 3 * 2**20),
-])
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        (1024, 1024),
+        ("1024", 1024),
+        ("4KiB", 4096),
+        ("2G", 2 * 10**9),
+        ("2 GB", 2 * 10**9),
+        ("1.5 GiB", int(1.5 * 2**30)),
+        ("3mib", 3 * 2**20),
+    ],
+)
 def test_sizes(raw: object, size: int) -> None:
     assert eo.coerce(eo.BY_NAME["kv_cache_memory_bytes"], raw) == (size, None)
 

@@ -56,12 +56,18 @@ def test_an_unreadable_file_and_a_folder_one_cannot_create_in(open_tmp: Path) ->
     weights.write_text("x")
     weights.chmod(0o600)
     state = tmp_path / "state" / "m"
-    denied = access.check([Need(weights, R, "model", "the model file"),
-                           Need(state, R | W | X, "", "the state folder", create=True)], NOBODY)
+    denied = access.check(
+        [
+            Need(weights, R, "model", "the model file"),
+            Need(state, R | W | X, "", "the state folder", create=True),
+        ],
+        NOBODY,
+    )
     assert denied is not None
     assert [d.reason for d in denied] == [
         "cannot read it (-rw------- root:root)",
-        f"cannot create it: cannot write in {tmp_path} (drwxr-xr-x root:root)"]
+        f"cannot create it: cannot write in {tmp_path} (drwxr-xr-x root:root)",
+    ]
     assert denied[1].bits == "wx"
 
 
@@ -69,9 +75,12 @@ def test_missing_path_and_protect_home(tmp_path: Path) -> None:
     gone = Need(tmp_path / "nope", R, "api_key_file", "the API key file")
     [d] = access.check([gone]) or []
     assert d.reason == "finds no such file" and "create it" in d.fix("me")
-    hidden = access.protect_home_denials([Need(Path("/root/.pyenv/bin/python3"), R | X, "venv",
-                                               "the engine's executable"),
-                                          Need(Path("/opt/x"), R, "", "x")])
+    hidden = access.protect_home_denials(
+        [
+            Need(Path("/root/.pyenv/bin/python3"), R | X, "venv", "the engine's executable"),
+            Need(Path("/opt/x"), R, "", "x"),
+        ]
+    )
     assert [d.need.path for d in hidden] == [Path("/root/.pyenv/bin/python3")]
     assert "ProtectHome=" in hidden[0].reason and "move it out of /home" in hidden[0].fix("vllm")
 
@@ -84,10 +93,15 @@ def test_venv_needs_follow_the_interpreter(tmp_path: Path) -> None:
     real.write_text("")
     (venv / "bin" / "python").symlink_to(real)
     needs = access.venv_needs(venv)
-    assert [n.path for n in needs] == [venv / "pyvenv.cfg", venv / "bin" / "python", real,
-                                       Path("/root/.pyenv/versions/3.11.7/bin")]
-    assert access.protect_home_denials(needs)[0].need.path == \
-        Path("/root/.pyenv/versions/3.11.7/bin")
+    assert [n.path for n in needs] == [
+        venv / "pyvenv.cfg",
+        venv / "bin" / "python",
+        real,
+        Path("/root/.pyenv/versions/3.11.7/bin"),
+    ]
+    assert access.protect_home_denials(needs)[0].need.path == Path(
+        "/root/.pyenv/versions/3.11.7/bin"
+    )
 
 
 def test_identity_of_adds_the_units_groups() -> None:

@@ -31,16 +31,17 @@ def test_drop_ins_override_in_order_and_an_empty_list_resets(tmp_path: Path) -> 
     lib = tmp_path / "usr/lib/systemd/system"
     lib.mkdir(parents=True)
     (lib / "vllm-supervisor@.service").write_text(
-        "[Unit]\nUser=nobody\n[Service]\nUser=vllm\nSupplementaryGroups=a b\n"
-        "ProtectHome=yes\n")
+        "[Unit]\nUser=nobody\n[Service]\nUser=vllm\nSupplementaryGroups=a b\nProtectHome=yes\n"
+    )
     tmpl = tmp_path / "etc/systemd/system/vllm-supervisor@.service.d"
     tmpl.mkdir(parents=True)
-    (tmpl / "10-groups.conf").write_text("[Service]\nSupplementaryGroups=\n"
-                                         "SupplementaryGroups=c\n")
+    (tmpl / "10-groups.conf").write_text("[Service]\nSupplementaryGroups=\nSupplementaryGroups=c\n")
     inst = tmp_path / "etc/systemd/system/vllm-supervisor@m.service.d"
     inst.mkdir(parents=True)
-    (inst / "20-home.conf").write_text("[Service]\nProtectHome=read-only\nUser=other\n"
-                                       "Environment=\"VSUP_CONFIG_DIR=/srv/my etc\" A=1\n")
+    (inst / "20-home.conf").write_text(
+        "[Service]\nProtectHome=read-only\nUser=other\n"
+        'Environment="VSUP_CONFIG_DIR=/srv/my etc" A=1\n'
+    )
     unit = installed("m", tmp_path)
     assert unit is not None and unit.path == lib / "vllm-supervisor@.service"
     assert unit.user == "other" and unit.supplementary == ("c",)
@@ -58,6 +59,7 @@ def test_environment_file_of_the_instance(tmp_path: Path) -> None:
     env.write_text("# HF cache elsewhere\nHF_HOME='/srv/hf'\n\nX = y\n")
     (d / "vllm-supervisor@.service").write_text(
         f"[Service]\nEnvironment=HF_HOME=/a\nEnvironmentFile=-{tmp_path}/%i.env\n"
-        "EnvironmentFile=-/nonexistent/%i.env\n")
+        "EnvironmentFile=-/nonexistent/%i.env\n"
+    )
     unit = installed("m", tmp_path)
     assert unit is not None and unit.environment == {"HF_HOME": "/srv/hf", "X": "y"}

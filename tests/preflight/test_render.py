@@ -14,7 +14,10 @@ from tests.helpers import fake_venv, write_config
 def test_render_full(tmp_path: Path) -> None:
     venv = fake_venv(tmp_path, "vllm", "0.33.0", script=True)
     (tmp_path / "key").write_text("s3cret\n")
-    cfg = load_registry(write_config(tmp_path, f"""
+    cfg = load_registry(
+        write_config(
+            tmp_path,
+            f"""
     models:
       m:
         model: org/m
@@ -28,33 +31,70 @@ def test_render_full(tmp_path: Path) -> None:
         env: {{HF_HOME: /cache/hf}}
         engine: {{tensor_parallel_size: 2, enforce_eager: true, max_model_len: 2048}}
         extra_args: [--disable-uvicorn-access-log]
-    """)).models["m"]
+    """,
+        )
+    ).models["m"]
     cmd = render(cfg, detect(venv))
     assert list(cmd.argv) == [
-        str(venv / "bin/vllm"), "serve", "org/m", "--served-model-name", "a", "b",
-        "--host", "0.0.0.0", "--port", "8005", "--max-model-len", "2048", "--enforce-eager",
-        "--tensor-parallel-size", "2", "--disable-uvicorn-access-log"]
+        str(venv / "bin/vllm"),
+        "serve",
+        "org/m",
+        "--served-model-name",
+        "a",
+        "b",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8005",
+        "--max-model-len",
+        "2048",
+        "--enforce-eager",
+        "--tensor-parallel-size",
+        "2",
+        "--disable-uvicorn-access-log",
+    ]
     assert "s3cret" not in " ".join(cmd.argv)
     assert cmd.env_add["VLLM_API_KEY"] == "s3cret"
     assert cmd.redacted_env()["VLLM_API_KEY"] == REDACTED
     assert cmd.env_add["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert cmd.env_add["HF_HUB_OFFLINE"] == "1" and cmd.env_add["HF_HOME"] == "/cache/hf"
-    child = cmd.child_env({"PATH": "/bin", "NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "1",
-                           "WATCHDOG_PID": "2", "LISTEN_FDS": "1", "LISTEN_PID": "3",
-                           "LISTEN_FDNAMES": "x", "VSUP_CONFIG_DIR": "/etc/x",
-                           "VLLM_API_KEY": "stale"})
+    child = cmd.child_env(
+        {
+            "PATH": "/bin",
+            "NOTIFY_SOCKET": "/run/n",
+            "WATCHDOG_USEC": "1",
+            "WATCHDOG_PID": "2",
+            "LISTEN_FDS": "1",
+            "LISTEN_PID": "3",
+            "LISTEN_FDNAMES": "x",
+            "VSUP_CONFIG_DIR": "/etc/x",
+            "VLLM_API_KEY": "stale",
+        }
+    )
     assert child["PATH"] == "/bin" and child["VLLM_API_KEY"] == "s3cret"
-    assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-                "LISTEN_FDNAMES", "VSUP_CONFIG_DIR"} & set(child)
+    assert not {
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "VSUP_CONFIG_DIR",
+    } & set(child)
     assert render(cfg, detect(venv), read_secret=None).env_add["VLLM_API_KEY"] == REDACTED
 
 
 def test_inherited_api_key_is_dropped_without_api_key_file(tmp_path: Path) -> None:
     venv = fake_venv(tmp_path)
-    cfg = load_registry(write_config(tmp_path, f"""
+    cfg = load_registry(
+        write_config(
+            tmp_path,
+            f"""
     models:
       m: {{model: org/m, port: 1, venv: {venv}}}
-    """)).models["m"]
+    """,
+        )
+    ).models["m"]
     cmd = render(cfg, detect(venv))
     assert "VLLM_API_KEY" not in cmd.child_env({"VLLM_API_KEY": "from-the-unit-env"})
     assert cmd.env_add["PYTHONUNBUFFERED"] == "1"

@@ -17,7 +17,8 @@ def test_every_model_key_is_documented() -> None:
 def test_configuration_md_is_fresh() -> None:
     assert DOC.read_text() == docgen.render(), (
         "docs/configuration.md is stale: python -m vllm_supervisor.reference.docgen > "
-        "docs/configuration.md")
+        "docs/configuration.md"
+    )
 
 
 def test_every_supervision_key_is_documented() -> None:
@@ -33,7 +34,8 @@ def test_troubleshooting_md_is_fresh() -> None:
     doc = DOC.with_name("troubleshooting.md")
     assert doc.read_text() == docgen.render_troubleshooting(), (
         "docs/troubleshooting.md is stale: python -m vllm_supervisor.reference.docgen "
-        "troubleshooting > docs/troubleshooting.md")
+        "troubleshooting > docs/troubleshooting.md"
+    )
 
 
 def test_json_schema_is_fresh_and_agrees_with_the_validator() -> None:
@@ -46,14 +48,23 @@ def test_json_schema_is_fresh_and_agrees_with_the_validator() -> None:
     doc = DOC.with_name("models.schema.json")
     assert json.loads(doc.read_text()) == schema.render(), (
         "docs/models.schema.json is stale: python -m vllm_supervisor.reference.schema > "
-        "docs/models.schema.json")
+        "docs/models.schema.json"
+    )
     validator = jsonschema.Draft202012Validator(schema.render())
     etc = DOC.parent.parent / "etc"
     for f in [etc / "models.yaml", *sorted((etc / "models.d").glob("*.yaml"))]:
         assert list(validator.iter_errors(yaml.safe_load(f.read_text()))) == [], f
-    bad = {"models": {"m": {"model": "x", "port": 1, "prot": 2,
-                            "engine": {"max_model_lenn": 1, "dtype": "fp12"}}},
-           "defaults": {"port": 3}}
+    bad = {
+        "models": {
+            "m": {
+                "model": "x",
+                "port": 1,
+                "prot": 2,
+                "engine": {"max_model_lenn": 1, "dtype": "fp12"},
+            }
+        },
+        "defaults": {"port": 3},
+    }
     paths = {"/".join(map(str, e.absolute_path)) for e in validator.iter_errors(bad)}
     assert paths == {"models/m", "models/m/engine", "models/m/engine/dtype", "defaults"}
     # Sizes: the editor's verdict is the validator's, case and all ('8gib' passed vllmctl
@@ -62,8 +73,11 @@ def test_json_schema_is_fresh_and_agrees_with_the_validator() -> None:
 
     opt = BY_NAME["kv_cache_memory_bytes"]
     for size in ("8gib", "8GiB", "512 MB", "1.5t", "12", "8 gigs", "GiB", "-1G", "8GiBB"):
-        doc_ok = not list(validator.iter_errors(
-            {"models": {"m": {"model": "x", "port": 1, "engine": {opt.name: size}}}}))
+        doc_ok = not list(
+            validator.iter_errors(
+                {"models": {"m": {"model": "x", "port": 1, "engine": {opt.name: size}}}}
+            )
+        )
         check_ok = coerce(opt, size)[1] is None
         assert doc_ok == check_ok, (size, doc_ok, check_ok)
         assert doc_ok == (size in ("8gib", "8GiB", "512 MB", "1.5t", "12")), size

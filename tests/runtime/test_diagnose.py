@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from vllm_supervisor.runtime.causes import TABLE
 from vllm_supervisor.runtime.diagnose import (
     FATAL_WORDS,
-    TABLE,
     diagnose,
     first_fatal_line,
     is_fatal_while_serving,
@@ -22,8 +22,10 @@ REAL = {
     "unknown-flag": ("unknown-flag", "remove or rename it (--no-such-flag)"),
     "bad-arg-value": ("bad-flag-value", "fix the option behind --structured-outputs-config"),
     "port-in-use": ("port-in-use", "free the port"),
-    "max-model-len-too-large": ("max-model-len-too-large",
-                                "set engine.max_model_len to at most 2048"),
+    "max-model-len-too-large": (
+        "max-model-len-too-large",
+        "set engine.max_model_len to at most 2048",
+    ),
     "kv-cache-too-small": ("kv-cache-too-small", "set engine.max_model_len to at most"),
     "invalid-config-value": ("invalid-config-value", "fix the option or env: value"),
     "unknown-quantization": ("unknown-quantization", "fix engine.quantization"),
@@ -31,9 +33,10 @@ REAL = {
     # Captured under the real-systemd tier's minimal Debian root (no libnuma1), and as user
     # vllm with model.safetensors at mode 0600 (what make-tiny-model used to write).
     "libnuma-missing": ("host-library-missing", "apt-get install libnuma1"),
-    "weights-unreadable": ("weights-unreadable",
-                           "check that the service user can read /srv/models/locked/"
-                           "model.safetensors"),
+    "weights-unreadable": (
+        "weights-unreadable",
+        "check that the service user can read /srv/models/locked/model.safetensors",
+    ),
 }
 
 # Lines as vLLM (and the libraries under it) print them, for what this machine cannot
@@ -41,71 +44,69 @@ REAL = {
 SAMPLES = {
     "cuda-oom": "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
     "gpu-memory-held": "ValueError: Free memory on device cuda:0 (10.2/79.1 GiB) on startup is "
-                       "less than desired GPU memory utilization (0.9, 71.2 GiB).",
+    "less than desired GPU memory utilization (0.9, 71.2 GiB).",
     "kv-cache-none": "ValueError: No available memory for the cache blocks. Try increasing "
-                     "`gpu_memory_utilization` when initializing the engine.",
+    "`gpu_memory_utilization` when initializing the engine.",
     "offline-cache-miss": "huggingface_hub.errors.LocalEntryNotFoundError: outgoing traffic "
-                          "has been disabled.",
+    "has been disabled.",
     "not-a-model": "  Value error, Unrecognized model in /srv/m. Should have a `model_type` key "
-                   "in its config.json. [type=value_error, input_value=ArgsKwargs(()]",
+    "in its config.json. [type=value_error, input_value=ArgsKwargs(()]",
     "gated-repo": "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access "
-                  "gated repo for url https://huggingface.co/meta-llama/x/config.json.",
+    "gated repo for url https://huggingface.co/meta-llama/x/config.json.",
     "bad-model-path": "OSError: Invalid repository ID or local directory specified: 'x'.",
     "unsupported-architecture": "ValueError: Model architectures ['FooForCausalLM'] are not "
-                                "supported for now.",
+    "supported for now.",
     "trust-remote-code": "ValueError: The repository x contains custom code which must be "
-                         "executed to correctly load the model. Please pass the argument "
-                         "`trust_remote_code=True` to allow custom code to be run.",
+    "executed to correctly load the model. Please pass the argument "
+    "`trust_remote_code=True` to allow custom code to be run.",
     "no-device": "RuntimeError: Failed to infer device type",
     "driver-too-old": "RuntimeError: The NVIDIA driver on your system is too old (found "
-                      "version 11040).",
+    "version 11040).",
     "bf16-unsupported": "ValueError: Bfloat16 is only supported on GPUs with compute "
-                        "capability of at least 8.0. Your Tesla T4 GPU has compute capability "
-                        "7.5.",
+    "capability of at least 8.0. Your Tesla T4 GPU has compute capability "
+    "7.5.",
     "engine-ready-timeout": "TimeoutError: Timed out waiting for engine core processes to "
-                            "start. This is often caused by slow weight loading.",
+    "start. This is often caused by slow weight loading.",
     "nccl-error": "RuntimeError: NCCL error: unhandled system error (run with NCCL_DEBUG=INFO "
-                  "for details)",
+    "for details)",
     "sleep-unsupported": "ValueError: Sleep mode is not supported on current platform.",
-    "cpu-attention-config": "RuntimeError: Unsupported CPU attention configuration: "
-                            "head_dim=16",
+    "cpu-attention-config": "RuntimeError: Unsupported CPU attention configuration: head_dim=16",
     "disk-full": "OSError: [Errno 28] No space left on device",
     "host-library-missing": "(VllmWorker-0 pid=169) WARNING 11-22 10:28:02 [cpu.py:644] Failed "
-                            "to import from vllm._C: ImportError('libnuma.so.1: cannot open "
-                            "shared object file: No such file or directory')",
+    "to import from vllm._C: ImportError('libnuma.so.1: cannot open "
+    "shared object file: No such file or directory')",
     "weights-unreadable": "(Worker pid=270) ERROR 11-22 10:29:46 [multiproc_executor.py:953] "
-                          "FileNotFoundError: No such file or directory: /srv/m/model.safetensors",
+    "FileNotFoundError: No such file or directory: /srv/m/model.safetensors",
     "ray-missing": "ValueError: Ray is not installed. Please install Ray to use multi-node "
-                   "serving.",
+    "serving.",
     "tool-parser-invalid": "KeyError: 'invalid tool call parser: foo (chose from { hermes, "
-                           "mistral })'",
+    "mistral })'",
     "reasoning-parser-invalid": "KeyError: 'invalid reasoning parser: foo (chose from { "
-                                "deepseek_r1, qwen3 })'",
+    "deepseek_r1, qwen3 })'",
     "worker-rpc-failed": "RuntimeError: Worker failed with error 'CUDA error: an illegal "
-                         "memory access was encountered', please check the stack trace above "
-                         "for the root cause",
+    "memory access was encountered', please check the stack trace above "
+    "for the root cause",
     "worker-died": "(APIServer pid=1) ERROR [multiproc_executor.py:150] Worker proc "
-                   "VllmWorker-0 died unexpectedly, shutting down executor.",
+    "VllmWorker-0 died unexpectedly, shutting down executor.",
     "engine-dead": "(APIServer pid=1) ERROR [async_llm.py:906] vllm.v1.engine.exceptions."
-                   "EngineDeadError: EngineCore encountered an issue.",
+    "EngineDeadError: EngineCore encountered an issue.",
     "engine-start-failed": "RuntimeError: Engine core initialization failed. See root cause "
-                           "above. Failed core proc(s): {}",
+    "above. Failed core proc(s): {}",
     "kv-cache-too-small": "ValueError: To serve at least one request with the models's max "
-                          "seq len (32768), (4.00 GiB KV cache is needed, which is larger "
-                          "than the available KV cache memory (1.00 GiB). Based on the "
-                          "available memory, the estimated maximum model length is 8192.",
+    "seq len (32768), (4.00 GiB KV cache is needed, which is larger "
+    "than the available KV cache memory (1.00 GiB). Based on the "
+    "available memory, the estimated maximum model length is 8192.",
     "max-model-len-too-large": "Value error, User-specified max_model_len (40000) is greater "
-                               "than the derived max_model_len (max_position_embeddings=32768 "
-                               "or model_max_length=None in model's config.json).",
+    "than the derived max_model_len (max_position_embeddings=32768 "
+    "or model_max_length=None in model's config.json).",
     "port-in-use": "OSError: [Errno 98] Address already in use",
     "unknown-flag": "vllm serve: error: unrecognized arguments: --x",
     "bad-flag-value": "vllm serve: error: argument --dtype: invalid choice: 'x'",
-    "unknown-quantization": "Value error, Unknown quantization method: x. Must be one of "
-                            "['awq']",
+    "unknown-quantization": "Value error, Unknown quantization method: x. Must be one of ['awq']",
     "invalid-config-value": "  Value error, invalid literal for int() with base 10: '0.001' "
-                            "[type=value_error, input_value=ArgsKwargs(()]",
+    "[type=value_error, input_value=ArgsKwargs(()]",
     "engine-core-died": "(APIServer pid=1) WARNING [core_client.py:817] [shutdown] MPClient: "
-                        "engine core exited unexpectedly; starting cleanup",
+    "engine core exited unexpectedly; starting cleanup",
 }
 
 
@@ -158,8 +159,10 @@ def test_fatal_while_serving() -> None:
     # One worker RPC failing does not mean the engine is dead (vLLM raises it from
     # collective_rpc): no restart of a serving engine for it alone.
     assert not is_fatal_while_serving(SAMPLES["worker-rpc-failed"])
-    assert is_fatal_while_serving("vllm.v1.engine.exceptions.EngineDeadError: EngineCore "
-                                  "encountered an issue. See stack trace (above)")
+    assert is_fatal_while_serving(
+        "vllm.v1.engine.exceptions.EngineDeadError: EngineCore "
+        "encountered an issue. See stack trace (above)"
+    )
 
 
 def test_the_fatal_gate_words_cover_every_fatal_pattern() -> None:
@@ -169,8 +172,10 @@ def test_the_fatal_gate_words_cover_every_fatal_pattern() -> None:
         if cause.fatal_while_serving:
             for alternative in cause.pattern.split("|"):
                 assert any(w in alternative for w in FATAL_WORDS), (cause.id, alternative)
-    assert first_fatal_line("ok\nINFO x\n(X) ERROR Worker proc W died unexpectedly, y\nz") \
+    assert (
+        first_fatal_line("ok\nINFO x\n(X) ERROR Worker proc W died unexpectedly, y\nz")
         == "(X) ERROR Worker proc W died unexpectedly, y"
+    )
 
 
 def test_permanent_causes_do_not_retry() -> None:

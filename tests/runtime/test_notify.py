@@ -46,6 +46,8 @@ def test_no_socket_is_a_no_op_and_errors_are_counted(tmp_path: Path) -> None:
 
 def test_watchdog_only_when_the_pid_is_ours() -> None:
     assert Notifier({"WATCHDOG_USEC": "2000000"}).watchdog_usec == 2_000_000
-    assert Notifier({"WATCHDOG_USEC": "2000000",
-                     "WATCHDOG_PID": str(os.getpid())}).watchdog_usec == 2_000_000
+    assert (
+        Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_usec
+        == 2_000_000
+    )
     assert Notifier({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}).watchdog_usec == 0

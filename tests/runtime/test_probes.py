@@ -14,8 +14,10 @@ from tests.e2e.engine_proc import free_port
 
 def answer(make: Any) -> Any:
     """An async handler that answers MAKE() (aiohttp deprecates bare functions)."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         return make()  # type: ignore[no-any-return]
+
     return handler
 
 
@@ -37,15 +39,25 @@ async def test_health_models_token_and_running_requests() -> None:
         seen["body"] = await request.json()
         return web.json_response({"choices": [{"text": "x"}]})
 
-    runner, port = await serve([
-        web.get("/health", answer(lambda: web.Response(status=503))),
-        web.get("/v1/models", answer(lambda: web.json_response({"data": [{"id": "a"}]}))),
-        web.post("/v1/completions", completions),
-        web.get("/metrics", answer(lambda: web.Response(text=(
-            "# TYPE vllm:num_requests_running gauge\n"
-            'vllm:num_requests_running{engine="0"} 2.0\n'
-            'vllm:num_requests_running{engine="1"} 1.0\n')))),
-    ])
+    runner, port = await serve(
+        [
+            web.get("/health", answer(lambda: web.Response(status=503))),
+            web.get("/v1/models", answer(lambda: web.json_response({"data": [{"id": "a"}]}))),
+            web.post("/v1/completions", completions),
+            web.get(
+                "/metrics",
+                answer(
+                    lambda: web.Response(
+                        text=(
+                            "# TYPE vllm:num_requests_running gauge\n"
+                            'vllm:num_requests_running{engine="0"} 2.0\n'
+                            'vllm:num_requests_running{engine="1"} 1.0\n'
+                        )
+                    )
+                ),
+            ),
+        ]
+    )
     try:
         async with aiohttp.ClientSession() as session:
             p = Prober(EngineAddress("0.0.0.0", port, ("a", "b"), api_key="k"), session)
@@ -69,8 +81,13 @@ async def test_refused_timeout_and_a_hung_generation() -> None:
         assert await nobody.health(1) == "refused"  # still loading: no listener yet
         assert await nobody.running_requests(1) is None
         unauthorised = answer(lambda: web.Response(status=401))
-        runner, port = await serve([web.get("/health", slow), web.post("/v1/completions", slow),
-                                    web.get("/v1/models", unauthorised)])
+        runner, port = await serve(
+            [
+                web.get("/health", slow),
+                web.post("/v1/completions", slow),
+                web.get("/v1/models", unauthorised),
+            ]
+        )
         try:
             p = Prober(EngineAddress("127.0.0.1", port, ("a",)), session)
             assert await p.health(0.2) == "timeout"

@@ -29,8 +29,9 @@ async def run(code: str) -> tuple[process.Exit, list[str], process.Engine]:
 
 
 async def test_lines_exit_code_and_partial_last_line() -> None:
-    ex, lines, _ = await run("import sys; print('a'); print('b\\r'); sys.stdout.write('tail');"
-                             "sys.exit(3)")
+    ex, lines, _ = await run(
+        "import sys; print('a'); print('b\\r'); sys.stdout.write('tail');sys.exit(3)"
+    )
     assert ex == process.Exit(3, None) and ex.describe() == "exited with code 3"
     assert lines == ["a", "b", "tail"]
 
@@ -45,9 +46,11 @@ async def test_long_lines_are_cut_not_fatal() -> None:
 
 
 async def test_utf8_split_across_reads_and_invalid_bytes() -> None:
-    ex, lines, _ = await run("import sys; b = sys.stdout.buffer; b.write('é'.encode()[:1]);"
-                             "b.flush(); import time; time.sleep(0.05);"
-                             "b.write('é'.encode()[1:] + b'\\n\\xff\\n'); b.flush()")
+    ex, lines, _ = await run(
+        "import sys; b = sys.stdout.buffer; b.write('é'.encode()[:1]);"
+        "b.flush(); import time; time.sleep(0.05);"
+        "b.write('é'.encode()[1:] + b'\\n\\xff\\n'); b.flush()"
+    )
     assert ex.code == 0
     assert lines == ["é", "\ufffd"]
 
@@ -58,10 +61,12 @@ async def test_signal_exit_is_mirrored_by_the_warden() -> None:
 
 
 async def test_stop_escalates_when_sigterm_is_ignored_and_takes_grandchildren() -> None:
-    code = ("import os, signal, time, subprocess, sys\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-            "print('up', flush=True)\ntime.sleep(60)\n")
+    code = (
+        "import os, signal, time, subprocess, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('up', flush=True)\ntime.sleep(60)\n"
+    )
     sink = Sink()
     eng = await process.spawn([sys.executable, "-c", code], {"PATH": "/usr/bin:/bin"}, sink)
     while "up" not in sink.lines:
@@ -73,8 +78,11 @@ async def test_stop_escalates_when_sigterm_is_ignored_and_takes_grandchildren() 
 
 async def test_stop_without_escalation() -> None:
     sink = Sink()
-    eng = await process.spawn([sys.executable, "-c", "import time; print('up', flush=True);"
-                               "time.sleep(60)"], {"PATH": "/usr/bin:/bin"}, sink)
+    eng = await process.spawn(
+        [sys.executable, "-c", "import time; print('up', flush=True);time.sleep(60)"],
+        {"PATH": "/usr/bin:/bin"},
+        sink,
+    )
     while "up" not in sink.lines:
         await asyncio.sleep(0.02)
     escalated, left = await eng.stop(grace=5)

@@ -6,8 +6,16 @@ from vllm_supervisor.runtime.restarts import RestartPolicy, RestartTracker
 
 
 def test_backoff_grows_to_its_cap_and_a_stable_run_resets_it() -> None:
-    t = RestartTracker(RestartPolicy(backoff_initial=2, backoff_factor=3, backoff_max=10,
-                                     stable_after=300, budget=100, window=600))
+    t = RestartTracker(
+        RestartPolicy(
+            backoff_initial=2,
+            backoff_factor=3,
+            backoff_max=10,
+            stable_after=300,
+            budget=100,
+            window=600,
+        )
+    )
     assert [t.next_delay(now=i, ran_for=1) for i in range(4)] == [2, 6, 10, 10]
     assert t.next_delay(now=5, ran_for=300) == 2  # it had served 300 s: start over
     assert t.used == 5

@@ -30,9 +30,13 @@ class Rig:
         self.failures: list[dict[str, Any]] = []
         self.cmd = command()
         self.reload_answer: ModelSetup | str | None = None
-        self.effects = Effects(spawn=self.spawner, prober=self.prober, notifier=self.notifier,
-                               save_failure=self.failures.append,
-                               reload=lambda: self.reload_answer or "unset")
+        self.effects = Effects(
+            spawn=self.spawner,
+            prober=self.prober,
+            notifier=self.notifier,
+            save_failure=self.failures.append,
+            reload=lambda: self.reload_answer or "unset",
+        )
         self.sup = Supervisor("m", self.setup(settings or fast_settings()), self.effects)
         self.task: asyncio.Task[int] = asyncio.ensure_future(self.sup.run())
 
@@ -51,7 +55,7 @@ class Rig:
         await self.until(lambda: self.sup.state is st, timeout)
 
     def trail(self) -> list[str]:
-        return [f"{h['from']}->{h['state']}: {h['reason']}" for h in self.sup.history]
+        return [f"{h['from']}->{h['state']}: {h['reason']}" for h in self.sup.life.history]
 
     async def ready(self) -> None:
         self.prober.up = True
@@ -79,8 +83,9 @@ CHECK = states.check  # unrecorded, for tests of the table itself
 
 
 @pytest.fixture(autouse=True)
-def record_transitions(monkeypatch: pytest.MonkeyPatch,
-                       request: pytest.FixtureRequest) -> Iterator[None]:
+def record_transitions(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[None]:
     real = states.check
 
     def check(old: State, new: State) -> None:
@@ -101,7 +106,7 @@ async def test_ready_only_after_health_models_and_a_token() -> None:
     await rig.state(State.READY)
     assert rig.notifier.count("READY") == 1
     assert rig.notifier.sent[-1]["STATUS"] == "ready on h:1"
-    assert [h["state"] for h in rig.sup.history] == ["starting", "probing", "ready"]
+    assert [h["state"] for h in rig.sup.life.history] == ["starting", "probing", "ready"]
     assert await rig.finish() == 0
     assert rig.spawner.engines[0].stops == [7.0]
     assert rig.notifier.count("STOPPING") == 1
@@ -113,8 +118,7 @@ async def test_probe_failure_restarts_instead_of_ready() -> None:
     rig.prober.up = True
     await rig.until(lambda: len(rig.spawner.engines) >= 2)
     assert rig.notifier.count("READY") == 0
-    assert any("readiness probe failed: 1-token generation answered 500" in t
-               for t in rig.trail())
+    assert any("readiness probe failed: 1-token generation answered 500" in t for t in rig.trail())
     rig.prober.token_error = None
     await rig.state(State.READY)
     await rig.finish()
@@ -128,8 +132,10 @@ async def test_engine_death_while_ready_restarts(how: str) -> None:
     if how == "exit0":
         first.exit(0)  # vLLM exits 0 after its engine dies: still a failure
     elif how == "fatal-line":
-        rig.spawner.say("(APIServer pid=1) WARNING [core_client.py:817] [shutdown] "
-                        "MPClient: engine core exited unexpectedly; starting cleanup")
+        rig.spawner.say(
+            "(APIServer pid=1) WARNING [core_client.py:817] [shutdown] "
+            "MPClient: engine core exited unexpectedly; starting cleanup"
+        )
     elif how == "503":
         rig.prober.health_answer = 503
     else:
@@ -137,11 +143,14 @@ async def test_engine_death_while_ready_restarts(how: str) -> None:
     await rig.until(lambda: len(rig.spawner.engines) == 2)
     rig.prober.health_answer = None
     await rig.state(State.READY)
-    assert rig.sup.restarts == 1
+    assert rig.sup.life.restarts == 1
     assert first.killed  # the old group is always killed before a restart
-    reasons = {"exit0": "engine exited with code 0 unexpectedly",
-               "fatal-line": "engine log: (APIServer pid=1)",
-               "503": "/health answered 503", "hang": "engine hung: 3 health checks"}
+    reasons = {
+        "exit0": "engine exited with code 0 unexpectedly",
+        "fatal-line": "engine log: (APIServer pid=1)",
+        "503": "/health answered 503",
+        "hang": "engine hung: 3 health checks",
+    }
     assert any(reasons[how] in t for t in rig.trail()), rig.trail()
     assert rig.notifier.count("READY") == 2
     await rig.finish()
@@ -169,13 +178,16 @@ async def test_budget_spent_ends_failed_with_1() -> None:
         await rig.until(lambda n=n: len(rig.spawner.engines) == n + 1)
         rig.spawner.engines[n].exit(1)
     assert await asyncio.wait_for(rig.task, 5) == 1
-    assert rig.sup.restarts == 2 and len(rig.spawner.engines) == 3
+    assert rig.sup.life.restarts == 2 and len(rig.spawner.engines) == 3
     assert rig.failures[0]["diagnosis"] is None
 
 
 async def test_backoff_grows() -> None:
-    rig = Rig(fast_settings(restart=RestartPolicy(backoff_initial=0.01, backoff_factor=3,
-                                                  budget=5, window=60)))
+    rig = Rig(
+        fast_settings(
+            restart=RestartPolicy(backoff_initial=0.01, backoff_factor=3, budget=5, window=60)
+        )
+    )
     for n in range(3):
         await rig.until(lambda n=n: len(rig.spawner.engines) == n + 1)
         rig.spawner.engines[n].exit(1)
@@ -193,8 +205,9 @@ async def test_spawn_error_is_a_failure_not_a_crash() -> None:
 
 
 async def test_stall_timeout_kills_and_restarts() -> None:
-    rig = Rig(fast_settings(startup=Startup(stall_timeout=0.1, start_timeout=60,
-                                            poll_interval=0.01)))
+    rig = Rig(
+        fast_settings(startup=Startup(stall_timeout=0.1, start_timeout=60, poll_interval=0.01))
+    )
     await rig.until(lambda: len(rig.spawner.engines) == 2)
     assert rig.spawner.engines[0].killed
     assert any("no load progress for 0.1 s in phase 'spawned'" in t for t in rig.trail())
@@ -255,7 +268,7 @@ async def test_events_of_a_gone_engine_are_ignored() -> None:
     rig.sup.post(ev.EngineDead(gen=0, why="stale"))
     rig.sup.post(ev.Exited(gen=0, exit=Exit(0, None)))
     await rig.handled(ev.Reload(ack=rig.ack()))  # queued after both: they were handled
-    assert rig.sup.state is State.READY and rig.sup.restarts == 0
+    assert rig.sup.state is State.READY and rig.sup.life.restarts == 0
     await rig.finish()
 
 
@@ -326,7 +339,7 @@ async def test_restart_replaces_the_engine_and_acks() -> None:
     assert "ready->stopping: restart" in rig.trail()
     await rig.until(lambda: len(rig.spawner.engines) == 2)
     await rig.state(State.READY)
-    assert rig.sup.restarts == 0  # asked for, not a failure
+    assert rig.sup.life.restarts == 0  # asked for, not a failure
     assert as_dict(rig.sup.status())["events"] >= 2
     await rig.finish()
 
@@ -390,10 +403,14 @@ async def test_deactivate_during_the_backoff_stops_without_a_new_start() -> None
 
 def test_every_table_edge_is_taken_by_these_tests(request: pytest.FixtureRequest) -> None:
     """Last in the file: the table lists nothing the code cannot do."""
-    others = {i.name for i in request.session.items
-              if i.module is request.module and i.name != request.node.name}
+    others = {
+        i.name
+        for i in request.session.items
+        if i.module is request.module and i.name != request.node.name
+    }
     if not others or not others <= RAN:
         pytest.skip("needs every test of this module to have run")
-    missing = [f"{o.value} -> {n.value} ({why})" for o, n, why in states.EDGES
-               if (o, n) not in SEEN]
+    missing = [
+        f"{o.value} -> {n.value} ({why})" for o, n, why in states.EDGES if (o, n) not in SEEN
+    ]
     assert missing == []

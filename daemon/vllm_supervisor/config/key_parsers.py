@@ -23,7 +23,6 @@ NAME = re.compile(r"^[^\s/]\S*$")  # served names and aliases (reference/schema.
 MINIMUM = {"failures": 1, "budget": 0, "backoff_factor": 1.0}
 
 
-
 def parse_block(ctx: ProblemScope, name: str, node: YNode, current: object) -> object:
     """One block (over the defaults' block, so defaults: and models can both set parts)."""
     if node.mapping is None:
@@ -45,8 +44,12 @@ def parse_block(ctx: ProblemScope, name: str, node: YNode, current: object) -> o
                 continue
         elif isinstance(default, int):
             if isinstance(v, bool) or not isinstance(v, int) or v < MINIMUM.get(key, 1):
-                ctx.err(vnode, f"{name}.{key}", f"expected a whole number >= "
-                        f"{MINIMUM.get(key, 1)}, got {v!r}", line)
+                ctx.err(
+                    vnode,
+                    f"{name}.{key}",
+                    f"expected a whole number >= {MINIMUM.get(key, 1)}, got {v!r}",
+                    line,
+                )
                 continue
         else:
             low = MINIMUM.get(key, 0.0)
@@ -86,9 +89,14 @@ def choice(choices: tuple[str, ...]) -> Callable[[ProblemScope, YNode, str], obj
     def conv(ctx: ProblemScope, node: YNode, key: str) -> object:
         if node.scalar in choices:
             return node.scalar
-        ctx.err(node, key, f"expected one of {', '.join(choices)}; got {node.plain()!r}"
-                + did_you_mean(str(node.scalar), choices))
+        ctx.err(
+            node,
+            key,
+            f"expected one of {', '.join(choices)}; got {node.plain()!r}"
+            + did_you_mean(str(node.scalar), choices),
+        )
         return None
+
     return conv
 
 
@@ -103,11 +111,17 @@ def str_list(choices: tuple[str, ...] | None) -> Callable[[ProblemScope, YNode, 
             if not isinstance(item.scalar, str):
                 ctx.err(item, key, f"expected a string, got {item.kind}")
             elif choices is not None and item.scalar not in choices:
-                ctx.err(item, key, f"unknown value '{item.scalar}'"
-                        + did_you_mean(item.scalar, choices) + f"; known: {', '.join(choices)}")
+                ctx.err(
+                    item,
+                    key,
+                    f"unknown value '{item.scalar}'"
+                    + did_you_mean(item.scalar, choices)
+                    + f"; known: {', '.join(choices)}",
+                )
             else:
                 out.append(item.scalar)
         return tuple(out)
+
     return conv
 
 
@@ -138,6 +152,7 @@ def path_in(base: Path) -> Callable[[ProblemScope, YNode, str], object]:
         # Relative paths are relative to the file that names them, not to whatever cwd the
         # service happens to start in.
         return p if p.is_absolute() else (base / p)
+
     return conv
 
 
@@ -160,8 +175,9 @@ def gpus(ctx: ProblemScope, node: YNode | None) -> tuple[int, ...] | None:
     for item in items:
         v = item.scalar
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            ctx.err(item, "gpus",
-                    f"expected GPU indexes (whole numbers >= 0), got {item.plain()!r}")
+            ctx.err(
+                item, "gpus", f"expected GPU indexes (whole numbers >= 0), got {item.plain()!r}"
+            )
             bad = True
         elif v in out:
             ctx.err(item, "gpus", f"GPU {v} is listed twice")

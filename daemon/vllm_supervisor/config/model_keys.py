@@ -18,17 +18,49 @@ from vllm_supervisor.engine.options import OptionValue
 TOOL_SUPPORT = ("native", "react", "none")
 # Capabilities are read by tools (vllmctl probe sends an image only to `vision` models), so a
 # typo must not silently switch a check off.
-CAPABILITIES = ("chat", "completion", "vision", "audio", "tools", "structured_output",
-                "reasoning", "embedding", "rerank", "code", "long_context")
-MODEL_KEYS = ("model", "served_model_name", "host", "port", "venv", "gpus", "env", "offline",
-              "api_key_file", "tool_support", "description", "roles", "capabilities",
-              "aliases", "deprecated", "engine", "extra_args", "autostart", "startup", "health",
-              "restart", "stop")
+CAPABILITIES = (
+    "chat",
+    "completion",
+    "vision",
+    "audio",
+    "tools",
+    "structured_output",
+    "reasoning",
+    "embedding",
+    "rerank",
+    "code",
+    "long_context",
+)
+MODEL_KEYS = (
+    "model",
+    "served_model_name",
+    "host",
+    "port",
+    "venv",
+    "gpus",
+    "env",
+    "offline",
+    "api_key_file",
+    "tool_support",
+    "description",
+    "roles",
+    "capabilities",
+    "aliases",
+    "deprecated",
+    "engine",
+    "extra_args",
+    "autostart",
+    "startup",
+    "health",
+    "restart",
+    "stop",
+)
 PER_MODEL_ONLY = frozenset({"model", "served_model_name", "port", "aliases"})
 
 
-def build_model(ctx: ProblemScope, name: str, line: int, body: YNode,
-                defaults: dict[str, YNode]) -> ModelConfig | None:
+def build_model(
+    ctx: ProblemScope, name: str, line: int, body: YNode, defaults: dict[str, YNode]
+) -> ModelConfig | None:
     if body.mapping is None:
         ctx.problems.append(Problem(body.file, line, ctx.prefix, "expected a mapping of settings"))
         return None
@@ -41,14 +73,22 @@ def build_model(ctx: ProblemScope, name: str, line: int, body: YNode,
     merged = {**defaults, **own}
     where: dict[str, tuple[str, int]] = {k: (n.file, n.line) for k, n in merged.items()}
 
-    def get(key: str, conv: Callable[[ProblemScope, YNode, str], object], default: object) -> object:
+    def get(
+        key: str, conv: Callable[[ProblemScope, YNode, str], object], default: object
+    ) -> object:
         node = merged.get(key)
         return default if node is None else conv(ctx, node, key)
 
     model = get("model", p.string, None)
     if "model" not in merged:
-        ctx.problems.append(Problem(body.file, line, f"{ctx.prefix}.model",
-                                    "is required (a local directory or a Hugging Face repo id)"))
+        ctx.problems.append(
+            Problem(
+                body.file,
+                line,
+                f"{ctx.prefix}.model",
+                "is required (a local directory or a Hugging Face repo id)",
+            )
+        )
     port = get("port", p.port, None)
     if "port" not in merged:
         ctx.problems.append(Problem(body.file, line, f"{ctx.prefix}.port", "is required"))
@@ -61,14 +101,17 @@ def build_model(ctx: ProblemScope, name: str, line: int, body: YNode,
     key_file = get("api_key_file", p.path_in(cfg_dir), None)
     deprecated = get("deprecated", p.deprecated, None)
     cfg = ModelConfig(
-        name=name, file=body.file, line=line,
+        name=name,
+        file=body.file,
+        line=line,
         model=p.local_path(model, cfg_dir) if isinstance(model, str) else "",
         served_model_names=served if isinstance(served, tuple) else (name,),
         host=str(get("host", p.string, "127.0.0.1")),
         port=port if isinstance(port, int) else 0,
         venv=venv if isinstance(venv, Path) else default_venv(),
         gpus=p.gpus(ctx, merged.get("gpus")),
-        env=env, offline=get("offline", p.boolean, False) is True,
+        env=env,
+        offline=get("offline", p.boolean, False) is True,
         api_key_file=key_file if isinstance(key_file, Path) else None,
         tool_support=str(get("tool_support", p.choice(TOOL_SUPPORT), "none")),
         description=str(get("description", p.string, "")),
@@ -76,7 +119,9 @@ def build_model(ctx: ProblemScope, name: str, line: int, body: YNode,
         capabilities=p.as_tuple(get("capabilities", p.str_list(CAPABILITIES), ())),
         aliases=p.as_tuple(get("aliases", p.names, ())),
         deprecated=deprecated if isinstance(deprecated, str) else None,
-        engine=engine, extra_args=p.as_tuple(extra), where=where,
+        engine=engine,
+        extra_args=p.as_tuple(extra),
+        where=where,
         supervision=_supervision(ctx, defaults, own),
     )
     if cfg.deprecated:
@@ -96,13 +141,19 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
         f, ln = cfg.locate(key)
         ctx.problems.append(Problem(f, ln, f"{ctx.prefix}.{key}", msg))
 
-    if cfg.tool_support == "native" and not (e.get("tool_call_parser")
-                                             and e.get("enable_auto_tool_choice") is True):
-        err("tool_support", "native tool calling needs engine.tool_call_parser and "
-            "engine.enable_auto_tool_choice: true")
+    if cfg.tool_support == "native" and not (
+        e.get("tool_call_parser") and e.get("enable_auto_tool_choice") is True
+    ):
+        err(
+            "tool_support",
+            "native tool calling needs engine.tool_call_parser and "
+            "engine.enable_auto_tool_choice: true",
+        )
     if e.get("enable_auto_tool_choice") is True and not e.get("tool_call_parser"):
-        err("engine.enable_auto_tool_choice", "needs engine.tool_call_parser (vLLM refuses "
-            "to start without one)")
+        err(
+            "engine.enable_auto_tool_choice",
+            "needs engine.tool_call_parser (vLLM refuses to start without one)",
+        )
     world = 1
     for k in ("tensor_parallel_size", "pipeline_parallel_size"):
         v = e.get(k)
@@ -111,13 +162,20 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
         err("gpus", f"lists {len(cfg.gpus)} GPU(s) but tensor x pipeline parallel needs {world}")
     if "kv_cache_memory_bytes" in e and "gpu_memory_utilization" in e:
         f, ln = cfg.locate("engine.kv_cache_memory_bytes")
-        ctx.problems.append(Problem(f, ln, f"{ctx.prefix}.engine.kv_cache_memory_bytes",
-                                    "overrides gpu_memory_utilization for the KV cache",
-                                    "warning"))
+        ctx.problems.append(
+            Problem(
+                f,
+                ln,
+                f"{ctx.prefix}.engine.kv_cache_memory_bytes",
+                "overrides gpu_memory_utilization for the KV cache",
+                "warning",
+            )
+        )
 
 
-def _engine(ctx: ProblemScope, dflt: YNode | None, own: YNode | None,
-            where: dict[str, tuple[str, int]]) -> dict[str, OptionValue]:
+def _engine(
+    ctx: ProblemScope, dflt: YNode | None, own: YNode | None, where: dict[str, tuple[str, int]]
+) -> dict[str, OptionValue]:
     out: dict[str, OptionValue] = {}
     for node in (dflt, own):
         if node is None:
@@ -129,9 +187,14 @@ def _engine(ctx: ProblemScope, dflt: YNode | None, own: YNode | None,
             kline = node.key_lines[key]
             opt = engine_options.BY_NAME.get(key)
             if opt is None:
-                ctx.err(vnode, f"engine.{key}", "unknown engine option"
-                        + did_you_mean(key, engine_options.BY_NAME)
-                        + "; raw vLLM flags go in extra_args", kline)
+                ctx.err(
+                    vnode,
+                    f"engine.{key}",
+                    "unknown engine option"
+                    + did_you_mean(key, engine_options.BY_NAME)
+                    + "; raw vLLM flags go in extra_args",
+                    kline,
+                )
                 continue
             value, why = engine_options.coerce(opt, vnode.plain())
             if why is not None or value is None:
@@ -142,8 +205,9 @@ def _engine(ctx: ProblemScope, dflt: YNode | None, own: YNode | None,
     return out
 
 
-def _supervision(ctx: ProblemScope, defaults: dict[str, YNode],
-                 own: dict[str, YNode]) -> supervision.Supervision:
+def _supervision(
+    ctx: ProblemScope, defaults: dict[str, YNode], own: dict[str, YNode]
+) -> supervision.Supervision:
     """Blocks merge key by key: defaults' block first, then the model's."""
     sup = supervision.Supervision()
     for layer in (defaults, own):
@@ -174,12 +238,21 @@ def _env(ctx: ProblemScope, dflt: YNode | None, own: YNode | None) -> dict[str, 
             if not p.ENV_NAME.match(key):
                 ctx.err(vnode, f"env.{key}", "not a valid environment variable name", kline)
             elif key in flags.OWNED_ENV:
-                ctx.err(vnode, f"env.{key}", f"set by the supervisor: {flags.OWNED_ENV[key]}",
-                        kline)
-            elif isinstance(v, bool) or v is None or vnode.mapping is not None \
-                    or vnode.sequence is not None:
-                ctx.err(vnode, f"env.{key}", f"expected a string (quote it: \"{v}\"), got "
-                        f"{vnode.kind}", kline)
+                ctx.err(
+                    vnode, f"env.{key}", f"set by the supervisor: {flags.OWNED_ENV[key]}", kline
+                )
+            elif (
+                isinstance(v, bool)
+                or v is None
+                or vnode.mapping is not None
+                or vnode.sequence is not None
+            ):
+                ctx.err(
+                    vnode,
+                    f"env.{key}",
+                    f'expected a string (quote it: "{v}"), got {vnode.kind}',
+                    kline,
+                )
             else:
                 out[key] = str(v)
     return out

@@ -69,5 +69,6 @@ class ProblemScope:
         self.problems.append(Problem(node.file, line or node.line, f"{self.prefix}.{key}", message))
 
     def warn(self, node: Located, key: str, message: str, line: int = 0) -> None:
-        self.problems.append(Problem(node.file, line or node.line, f"{self.prefix}.{key}",
-                                     message, "warning"))
+        self.problems.append(
+            Problem(node.file, line or node.line, f"{self.prefix}.{key}", message, "warning")
+        )

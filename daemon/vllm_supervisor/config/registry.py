@@ -46,8 +46,9 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
     main = config_dir / "models.yaml"
     files = [main, *sorted((config_dir / "models.d").glob("*.yaml"))]
     if not main.is_file():
-        why = _unreadable(main) or ("not found (create it, or pass --config-dir; see etc/ "
-                                    "for an example)")
+        why = _unreadable(main) or (
+            "not found (create it, or pass --config-dir; see etc/ for an example)"
+        )
         raise ConfigInvalid([Problem(str(main), 0, "", why)])
     defaults: dict[str, YNode] = {}
     raw_models: dict[str, tuple[YNode, str, int]] = {}
@@ -56,40 +57,59 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
         if root is None:
             continue
         if root.mapping is None:
-            problems.append(Problem(str(path), root.line, "", "expected a mapping with "
-                                    "'models:' at the top level"))
+            problems.append(
+                Problem(
+                    str(path), root.line, "", "expected a mapping with 'models:' at the top level"
+                )
+            )
             continue
         for key, node in root.mapping.items():
             line = root.key_lines[key]
             if key not in TOP_KEYS:
-                problems.append(Problem(str(path), line, key, "unknown top-level key"
-                                        + did_you_mean(key, TOP_KEYS)))
+                problems.append(
+                    Problem(
+                        str(path), line, key, "unknown top-level key" + did_you_mean(key, TOP_KEYS)
+                    )
+                )
             elif key == "defaults" and path != main:
-                problems.append(Problem(str(path), line, key, "defaults belong in models.yaml "
-                                        "only, so one file decides them"))
+                problems.append(
+                    Problem(
+                        str(path),
+                        line,
+                        key,
+                        "defaults belong in models.yaml only, so one file decides them",
+                    )
+                )
             elif key == "defaults":
                 defaults = _defaults(node, problems)
             else:
                 _collect_models(node, raw_models, problems)
     models: dict[str, ModelConfig] = {}
     for name, (node, file, line) in raw_models.items():
-        cfg = model_keys.build_model(ProblemScope(file, f"models.{name}", problems), name, line, node, defaults)
+        cfg = model_keys.build_model(
+            ProblemScope(file, f"models.{name}", problems), name, line, node, defaults
+        )
         if cfg is not None:
             models[name] = cfg
     _cross_checks(models, problems)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ConfigInvalid(problems)
-    return Registry(config_dir, tuple(str(f) for f in files), models,
-                    tuple(p for p in problems if p.severity == "warning"))
+    return Registry(
+        config_dir,
+        tuple(str(f) for f in files),
+        models,
+        tuple(p for p in problems if p.severity == "warning"),
+    )
 
 
 def _read(path: Path, problems: list[Problem]) -> YNode | None:
     try:
         text = path.read_text(encoding="utf-8")
     except PermissionError:
-        problems.append(Problem(str(path), 0, "", _unreadable(path)
-                                or "cannot read it: permission denied"))
+        problems.append(
+            Problem(str(path), 0, "", _unreadable(path) or "cannot read it: permission denied")
+        )
         return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(Problem(str(path), 0, "", f"cannot read: {exc}"))
@@ -103,8 +123,7 @@ def _unreadable(path: Path) -> str | None:
     """What keeps this process from reading PATH (the folder that cannot be entered, or the
     file's mode) with the fix, or None when nothing does or the file is simply absent."""
     denied = access.check([access.Need(path, access.R, "", "the config file")]) or []
-    return denied[0].message(access.Identity.current().name) if denied and denied[0].at \
-        else None
+    return denied[0].message(access.Identity.current().name) if denied and denied[0].at else None
 
 
 def _defaults(node: YNode, problems: list[Problem]) -> dict[str, YNode]:
@@ -115,34 +134,59 @@ def _defaults(node: YNode, problems: list[Problem]) -> dict[str, YNode]:
     for key, value in node.mapping.items():
         line = node.key_lines[key]
         if key in model_keys.PER_MODEL_ONLY:
-            problems.append(Problem(node.file, line, f"defaults.{key}",
-                                    "is per model and cannot have a default"))
+            problems.append(
+                Problem(
+                    node.file, line, f"defaults.{key}", "is per model and cannot have a default"
+                )
+            )
         elif key not in model_keys.MODEL_KEYS:
-            problems.append(Problem(node.file, line, f"defaults.{key}", "unknown key"
-                                    + did_you_mean(key, model_keys.MODEL_KEYS)))
+            problems.append(
+                Problem(
+                    node.file,
+                    line,
+                    f"defaults.{key}",
+                    "unknown key" + did_you_mean(key, model_keys.MODEL_KEYS),
+                )
+            )
         else:
             out[key] = value
     return out
 
 
-def _collect_models(node: YNode, out: dict[str, tuple[YNode, str, int]],
-                    problems: list[Problem]) -> None:
+def _collect_models(
+    node: YNode, out: dict[str, tuple[YNode, str, int]], problems: list[Problem]
+) -> None:
     if node.mapping is None:
         if node.scalar is not None or node.sequence is not None:
-            problems.append(Problem(node.file, node.line, "models",
-                                    "expected a mapping of model name -> settings"))
+            problems.append(
+                Problem(
+                    node.file, node.line, "models", "expected a mapping of model name -> settings"
+                )
+            )
         return
     for name, body in node.mapping.items():
         line = node.key_lines[name]
         if not SLUG.match(name):
-            problems.append(Problem(node.file, line, f"models.{name}",
-                                    "model names are systemd instance names: lowercase "
-                                    "letters, digits, '.', '_', '-', at most 64, no '/'"))
+            problems.append(
+                Problem(
+                    node.file,
+                    line,
+                    f"models.{name}",
+                    "model names are systemd instance names: lowercase "
+                    "letters, digits, '.', '_', '-', at most 64, no '/'",
+                )
+            )
             continue
         if name in out:
             first = out[name]
-            problems.append(Problem(node.file, line, f"models.{name}",
-                                    f"defined twice (first in {first[1]}:{first[2]})"))
+            problems.append(
+                Problem(
+                    node.file,
+                    line,
+                    f"models.{name}",
+                    f"defined twice (first in {first[1]}:{first[2]})",
+                )
+            )
             continue
         out[name] = (body, node.file, line)
 
@@ -160,14 +204,26 @@ def _cross_checks(models: dict[str, ModelConfig], problems: list[Problem]) -> No
         wildcard = [k for k in ports if k[1] == cfg.port and "0.0.0.0" in (k[0], cfg.host)]
         clash = ports.get(key) or (ports[wildcard[0]] if wildcard else None)
         if clash:
-            problems.append(Problem(file, line, f"models.{cfg.name}.port",
-                                    f"port {cfg.port} is already used by model '{clash}'"))
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"models.{cfg.name}.port",
+                    f"port {cfg.port} is already used by model '{clash}'",
+                )
+            )
         else:
             ports[key] = cfg.name
         for n in cfg.served_model_names + cfg.aliases:
             owner = names.get(n)
             if owner and owner != cfg.name:
                 f2, l2 = cfg.locate("served_model_name")
-                problems.append(Problem(f2, l2, f"models.{cfg.name}.served_model_name",
-                                        f"name '{n}' is already served by model '{owner}'"))
+                problems.append(
+                    Problem(
+                        f2,
+                        l2,
+                        f"models.{cfg.name}.served_model_name",
+                        f"name '{n}' is already served by model '{owner}'",
+                    )
+                )
             names.setdefault(n, cfg.name)

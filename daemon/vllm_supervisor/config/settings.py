@@ -51,5 +51,9 @@ class Supervision:
     stop: Stop = field(default_factory=Stop)
 
 
-BLOCKS: dict[str, type] = {"startup": Startup, "health": Health, "restart": RestartPolicy,
-                           "stop": Stop}
+BLOCKS: dict[str, type] = {
+    "startup": Startup,
+    "health": Health,
+    "restart": RestartPolicy,
+    "stop": Stop,
+}

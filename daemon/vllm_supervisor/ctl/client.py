@@ -62,8 +62,9 @@ class Client:
         self.path = find_socket(bases, model)
         self.timeout = timeout
 
-    def _open(self, method: str, url: str, body: dict[str, Any] | None,
-              timeout: float | None = None) -> http.client.HTTPResponse:
+    def _open(
+        self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None = None
+    ) -> http.client.HTTPResponse:
         conn = _UnixConnection(str(self.path), timeout or self.timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
@@ -71,15 +72,22 @@ class Client:
             conn.request(method, url, body=data, headers=headers)
             resp = conn.getresponse()
         except FileNotFoundError:
-            raise CtlError(f"{self.model}: not running: systemctl start "
-                           f"vllm-supervisor@{self.model}", exitcodes.NOT_RUNNING) from None
+            raise CtlError(
+                f"{self.model}: not running: systemctl start vllm-supervisor@{self.model}",
+                exitcodes.NOT_RUNNING,
+            ) from None
         except ConnectionRefusedError:
-            raise CtlError(f"{self.model}: not running (stale socket {self.path}): systemctl "
-                           f"start vllm-supervisor@{self.model}", exitcodes.NOT_RUNNING) from None
+            raise CtlError(
+                f"{self.model}: not running (stale socket {self.path}): systemctl "
+                f"start vllm-supervisor@{self.model}",
+                exitcodes.NOT_RUNNING,
+            ) from None
         except PermissionError:
-            raise CtlError(f"{self.model}: permission denied on {self.path}: add your user to "
-                           "group vllm-admin (usermod -aG vllm-admin USER; log in again)",
-                           exitcodes.PERMISSION) from None
+            raise CtlError(
+                f"{self.model}: permission denied on {self.path}: add your user to "
+                "group vllm-admin (usermod -aG vllm-admin USER; log in again)",
+                exitcodes.PERMISSION,
+            ) from None
         except OSError as exc:
             code = exitcodes.PERMISSION if exc.errno == errno.EACCES else exitcodes.FAILED
             raise CtlError(f"{self.model}: {exc}", code) from None
@@ -98,8 +106,9 @@ class Client:
     def get_text(self, url: str) -> str:
         return self._open("GET", url, None).read().decode("utf-8", errors="replace")
 
-    def stream(self, method: str, url: str, body: dict[str, Any] | None,
-               timeout: float | None = None) -> Iterator[bytes]:
+    def stream(
+        self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None = None
+    ) -> Iterator[bytes]:
         resp = self._open(method, url, body, timeout)
         while True:
             line = resp.readline()

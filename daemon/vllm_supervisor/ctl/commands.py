@@ -13,8 +13,15 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.ctl.client import Client, CtlError, running_models
 from vllm_supervisor.host.locations import runtime_dirs, state_roots
 
-COLOURS = {"ready": "32", "failed": "31", "starting": "33", "probing": "33",
-           "restarting": "33", "draining": "33", "stopping": "33"}
+COLOURS = {
+    "ready": "32",
+    "failed": "31",
+    "starting": "33",
+    "probing": "33",
+    "restarting": "33",
+    "draining": "33",
+    "stopping": "33",
+}
 
 
 def base(args: argparse.Namespace) -> list[Path]:
@@ -32,8 +39,9 @@ def configured(args: argparse.Namespace) -> dict[str, Any]:
     from vllm_supervisor.config.registry import default_config_dir, load_registry
 
     try:
-        return dict(load_registry(Path(args.config_dir) if args.config_dir
-                                  else default_config_dir()).models)
+        return dict(
+            load_registry(Path(args.config_dir) if args.config_dir else default_config_dir()).models
+        )
     except (ConfigInvalid, OSError):
         return {}
 
@@ -57,17 +65,31 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             st = Client(base(args), name, timeout=3).get_json("/v1/state")
             diag = st.get("diagnosis") or {}
-            rows.append({"model": name, "state": st["state"], "since": st["since"],
-                         "port": st.get("port"), "pid": st.get("pid"),
-                         "restarts": st.get("restarts"), "gpu_memory": st.get("gpu_memory"),
-                         "reason": diag.get("title") or st.get("reason", "")})
+            rows.append(
+                {
+                    "model": name,
+                    "state": st["state"],
+                    "since": st["since"],
+                    "port": st.get("port"),
+                    "pid": st.get("pid"),
+                    "restarts": st.get("restarts"),
+                    "gpu_memory": st.get("gpu_memory"),
+                    "reason": diag.get("title") or st.get("reason", ""),
+                }
+            )
         except CtlError as exc:
             if args.models:
                 code = max(code, exc.code)
-            row = {"model": name, "state": "not running" if exc.code == exitcodes.NOT_RUNNING
-                   else "unknown", "since": None, "pid": None, "restarts": None,
-                   "gpu_memory": None, "port": getattr(cfgs.get(name), "port", None),
-                   "reason": str(exc).split(": ", 1)[-1]}
+            row = {
+                "model": name,
+                "state": "not running" if exc.code == exitcodes.NOT_RUNNING else "unknown",
+                "since": None,
+                "pid": None,
+                "restarts": None,
+                "gpu_memory": None,
+                "port": getattr(cfgs.get(name), "port", None),
+                "reason": str(exc).split(": ", 1)[-1],
+            }
             last = _last_failure(state_root(args), name)
             if last and exc.code == exitcodes.NOT_RUNNING:
                 d = last.get("diagnosis") or {}
@@ -83,10 +105,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     table = [["MODEL", "STATE", "SINCE", "PORT", "PID", "RESTARTS", "GPU-MEM", "REASON"]]
     now = time.time()
     for r in rows:
-        table.append([r["model"], r["state"], ago(now - r["since"]) if r["since"] else "-",
-                      str(r["port"] or "-"), str(r["pid"] or "-"),
-                      "-" if r["restarts"] is None else str(r["restarts"]),
-                      r["gpu_memory"] or "-", r["reason"] or ""])
+        table.append(
+            [
+                r["model"],
+                r["state"],
+                ago(now - r["since"]) if r["since"] else "-",
+                str(r["port"] or "-"),
+                str(r["pid"] or "-"),
+                "-" if r["restarts"] is None else str(r["restarts"]),
+                r["gpu_memory"] or "-",
+                r["reason"] or "",
+            ]
+        )
     widths = [max(len(line[i]) for line in table) for i in range(7)]
     for i, line in enumerate(table):
         cells = [c.ljust(w) for c, w in zip(line[:7], widths, strict=True)]
@@ -107,8 +137,9 @@ def _last_failure(roots: list[Path], model: str) -> dict[str, Any] | None:
     return None
 
 
-def follow(args: argparse.Namespace, url: str, body: dict[str, Any],
-           done_ok: set[str] | None) -> tuple[int, dict[str, Any]]:
+def follow(
+    args: argparse.Namespace, url: str, body: dict[str, Any], done_ok: set[str] | None
+) -> tuple[int, dict[str, Any]]:
     """POST and follow the NDJSON state stream; print progress; exit code by the final state
     (in done_ok, or with done_ok None anything but failed) and that final state."""
     client = Client(base(args), args.model)
@@ -117,8 +148,9 @@ def follow(args: argparse.Namespace, url: str, body: dict[str, Any],
     for raw in client.stream("POST", url, body, timeout=body.get("timeout", 900) + 30):
         last = json.loads(raw)
         if tty:
-            print(f"\r\033[K{args.model}: {last.get('status', last.get('state'))}", end="",
-                  flush=True)
+            print(
+                f"\r\033[K{args.model}: {last.get('status', last.get('state'))}", end="", flush=True
+            )
         elif not args.json:
             print(f"{args.model}: {last.get('status', last.get('state'))}", flush=True)
     if tty:
@@ -133,8 +165,10 @@ def follow(args: argparse.Namespace, url: str, body: dict[str, Any],
         return exitcodes.OK, last
     diag = last.get("diagnosis") or {}
     if diag and not args.json:
-        print(f"{args.model}: {diag.get('title')}: {diag.get('cause')}\n  fix: {diag.get('fix')}",
-              file=sys.stderr)
+        print(
+            f"{args.model}: {diag.get('title')}: {diag.get('cause')}\n  fix: {diag.get('fix')}",
+            file=sys.stderr,
+        )
     return exitcodes.FAILED, last
 
 
@@ -152,8 +186,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     # An invalid config answers 422, which the client turns into exit 78.
-    code, last = follow(args, "/v1/reload", {"wait": not args.no_wait,
-                                             "timeout": args.timeout}, None)
+    code, last = follow(
+        args, "/v1/reload", {"wait": not args.no_wait, "timeout": args.timeout}, None
+    )
     detail = (last.get("last_reload") or {}).get("detail")
     if detail and not args.json:
         print(f"{args.model}: reload: {detail}")
@@ -161,8 +196,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_deactivate(args: argparse.Namespace) -> int:
-    body = {"wait": not args.no_wait, "drain_timeout": args.drain_timeout,
-            "timeout": args.drain_timeout + 120.0}
+    body = {
+        "wait": not args.no_wait,
+        "drain_timeout": args.drain_timeout,
+        "timeout": args.drain_timeout + 120.0,
+    }
     if args.no_wait:
         st = Client(base(args), args.model).post_json("/v1/deactivate", body)
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
@@ -212,8 +250,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return exitcodes.CONFIG
     entries = model_list(reg.models, args.host)
-    print(json.dumps({"model_list": entries}, indent=2) if args.json else render_yaml(entries),
-          end="" if not args.json else "\n")
+    print(
+        json.dumps({"model_list": entries}, indent=2) if args.json else render_yaml(entries),
+        end="" if not args.json else "\n",
+    )
     return exitcodes.OK
 
 
@@ -221,4 +261,3 @@ def cmd_models(args: argparse.Namespace) -> int:
     """Configured and running model names, one a line (for shell completion)."""
     print("\n".join(sorted(set(configured(args)) | set(running_models(base(args))))))
     return exitcodes.OK
-

@@ -33,13 +33,22 @@ def model_list(models: dict[str, ModelConfig], hosts: list[str]) -> list[dict[st
         for host in hosts or [local_host(cfg.host)]:
             base = http_base(host, cfg.port) + "/v1"
             for router_name in (*cfg.served_model_names, *cfg.aliases):
-                params: dict[str, Any] = {"model": f"{PROVIDER}/{served}", "api_base": base,
-                                          "api_key": f"os.environ/{key_env(name)}"
-                                          if cfg.api_key_file else "none"}
-                out.append({"model_name": router_name, "litellm_params": params,
-                            "model_info": {"id": f"{name}@{host}:{router_name}",
-                                           "description": cfg.description,
-                                           "supervisor_model": name}})
+                params: dict[str, Any] = {
+                    "model": f"{PROVIDER}/{served}",
+                    "api_base": base,
+                    "api_key": f"os.environ/{key_env(name)}" if cfg.api_key_file else "none",
+                }
+                out.append(
+                    {
+                        "model_name": router_name,
+                        "litellm_params": params,
+                        "model_info": {
+                            "id": f"{name}@{host}:{router_name}",
+                            "description": cfg.description,
+                            "supervisor_model": name,
+                        },
+                    }
+                )
     return out
 
 

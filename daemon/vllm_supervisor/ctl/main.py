@@ -20,61 +20,100 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--socket-dir", default=None, help="where MODEL/admin.sock live "
-                        "(default $VSUP_RUNTIME_DIR, else your $XDG_RUNTIME_DIR/vllm-supervisor "
-                        "and then /run/vllm-supervisor)")
-    common.add_argument("--config-dir", type=Path, default=None, help="config directory "
-                        "(default $VSUP_CONFIG_DIR, else /etc/vllm-supervisor)")
-    common.add_argument("--state-dir", default=None, help="last failures (default "
-                        "$VSUP_STATE_DIR, else your $XDG_STATE_HOME/vllm-supervisor and then "
-                        "/var/lib/vllm-supervisor)")
-    parser = argparse.ArgumentParser(prog="vllmctl", description="Operate vllm-supervisor "
-                                     "instances. Exit codes: 0 ok, 1 failed, 2 usage, 3 not "
-                                     "running, 4 permission denied, 78 config invalid.")
+    common.add_argument(
+        "--socket-dir",
+        default=None,
+        help="where MODEL/admin.sock live "
+        "(default $VSUP_RUNTIME_DIR, else your $XDG_RUNTIME_DIR/vllm-supervisor "
+        "and then /run/vllm-supervisor)",
+    )
+    common.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="config directory (default $VSUP_CONFIG_DIR, else /etc/vllm-supervisor)",
+    )
+    common.add_argument(
+        "--state-dir",
+        default=None,
+        help="last failures (default "
+        "$VSUP_STATE_DIR, else your $XDG_STATE_HOME/vllm-supervisor and then "
+        "/var/lib/vllm-supervisor)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="vllmctl",
+        description="Operate vllm-supervisor "
+        "instances. Exit codes: 0 ok, 1 failed, 2 usage, 3 not "
+        "running, 4 permission denied, 78 config invalid.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("status", parents=[common], help="one line per model")
     s.add_argument("models", nargs="*", metavar="MODEL")
-    for name, help_ in (("activate", "start the engine and follow its progress until ready"),
-                        ("restart", "restart the engine and follow it until ready"),
-                        ("reload", "re-read the config; restart the engine if its command "
-                                   "changed (the unit's ExecReload)")):
+    for name, help_ in (
+        ("activate", "start the engine and follow its progress until ready"),
+        ("restart", "restart the engine and follow it until ready"),
+        (
+            "reload",
+            "re-read the config; restart the engine if its command changed (the unit's ExecReload)",
+        ),
+    ):
         a = sub.add_parser(name, parents=[common], help=help_)
         a.add_argument("model", metavar="MODEL")
         a.add_argument("--no-wait", action="store_true", help="return once accepted")
         a.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
-    d = sub.add_parser("deactivate", parents=[common],
-                       help="drain running requests, then stop the engine")
+    d = sub.add_parser(
+        "deactivate", parents=[common], help="drain running requests, then stop the engine"
+    )
     d.add_argument("model", metavar="MODEL")
-    d.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="seconds to wait for running requests (30; 0: stop at once)")
+    d.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for running requests (30; 0: stop at once)",
+    )
     d.add_argument("--no-wait", action="store_true", help="return once accepted")
     lg = sub.add_parser("logs", parents=[common], help="the engine's recent log lines")
     lg.add_argument("model", metavar="MODEL")
     lg.add_argument("-n", type=int, default=100, help="lines (100)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep following")
-    for name, help_ in (("metrics", "Prometheus text for the supervisor and engine"),
-                        ("config", "the rendered command and environment (secrets redacted)")):
+    for name, help_ in (
+        ("metrics", "Prometheus text for the supervisor and engine"),
+        ("config", "the rendered command and environment (secrets redacted)"),
+    ):
         sub.add_parser(name, parents=[common], help=help_).add_argument("model", metavar="MODEL")
     pr = sub.add_parser("probe", parents=[common], help="preflight: names, chat, JSON, image")
     pr.add_argument("model", metavar="MODEL")
     pr.add_argument("--timeout", type=float, default=60.0, help="seconds per check (60)")
     sub.add_parser("completion", help="print the bash completion script").add_argument(
-        "shell", choices=["bash"])
-    ex = sub.add_parser("export", parents=[common],
-                        help="a LiteLLM router model_list for the configured models")
+        "shell", choices=["bash"]
+    )
+    ex = sub.add_parser(
+        "export", parents=[common], help="a LiteLLM router model_list for the configured models"
+    )
     ex.add_argument("target", choices=["litellm"])
-    ex.add_argument("--host", action="append", default=[], metavar="NAME",
-                    help="a host the models run on (repeat for several; default: each "
-                         "model's own host)")
+    ex.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host the models run on (repeat for several; default: each model's own host)",
+    )
     sub.add_parser("_models", parents=[common])  # names for completion; not shown in help
-    p = sub.add_parser("check", parents=[common],
-                       help="validate the config and show what each model runs")
+    p = sub.add_parser(
+        "check", parents=[common], help="validate the config and show what each model runs"
+    )
     p.add_argument("models", nargs="*", metavar="MODEL")
-    p.add_argument("--no-probe", action="store_true",
-                   help="do not ask the engine venv for its flag list when it is not cached")
-    p.add_argument("--strict", action="store_true",
-                   help="also parse each rendered command with the installed vLLM's own parser "
-                        "(imports torch: ~10 s per engine venv)")
+    p.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="do not ask the engine venv for its flag list when it is not cached",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also parse each rendered command with the installed vLLM's own parser "
+        "(imports torch: ~10 s per engine venv)",
+    )
     return parser
 
 
@@ -115,30 +154,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     config_dir = args.config_dir or default_config_dir()
     paths, note = service_view(config_dir)
     try:
-        report = run_check(config_dir, args.models, probe=not args.no_probe, strict=args.strict,
-                           paths=paths)
+        report = run_check(
+            config_dir, args.models, probe=not args.no_probe, strict=args.strict, paths=paths
+        )
     except UnknownModel as exc:
         print(f"vllmctl check: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     if note:
         report.notes.append(note)
     if args.json:
-        print(json.dumps({
-            "ok": report.ok,
-            "config_dir": str(config_dir),
-            "files": list(report.files),
-            "problems": [p.as_dict() for p in report.all_problems()],
-            "notes": report.notes,
-            "models": {m.cfg.name: {
-                "ok": m.ok,
-                "engine": None if m.engine is None else {
-                    "distribution": m.engine.distribution, "version": m.engine.version,
-                    "xgrammar": m.engine.xgrammar, "venv": str(m.engine.venv)},
-                "argv": None if m.command is None else list(m.command.argv),
-                "env": None if m.command is None else m.command.redacted_env(),
-                "problems": [p.as_dict() for p in m.problems],
-            } for m in report.models},
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "config_dir": str(config_dir),
+                    "files": list(report.files),
+                    "problems": [p.as_dict() for p in report.all_problems()],
+                    "notes": report.notes,
+                    "models": {
+                        m.cfg.name: {
+                            "ok": m.ok,
+                            "engine": None
+                            if m.engine is None
+                            else {
+                                "distribution": m.engine.distribution,
+                                "version": m.engine.version,
+                                "xgrammar": m.engine.xgrammar,
+                                "venv": str(m.engine.venv),
+                            },
+                            "argv": None if m.command is None else list(m.command.argv),
+                            "env": None if m.command is None else m.command.redacted_env(),
+                            "problems": [p.as_dict() for p in m.problems],
+                        }
+                        for m in report.models
+                    },
+                },
+                indent=2,
+            )
+        )
     else:
         _print_check(report)
     return exitcodes.OK if report.ok else exitcodes.CONFIG
@@ -164,26 +217,29 @@ def completion_script(parser: argparse.ArgumentParser) -> str:
                 models = True
         pos = " ".join(words)
         if models:
-            pos = f'{pos} $(vllmctl _models 2>/dev/null)'.strip()
+            pos = f"{pos} $(vllmctl _models 2>/dev/null)".strip()
         cases.append(f'    {name}) opts="{" ".join(opts)}"; words="{pos}" ;;')
     commands = " ".join(n for n in sub.choices if not n.startswith("_"))
-    return "\n".join([
-        "# bash completion for vllmctl, generated from its argument parser: source it, or",
-        "# install as /usr/share/bash-completion/completions/vllmctl "
-        "(vllmctl completion bash > ...)",
-        "_vllmctl() {",
-        "  local cur=${COMP_WORDS[COMP_CWORD]} opts=\"\" words=\"\"",
-        "  if [ \"$COMP_CWORD\" -eq 1 ]; then",
-        f'    COMPREPLY=($(compgen -W "{commands}" -- "$cur")); return',
-        "  fi",
-        "  case ${COMP_WORDS[1]} in",
-        *cases,
-        "  esac",
-        '  case "$cur" in -*) COMPREPLY=($(compgen -W "$opts" -- "$cur")); return;; esac',
-        '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
-        "}",
-        "complete -F _vllmctl vllmctl",
-        ""])
+    return "\n".join(
+        [
+            "# bash completion for vllmctl, generated from its argument parser: source it, or",
+            "# install as /usr/share/bash-completion/completions/vllmctl "
+            "(vllmctl completion bash > ...)",
+            "_vllmctl() {",
+            '  local cur=${COMP_WORDS[COMP_CWORD]} opts="" words=""',
+            '  if [ "$COMP_CWORD" -eq 1 ]; then',
+            f'    COMPREPLY=($(compgen -W "{commands}" -- "$cur")); return',
+            "  fi",
+            "  case ${COMP_WORDS[1]} in",
+            *cases,
+            "  esac",
+            '  case "$cur" in -*) COMPREPLY=($(compgen -W "$opts" -- "$cur")); return;; esac',
+            '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+            "}",
+            "complete -F _vllmctl vllmctl",
+            "",
+        ]
+    )
 
 
 def service_view(config_dir: Path) -> tuple[AccessCheck, str | None]:
@@ -195,19 +251,22 @@ def service_view(config_dir: Path) -> tuple[AccessCheck, str | None]:
     from vllm_supervisor.preflight.model_checks import AccessCheck
 
     unit = installed()
-    if unit is None or not unit.user or \
-            Path(os.path.realpath(config_dir)) != Path(os.path.realpath(unit.config_dir)):
+    if (
+        unit is None
+        or not unit.user
+        or Path(os.path.realpath(config_dir)) != Path(os.path.realpath(unit.config_dir))
+    ):
         return AccessCheck(), None
     try:
         who = Identity.of(unit.user, unit.group, unit.supplementary)
     except KeyError:
         return AccessCheck(hides_home=unit.hides_home), (
             f"the unit's User={unit.user} does not exist yet (scripts/install.sh creates it "
-            "with systemd-sysusers): paths not checked as that user")
+            "with systemd-sysusers): paths not checked as that user"
+        )
     # The unit's own environment decides where HF_HOME and the caches are, not root's.
     env = {**os.environ, **unit.environment}
-    return AccessCheck(who=who, hides_home=unit.hides_home, environ=env,
-                       managed=unit.managed), None
+    return AccessCheck(who=who, hides_home=unit.hides_home, environ=env, managed=unit.managed), None
 
 
 def _print_check(report: Report) -> None:

@@ -22,22 +22,28 @@ from vllm_supervisor.ctl.client import Client, CtlError
 from vllm_supervisor.host.locations import local_host
 
 # A 1x1 transparent PNG.
-PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhf"
-                         "DwAChwGA60e6kgAAAABJRU5ErkJggg==")
-SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-          "additionalProperties": False}
+PIXEL = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhf"
+    "DwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
 
 
 class EngineClient:
     """A blocking OpenAI-API client for one engine (vllmctl imports no aiohttp)."""
 
-    def __init__(self, host: str, port: int, names: list[str], key: str | None,
-                 timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, names: list[str], key: str | None, timeout: float
+    ) -> None:
         self.host = local_host(host)
         self.port, self.names, self.key, self.timeout = port, names, key, timeout
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         headers = {"Content-Type": "application/json"}
         if self.key:
@@ -51,10 +57,14 @@ class EngineClient:
         return data if isinstance(data, dict) else {}
 
     def chat(self, content: Any, **extra: Any) -> str:
-        body = {"model": self.names[0], "messages": [{"role": "user", "content": content}],
-                "max_tokens": 32, "temperature": 0, **extra}
-        text = self.call("POST", "/v1/chat/completions", body)["choices"][0]["message"][
-            "content"]
+        body = {
+            "model": self.names[0],
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 32,
+            "temperature": 0,
+            **extra,
+        }
+        text = self.call("POST", "/v1/chat/completions", body)["choices"][0]["message"]["content"]
         if not isinstance(text, str) or not text:
             raise RuntimeError("empty answer")
         return text
@@ -69,8 +79,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return exc.code
     if st.get("state") != "ready":
-        print(f"{args.model}: not ready ({st.get('state')}): vllmctl activate {args.model}",
-              file=sys.stderr)
+        print(
+            f"{args.model}: not ready ({st.get('state')}): vllmctl activate {args.model}",
+            file=sys.stderr,
+        )
         return exitcodes.FAILED
     cfg = configured(args).get(args.model)
     key = None
@@ -96,15 +108,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
         except (OSError, RuntimeError, ValueError, KeyError, IndexError) as exc:
             detail, ok = f"{type(exc).__name__}: {exc}", False
         failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name:<20} {(time.monotonic() - t0) * 1000:7.0f} ms"
-              f"  {detail}")
+        print(
+            f"{'ok  ' if ok else 'FAIL'} {name:<20} {(time.monotonic() - t0) * 1000:7.0f} ms"
+            f"  {detail}"
+        )
     return exitcodes.FAILED if failed else exitcodes.OK
 
 
 def _image(t: EngineClient) -> str:
     url = "data:image/png;base64," + base64.b64encode(PIXEL).decode()
-    answer = t.chat([{"type": "text", "text": "What is in this image?"},
-                     {"type": "image_url", "image_url": {"url": url}}])
+    answer = t.chat(
+        [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+    )
     return f"{len(answer)} chars"
 
 
@@ -117,9 +135,14 @@ def _models(t: EngineClient) -> str:
 
 
 def _json_schema(t: EngineClient) -> str:
-    text = t.chat("Answer in JSON.", max_tokens=64, response_format={
-        "type": "json_schema", "json_schema": {"name": "probe", "schema": SCHEMA,
-                                               "strict": True}})
+    text = t.chat(
+        "Answer in JSON.",
+        max_tokens=64,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "probe", "schema": SCHEMA, "strict": True},
+        },
+    )
     data = json.loads(text)
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool) or set(data) != {"ok"}:
         raise ValueError(f"does not match the schema: {text[:100]}")

@@ -55,8 +55,12 @@ def _norm(name: str) -> str:
 
 def _site_packages(venv: Path) -> list[Path]:
     # venv makes lib64 a symlink to lib on most Linux distributions: count each folder once.
-    found = {p.resolve() for lib in ("lib", "lib64")
-             for p in (venv / lib).glob("python3*/site-packages") if p.is_dir()}
+    found = {
+        p.resolve()
+        for lib in ("lib", "lib64")
+        for p in (venv / lib).glob("python3*/site-packages")
+        if p.is_dir()
+    }
     return sorted(found)
 
 
@@ -75,11 +79,12 @@ def detect(venv: Path) -> EngineInfo:
         is_venv = (venv / "pyvenv.cfg").is_file()
     except PermissionError:
         # EACCES on the way, not "no venv": the path check (access.py) names the folder.
-        raise EngineNotFound(f"cannot look into {venv}: permission denied for this user"
-                             ) from None
+        raise EngineNotFound(f"cannot look into {venv}: permission denied for this user") from None
     if not is_venv:
-        raise EngineNotFound(f"{venv} is not a Python venv (no pyvenv.cfg); create it with "
-                             f"scripts/setup-engine --venv {venv}")
+        raise EngineNotFound(
+            f"{venv} is not a Python venv (no pyvenv.cfg); create it with "
+            f"scripts/setup-engine --venv {venv}"
+        )
     python = venv / "bin" / "python"
     if not python.exists():
         raise EngineNotFound(f"{python} is missing; recreate the venv with scripts/setup-engine")
@@ -96,12 +101,16 @@ def detect(venv: Path) -> EngineInfo:
             elif name == "xgrammar":
                 xgrammar = meta[1]
     if not found:
-        raise EngineNotFound(f"no vLLM in {venv} (looked for {' or '.join(DISTRIBUTIONS)}); "
-                             f"install it with scripts/setup-engine --venv {venv}")
+        raise EngineNotFound(
+            f"no vLLM in {venv} (looked for {' or '.join(DISTRIBUTIONS)}); "
+            f"install it with scripts/setup-engine --venv {venv}"
+        )
     if len(found) > 1:
         names = ", ".join(f"{n} {v}" for n, v, _ in found)
-        raise EngineNotFound(f"{venv} holds more than one vLLM ({names}): both install the "
-                             "`vllm` package over each other; keep one")
+        raise EngineNotFound(
+            f"{venv} holds more than one vLLM ({names}): both install the "
+            "`vllm` package over each other; keep one"
+        )
     name, version, dist_info = found[0]
     try:
         parse(version)

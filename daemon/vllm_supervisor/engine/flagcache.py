@@ -20,7 +20,8 @@ PROBE = Path(__file__).with_name("in_venv_probe.py")
 
 def cache_dir() -> Path:
     base = os.environ.get("VSUP_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vllm-supervisor")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vllm-supervisor"
+    )
     return Path(base) / "flags"
 
 
@@ -60,8 +61,9 @@ def parse_argv(info: EngineInfo, args: list[str], timeout: float = 120.0) -> tup
     return parse_many(info, [args], timeout)[0]
 
 
-def parse_many(info: EngineInfo, argvs: list[list[str]],
-               timeout: float = 120.0) -> list[tuple[bool, str]]:
+def parse_many(
+    info: EngineInfo, argvs: list[list[str]], timeout: float = 120.0
+) -> list[tuple[bool, str]]:
     """Judge several argv lists in one engine-venv process (one torch import, not one each)."""
     out = _run(info, ["--parse"], timeout, stdin=json.dumps(argvs))
     results = out.get("results")
@@ -70,12 +72,20 @@ def parse_many(info: EngineInfo, argvs: list[list[str]],
     return [(bool(r.get("ok")), str(r.get("error", ""))) for r in results]
 
 
-def _run(info: EngineInfo, args: list[str], timeout: float,
-         stdin: str | None = None) -> dict[str, object]:
+def _run(
+    info: EngineInfo, args: list[str], timeout: float, stdin: str | None = None
+) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VSUP_")}
     env["VLLM_NO_USAGE_STATS"] = "1"
-    proc = subprocess.run([str(info.python), str(PROBE), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False, input=stdin or "")
+    proc = subprocess.run(
+        [str(info.python), str(PROBE), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+        input=stdin or "",
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

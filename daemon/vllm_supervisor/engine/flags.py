@@ -21,18 +21,30 @@ OWNED_FLAGS: dict[str, str] = {
     "--served-model-name": "set `served_model_name:` on the model",
     "--model": "set `model:` on the model",
     "--config": "put engine options under `engine:`; a vLLM config file could override "
-                "host, port and served names behind the supervisor's back",
+    "host, port and served names behind the supervisor's back",
     "--uds": "the supervisor probes the engine over TCP on host:port",
     "--headless": "the supervisor needs the API server it probes",
 }
 
 # Sampling parameters are per request (or in the model's generation_config.json); as server
 # flags vLLM rejects them with `unrecognized arguments`.
-REQUEST_TIME = frozenset({
-    "--temperature", "--top-p", "--top-k", "--min-p", "--max-tokens", "--best-of", "--n",
-    "--presence-penalty", "--frequency-penalty", "--repetition-penalty", "--stop",
-    "--logprobs", "--stream",
-})
+REQUEST_TIME = frozenset(
+    {
+        "--temperature",
+        "--top-p",
+        "--top-k",
+        "--min-p",
+        "--max-tokens",
+        "--best-of",
+        "--n",
+        "--presence-penalty",
+        "--frequency-penalty",
+        "--repetition-penalty",
+        "--stop",
+        "--logprobs",
+        "--stream",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -47,13 +59,16 @@ class Moved:
 
 
 MOVED: tuple[Moved, ...] = (
-    Moved("--disable-log-requests", (0, 20, 0), (0, 33, 0),
-          "requests are not logged by default; remove it (enable_log_requests turns logging on)",
-          warn_from=(0, 11, 0)),
+    Moved(
+        "--disable-log-requests",
+        (0, 20, 0),
+        (0, 33, 0),
+        "requests are not logged by default; remove it (enable_log_requests turns logging on)",
+        warn_from=(0, 11, 0),
+    ),
     Moved("--task", (0, 20, 0), None, "use --runner / --convert"),
     Moved("--swap-space", (0, 20, 0), None, "removed from vLLM; remove it"),
-    Moved("--guided-decoding-", (0, 20, 0), None,
-          "use engine.structured_outputs_config"),
+    Moved("--guided-decoding-", (0, 20, 0), None, "use engine.structured_outputs_config"),
 )
 
 # Env vars that vLLM dropped: it only logs "Unknown vLLM environment variable", so an
@@ -87,8 +102,10 @@ def extra_arg_problem(flag: str) -> str | None:
     if base in OWNED_FLAGS:
         return f"{base} is owned by the supervisor: {OWNED_FLAGS[base]}"
     if base in REQUEST_TIME:
-        return f"{base} is a request-time parameter, not a server flag: set it per request " \
-               "or in the model's generation_config.json"
+        return (
+            f"{base} is a request-time parameter, not a server flag: set it per request "
+            "or in the model's generation_config.json"
+        )
     opt = engine_options.BY_FLAG.get(base)
     if opt is not None:
         return f"{base} has a typed key: set engine.{opt.name} instead"

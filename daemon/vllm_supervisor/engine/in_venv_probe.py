@@ -54,7 +54,7 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> dict[str, object
         lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
         # pydantic errors span lines; keep from the `error:` line on.
         start = max((i for i, ln in enumerate(lines) if "error:" in ln), default=len(lines) - 1)
-        return {"ok": False, "error": " ".join(ln.strip() for ln in lines[start:start + 3])}
+        return {"ok": False, "error": " ".join(ln.strip() for ln in lines[start : start + 3])}
 
 
 def main() -> None:

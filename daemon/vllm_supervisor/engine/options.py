@@ -39,12 +39,25 @@ _DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 _KV_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla")
 
 OPTIONS: tuple[EngineOption, ...] = (
-    EngineOption("max_model_len", "int_or_auto", "context length in tokens; 'auto' fits the "
-                 "KV cache (vLLM >= 0.20)", minimum=1),
-    EngineOption("gpu_memory_utilization", "float", "fraction of GPU memory vLLM may take",
-                 minimum=0.01, maximum=1.0),
-    EngineOption("kv_cache_memory_bytes", "size", "KV cache size; overrides "
-                 "gpu_memory_utilization (bytes, or '8GiB')", minimum=1),
+    EngineOption(
+        "max_model_len",
+        "int_or_auto",
+        "context length in tokens; 'auto' fits the KV cache (vLLM >= 0.20)",
+        minimum=1,
+    ),
+    EngineOption(
+        "gpu_memory_utilization",
+        "float",
+        "fraction of GPU memory vLLM may take",
+        minimum=0.01,
+        maximum=1.0,
+    ),
+    EngineOption(
+        "kv_cache_memory_bytes",
+        "size",
+        "KV cache size; overrides gpu_memory_utilization (bytes, or '8GiB')",
+        minimum=1,
+    ),
     EngineOption("dtype", "choice", "weight/activation dtype", choices=_DTYPES),
     EngineOption("quantization", "str", "quantization method (awq, gptq, fp8, ...)"),
     EngineOption("kv_cache_dtype", "choice", "KV cache dtype", choices=_KV_DTYPES),
@@ -56,14 +69,22 @@ OPTIONS: tuple[EngineOption, ...] = (
     EngineOption("tensor_parallel_size", "int", "GPUs per pipeline stage", minimum=1),
     EngineOption("pipeline_parallel_size", "int", "pipeline stages", minimum=1),
     EngineOption("data_parallel_size", "int", "data-parallel engine replicas", minimum=1),
-    EngineOption("distributed_executor_backend", "choice", "executor for TP/PP",
-                 choices=("mp", "ray", "uni", "external_launcher")),
+    EngineOption(
+        "distributed_executor_backend",
+        "choice",
+        "executor for TP/PP",
+        choices=("mp", "ray", "uni", "external_launcher"),
+    ),
     EngineOption("trust_remote_code", "bool", "run the model repo's own Python code"),
     EngineOption("tokenizer", "str", "tokenizer path or repo id, when not the model's"),
     EngineOption("hf_config_path", "str", "config.json source, when not the model's"),
     EngineOption("chat_template", "str", "chat template: a file path or the Jinja text"),
-    EngineOption("chat_template_content_format", "choice", "how message content is rendered",
-                 choices=("auto", "string", "openai")),
+    EngineOption(
+        "chat_template_content_format",
+        "choice",
+        "how message content is rendered",
+        choices=("auto", "string", "openai"),
+    ),
     EngineOption("tool_call_parser", "str", "tool-call parser (hermes, llama3_json, ...)"),
     EngineOption("enable_auto_tool_choice", "bool", "let the model decide to call tools"),
     EngineOption("reasoning_parser", "str", "reasoning parser (deepseek_r1, qwen3, ...)"),
@@ -72,16 +93,28 @@ OPTIONS: tuple[EngineOption, ...] = (
     EngineOption("structured_outputs_config", "json", "structured output backend settings"),
     EngineOption("speculative_config", "json", "speculative decoding settings"),
     EngineOption("compilation_config", "json", "torch.compile / CUDA graph settings"),
-    EngineOption("attention_backend", "str", "attention backend (FLASH_ATTN, ...)",
-                 since=(0, 20, 0), env_before="VLLM_ATTENTION_BACKEND"),
+    EngineOption(
+        "attention_backend",
+        "str",
+        "attention backend (FLASH_ATTN, ...)",
+        since=(0, 20, 0),
+        env_before="VLLM_ATTENTION_BACKEND",
+    ),
     EngineOption("load_format", "str", "weight format (auto, safetensors, gguf, ...)"),
-    EngineOption("generation_config", "str", "'auto', 'vllm' or a folder with "
-                 "generation_config.json"),
-    EngineOption("max_logprobs", "int", "max logprobs a request may ask for (-1: no cap)",
-                 minimum=-1),
+    EngineOption(
+        "generation_config", "str", "'auto', 'vllm' or a folder with generation_config.json"
+    ),
+    EngineOption(
+        "max_logprobs", "int", "max logprobs a request may ask for (-1: no cap)", minimum=-1
+    ),
     EngineOption("enable_log_requests", "bool", "log every request (prompts included)"),
-    EngineOption("shutdown_timeout", "int", "seconds to drain requests on SIGTERM",
-                 minimum=0, since=(0, 20, 0)),
+    EngineOption(
+        "shutdown_timeout",
+        "int",
+        "seconds to drain requests on SIGTERM",
+        minimum=0,
+        since=(0, 20, 0),
+    ),
     EngineOption("seed", "int", "random seed"),
 )
 
@@ -92,8 +125,18 @@ BY_FLAG: dict[str, EngineOption] = {o.flag: o for o in OPTIONS}
 # have no inline flags (docs/models.schema.json must accept what vllmctl check accepts).
 SIZE_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([KkMmGgTt][Ii]?[Bb]?|[Bb])?\s*$"
 _SIZE = re.compile(SIZE_PATTERN)
-_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
-          "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
 
 OptionValue = int | float | bool | str | dict[str, object]
 

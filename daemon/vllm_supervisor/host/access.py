@@ -43,8 +43,7 @@ class Identity:
         return cls(user_name(uid), uid, os.getgid(), tuple(os.getgroups()))
 
     @classmethod
-    def of(cls, user: str, group: str | None = None,
-           extra_groups: Iterable[str] = ()) -> Identity:
+    def of(cls, user: str, group: str | None = None, extra_groups: Iterable[str] = ()) -> Identity:
         """The ids systemd gives User=/Group=/SupplementaryGroups=: the user's groups from
         the group database (initgroups(3), which systemd calls), plus the extra ones."""
         pw = pwd.getpwnam(user)
@@ -79,13 +78,17 @@ class Denied:
 
     def fix(self, user: str) -> str:
         if "ProtectHome" in self.reason:
-            return ("move it out of /home and /root (for example under /opt or /srv), or "
-                    "relax ProtectHome= in a drop-in (docs/deployment.md)")
+            return (
+                "move it out of /home and /root (for example under /opt or /srv), or "
+                "relax ProtectHome= in a drop-in (docs/deployment.md)"
+            )
         if not self.at:
             return "create it, or correct the path in the config"
         group = _group_hint(user)
-        return (f"fix: chgrp {group} {self.at} && chmod g+{self.bits} {self.at} (or chmod "
-                f"o+{self.bits} {self.at}), or point the config at a copy {user} can use")
+        return (
+            f"fix: chgrp {group} {self.at} && chmod g+{self.bits} {self.at} (or chmod "
+            f"o+{self.bits} {self.at}), or point the config at a copy {user} can use"
+        )
 
 
 def _bits(mode: int) -> str:
@@ -142,15 +145,18 @@ def blocker(need: Need) -> Answer | None:
         holder = path.parent
         while not os.path.lexists(holder) and holder.parent != holder:
             holder = holder.parent
-        return _reach(holder) or _may(holder, W | X, f"cannot create it: cannot write in "
-                                      f"{holder}")
+        return _reach(holder) or _may(holder, W | X, f"cannot create it: cannot write in {holder}")
     reached = _reach(path)
     if reached is not None:
         return reached
     if not os.path.exists(path):
         if hidden_by_protect_home(path) and os.environ.get("INVOCATION_ID"):
-            return ("cannot see it: the unit's ProtectHome= hides /home, /root and /run/user "
-                    "from the service", "", "")
+            return (
+                "cannot see it: the unit's ProtectHome= hides /home, /root and /run/user "
+                "from the service",
+                "",
+                "",
+            )
         return ("finds no such file", "", "")
     return _may(path, need.mode, f"cannot {_verbs(need.mode)} it")
 
@@ -230,15 +236,18 @@ def venv_needs(venv: Path, entry: Path | None = None) -> list[Need]:
     copied one) must be there for the user too."""
     python = venv / "bin" / "python"
     entry = entry or python
-    needs = [Need(venv / "pyvenv.cfg", R, "venv", "the engine venv's"),
-             Need(entry, R | X, "venv", "the engine's executable")]
+    needs = [
+        Need(venv / "pyvenv.cfg", R, "venv", "the engine venv's"),
+        Need(entry, R | X, "venv", "the engine's executable"),
+    ]
     real = Path(os.path.realpath(python))
     if real != python:
         needs.append(Need(real, R | X, "venv", "the interpreter the engine venv points at"))
     home = _pyvenv_home(venv)
     if home is not None:
-        needs.append(Need(home, R | X, "venv", "the base Python of the engine venv (pyvenv.cfg "
-                          "home)"))
+        needs.append(
+            Need(home, R | X, "venv", "the base Python of the engine venv (pyvenv.cfg home)")
+        )
     return needs
 
 
@@ -255,9 +264,15 @@ def _pyvenv_home(venv: Path) -> Path | None:
 
 def protect_home_denials(needs: list[Need]) -> list[Denied]:
     """What a unit with ProtectHome=yes (or tmpfs) would not see at all."""
-    return [Denied(n, "cannot see it: the unit's ProtectHome= hides /home, /root and "
-                   "/run/user from the service")
-            for n in needs if hidden_by_protect_home(n.path)]
+    return [
+        Denied(
+            n,
+            "cannot see it: the unit's ProtectHome= hides /home, /root and "
+            "/run/user from the service",
+        )
+        for n in needs
+        if hidden_by_protect_home(n.path)
+    ]
 
 
 def env_paths(env: Mapping[str, str]) -> list[Need]:

@@ -33,13 +33,15 @@ def user_runtime_dir(env: Mapping[str, str], uid: int) -> Path:
 
 def user_state_dir(env: Mapping[str, str]) -> Path:
     """$XDG_STATE_HOME/vllm-supervisor (XDG Base Directory spec; ~/.local/state by default)."""
-    xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or "~").expanduser()
-                                            / ".local" / "state")
+    xdg = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME") or "~").expanduser() / ".local" / "state"
+    )
     return Path(xdg) / "vllm-supervisor"
 
 
-def runtime_dir(model: str | None = None, env: Mapping[str, str] | None = None,
-                uid: int | None = None) -> Path:
+def runtime_dir(
+    model: str | None = None, env: Mapping[str, str] | None = None, uid: int | None = None
+) -> Path:
     """The daemon's folder that holds MODEL/admin.sock.
 
     $VSUP_RUNTIME_DIR; else systemd's $RUNTIME_DIRECTORY (the unit makes it per instance,
@@ -91,8 +93,9 @@ def state_roots(env: Mapping[str, str] | None = None, uid: int | None = None) ->
     return [user_state_dir(env), SYSTEM_STATE_DIR]
 
 
-def model_state_dir(model: str, env: Mapping[str, str] | None = None,
-                    uid: int | None = None) -> Path:
+def model_state_dir(
+    model: str, env: Mapping[str, str] | None = None, uid: int | None = None
+) -> Path:
     """The daemon's own state folder: systemd's $STATE_DIRECTORY (StateDirectory=
     vllm-supervisor/%i), else state_root()/MODEL."""
     env = os.environ if env is None else env

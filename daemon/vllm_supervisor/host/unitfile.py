@@ -16,8 +16,13 @@ from pathlib import Path
 
 TEMPLATE = "vllm-supervisor@.service"
 # systemd.unit(5), system units, highest priority first.
-SEARCH = ("etc/systemd/system", "run/systemd/system", "usr/local/lib/systemd/system",
-          "usr/lib/systemd/system", "lib/systemd/system")
+SEARCH = (
+    "etc/systemd/system",
+    "run/systemd/system",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+)
 DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")  # config.DEFAULT_CONFIG_DIR; kept light
 HIDING = {"yes", "true", "on", "1", "tmpfs"}  # ProtectHome= values that hide /home and /root
 
@@ -58,19 +63,34 @@ def installed(model: str | None = None, root: Path = Path("/")) -> ServiceUnit |
     managed: list[Path] = []
     for f in files:
         _read(f, keys, groups, env, managed, model or "")
-    return ServiceUnit(unit, keys.get("User") or None, keys.get("Group") or None,
-                       tuple(groups), keys.get("ProtectHome", "no"),
-                       Path(env.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR), env,
-                       tuple(managed))
+    return ServiceUnit(
+        unit,
+        keys.get("User") or None,
+        keys.get("Group") or None,
+        tuple(groups),
+        keys.get("ProtectHome", "no"),
+        Path(env.get("VSUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR),
+        env,
+        tuple(managed),
+    )
 
 
 # systemd.exec(5): the roots of CacheDirectory=, StateDirectory=, RuntimeDirectory=.
-MANAGED_ROOTS = {"CacheDirectory": Path("/var/cache"), "StateDirectory": Path("/var/lib"),
-                 "RuntimeDirectory": Path("/run")}
+MANAGED_ROOTS = {
+    "CacheDirectory": Path("/var/cache"),
+    "StateDirectory": Path("/var/lib"),
+    "RuntimeDirectory": Path("/run"),
+}
 
 
-def _read(path: Path, keys: dict[str, str], groups: list[str], env: dict[str, str],
-          managed: list[Path], model: str) -> None:
+def _read(
+    path: Path,
+    keys: dict[str, str],
+    groups: list[str],
+    env: dict[str, str],
+    managed: list[Path],
+    model: str,
+) -> None:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:

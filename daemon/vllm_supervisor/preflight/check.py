@@ -54,8 +54,13 @@ class UnknownModel(Exception):
     pass
 
 
-def run_check(config_dir: Path, names: list[str], probe: bool = True,
-              strict: bool = False, paths: AccessCheck | None = None) -> Report:
+def run_check(
+    config_dir: Path,
+    names: list[str],
+    probe: bool = True,
+    strict: bool = False,
+    paths: AccessCheck | None = None,
+) -> Report:
     """Never raises for bad config: everything lands in the report. PATHS: also check that
     the service's user can use every path each model needs (access.py)."""
     report = Report(config_dir)
@@ -67,8 +72,10 @@ def run_check(config_dir: Path, names: list[str], probe: bool = True,
     report.files = reg.files
     unknown = [n for n in names if n not in reg.models]
     if unknown:
-        raise UnknownModel(f"no model {', '.join(repr(n) for n in unknown)} in {config_dir}; "
-                           f"configured: {', '.join(sorted(reg.models)) or 'none'}")
+        raise UnknownModel(
+            f"no model {', '.join(repr(n) for n in unknown)} in {config_dir}; "
+            f"configured: {', '.join(sorted(reg.models)) or 'none'}"
+        )
     chosen = set(names) or set(reg.models)
     engines: dict[Path, EngineInfo | EngineNotFound] = {}
     for w in reg.warnings:
@@ -94,8 +101,10 @@ def run_check(config_dir: Path, names: list[str], probe: bool = True,
             denied, checked = access_problems(cfg, reg.files, paths, info)
             mr.problems += denied
             if not checked and paths.who is not None:
-                report.notes.append(f"{name}: paths not checked as user {paths.who.name} "
-                                    "(the unit's User=): run vllmctl check as root for that")
+                report.notes.append(
+                    f"{name}: paths not checked as user {paths.who.name} "
+                    "(the unit's User=): run vllmctl check as root for that"
+                )
         if info is not None and mr.ok:
             mr.command = render(cfg, info, read_secret=None)
         report.models.append(mr)
@@ -122,15 +131,21 @@ def _strict(report: Report) -> None:
         assert info is not None
         try:
             verdicts = flagcache.parse_many(
-                info, [server_args(mr.command) for mr in group if mr.command is not None])
+                info, [server_args(mr.command) for mr in group if mr.command is not None]
+            )
         except (RuntimeError, OSError) as exc:
             report.notes.append(f"strict check skipped for {info.venv}: {exc}")
             continue
         for mr, (ok, err) in zip(group, verdicts, strict=True):
             if not ok:
-                mr.problems.append(Problem(mr.cfg.file, mr.cfg.line, f"models.{mr.cfg.name}",
-                                           f"vLLM {info.version}'s parser rejects the command: "
-                                           f"{err}"))
+                mr.problems.append(
+                    Problem(
+                        mr.cfg.file,
+                        mr.cfg.line,
+                        f"models.{mr.cfg.name}",
+                        f"vLLM {info.version}'s parser rejects the command: {err}",
+                    )
+                )
 
 
 def _owner(p: Problem, names: set[str]) -> str | None:

@@ -41,15 +41,25 @@ def engine_for(venv: Path, engines: Engines) -> EngineInfo | EngineNotFound:
     return engines[venv]
 
 
-def check_model(cfg: ModelConfig, engines: Engines,
-                known: KnownFlags | None = None,
-                environ: Mapping[str, str] = os.environ) -> tuple[EngineInfo | None, list[Problem]]:
+def check_model(
+    cfg: ModelConfig,
+    engines: Engines,
+    known: KnownFlags | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[EngineInfo | None, list[Problem]]:
     out: list[Problem] = []
 
     def add(key: str, message: str, severity: str = "error") -> None:
         f, ln = cfg.locate(key)
-        out.append(Problem(f, ln, f"models.{cfg.name}.{key}", message,
-                           "warning" if severity == "warning" else "error"))
+        out.append(
+            Problem(
+                f,
+                ln,
+                f"models.{cfg.name}.{key}",
+                message,
+                "warning" if severity == "warning" else "error",
+            )
+        )
 
     info = engine_for(cfg.venv, engines)
     env = {**environ, **cfg.env}
@@ -77,16 +87,18 @@ def _check_ref(ref: str, key: str, offline: bool, env: Mapping[str, str], add: A
         elif p.is_dir() and key == "model" and not (p / "config.json").is_file():
             add(key, f"{ref} has no config.json: not a Hugging Face model directory", "warning")
     elif offline and not hfcache.cached(ref, env):
-        add(key, f"offline is true but '{ref}' is not in the Hugging Face cache at "
+        add(
+            key,
+            f"offline is true but '{ref}' is not in the Hugging Face cache at "
             f"{hfcache.hub_dir(env)}: download it first (huggingface-cli download {ref}) "
-            "or point HF_HOME at the cache that has it")
+            "or point HF_HOME at the cache that has it",
+        )
 
 
 def outside_the_unit(path: Path, environ: Mapping[str, str] = os.environ) -> bool:
     """A LoadCredential= path (docs/deployment.md, "API keys") exists only inside the running
     unit, where systemd sets $CREDENTIALS_DIRECTORY: elsewhere it cannot be checked."""
-    return str(path).startswith("/run/credentials/") and not environ.get(
-        "CREDENTIALS_DIRECTORY")
+    return str(path).startswith("/run/credentials/") and not environ.get("CREDENTIALS_DIRECTORY")
 
 
 def _check_key(path: Path, add: Add) -> None:
@@ -95,25 +107,31 @@ def _check_key(path: Path, add: Add) -> None:
     if not path.exists():
         add("api_key_file", f"{path} does not exist")
     elif not os.access(path, os.R_OK):
-        add("api_key_file", f"{path} is not readable by this user (the service user must "
-            "read it; systemd's LoadCredential= can hand it over)", "warning")
+        add(
+            "api_key_file",
+            f"{path} is not readable by this user (the service user must "
+            "read it; systemd's LoadCredential= can hand it over)",
+            "warning",
+        )
     elif not path.read_text(encoding="utf-8", errors="replace").strip():
         add("api_key_file", f"{path} is empty")
 
 
-def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
-                   add: Add) -> None:
+def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None, add: Add) -> None:
     rel = info.release
     for name in cfg.engine:
         opt = engine_options.BY_NAME[name]
         if opt.since is not None and rel < opt.since and not opt.env_before:
-            add(f"engine.{name}", f"needs vLLM >= {show(opt.since)}; {cfg.venv} has "
-                f"{info.label}")
+            add(f"engine.{name}", f"needs vLLM >= {show(opt.since)}; {cfg.venv} has {info.label}")
     if cfg.engine.get("max_model_len") == "auto" and rel < (0, 20, 0):
         add("engine.max_model_len", f"'auto' needs vLLM >= 0.20; {info.label} rejects it")
     if cfg.engine.get("load_format") == "gguf" and rel >= (0, 32, 0):
-        add("engine.load_format", f"GGUF loading left vLLM in 0.32 ({info.label}): install "
-            "vllm-gguf-plugin in the engine venv", "warning")
+        add(
+            "engine.load_format",
+            f"GGUF loading left vLLM in 0.32 ({info.label}): install "
+            "vllm-gguf-plugin in the engine venv",
+            "warning",
+        )
     for name, (since, hint) in flags.GONE_ENV.items():
         if name in cfg.env and rel >= since:
             add(f"env.{name}", f"has no effect on vLLM {info.version}: {hint}")
@@ -125,8 +143,12 @@ def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
         if moved is not None:
             add("extra_args", moved[1], moved[0])
         elif known is not None and flag not in known:
-            add("extra_args", f"{flag} is not a flag of {info.label}"
-                + did_you_mean(flag, known) + " (vLLM would exit 2: unrecognized arguments)")
+            add(
+                "extra_args",
+                f"{flag} is not a flag of {info.label}"
+                + did_you_mean(flag, known)
+                + " (vLLM would exit 2: unrecognized arguments)",
+            )
 
 
 @dataclass(frozen=True)
@@ -141,8 +163,12 @@ class AccessCheck:
     managed: tuple[Path, ...] = ()  # folders systemd creates for the unit, owned by its user
 
 
-def path_needs(cfg: ModelConfig, files: tuple[str, ...], engine: EngineInfo | None = None,
-               environ: Mapping[str, str] = os.environ) -> list[Need]:
+def path_needs(
+    cfg: ModelConfig,
+    files: tuple[str, ...],
+    engine: EngineInfo | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> list[Need]:
     """Every path the model's service reads, executes or writes."""
     env = {**environ, **cfg.env}
     needs = [Need(Path(f), R, "", "the config file") for f in files if os.path.lexists(f)]
@@ -158,21 +184,35 @@ def path_needs(cfg: ModelConfig, files: tuple[str, ...], engine: EngineInfo | No
             needs += [Need(f, R, key, "the model file") for f in access.model_files(folder)]
         else:
             mode = R | X if cfg.offline else R | W | X  # online: downloads land there
-            needs.append(Need(hfcache.hub_dir(env), mode, key, "the Hugging Face cache",
-                              create=not cfg.offline))
+            needs.append(
+                Need(
+                    hfcache.hub_dir(env),
+                    mode,
+                    key,
+                    "the Hugging Face cache",
+                    create=not cfg.offline,
+                )
+            )
     if cfg.api_key_file is not None and not outside_the_unit(cfg.api_key_file, environ):
         needs.append(Need(cfg.api_key_file, R, "api_key_file", "the API key file"))
     return needs + access.env_paths(env)
 
 
-def access_problems(cfg: ModelConfig, files: tuple[str, ...], how: AccessCheck,
-                    engine: EngineInfo | None = None,
-                    environ: Mapping[str, str] = os.environ) -> tuple[list[Problem], bool]:
+def access_problems(
+    cfg: ModelConfig,
+    files: tuple[str, ...],
+    how: AccessCheck,
+    engine: EngineInfo | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[list[Problem], bool]:
     """Problems for the paths HOW's user cannot use, and whether they could be checked at
     all (another user's view needs root; what ProtectHome= hides is known regardless)."""
     env = how.environ if how.environ is not None else environ
-    needs = [n for n in path_needs(cfg, files, engine, env) + list(how.extra)
-             if not (n.create and any(m == n.path or m in n.path.parents for m in how.managed))]
+    needs = [
+        n
+        for n in path_needs(cfg, files, engine, env) + list(how.extra)
+        if not (n.create and any(m == n.path or m in n.path.parents for m in how.managed))
+    ]
     denied = access.protect_home_denials(needs) if how.hides_home else []
     hidden = {d.need for d in denied}
     found = access.check([n for n in needs if n not in hidden], how.who)

@@ -18,8 +18,15 @@ from vllm_supervisor.engine.detect import EngineInfo
 
 REDACTED = "<redacted>"
 # sd_notify(3), sd_listen_fds(3) and sd_watchdog_enabled(3) variables belong to the main PID.
-STRIPPED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-                "LISTEN_FDNAMES", "VLLM_API_KEY")
+STRIPPED_ENV = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "VLLM_API_KEY",
+)
 # The supervisor's own settings: never `VLLM_*` (vLLM logs every unknown VLLM_ variable).
 OWN_ENV_PREFIX = "VSUP_"
 
@@ -40,8 +47,11 @@ class Command:
     secret_keys: frozenset[str]
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in base.items()
-               if k not in self.env_remove and not k.startswith(OWN_ENV_PREFIX)}
+        env = {
+            k: v
+            for k, v in base.items()
+            if k not in self.env_remove and not k.startswith(OWN_ENV_PREFIX)
+        }
         env.update(self.env_add)
         return env
 
@@ -56,8 +66,9 @@ def read_key_file(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def render(cfg: ModelConfig, info: EngineInfo,
-           read_secret: Callable[[Path], str] | None = read_key_file) -> Command:
+def render(
+    cfg: ModelConfig, info: EngineInfo, read_secret: Callable[[Path], str] | None = read_key_file
+) -> Command:
     """read_secret=None renders without touching the key file (for display only)."""
     argv = info.entrypoint(cfg.model)
     argv += ["--served-model-name", *cfg.served_model_names]

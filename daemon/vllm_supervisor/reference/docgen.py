@@ -19,37 +19,78 @@ from vllm_supervisor.engine.versions import show
 
 # key -> (type, default, meaning). Every key in model_fields.MODEL_KEYS must be here (tested).
 MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
-    "model": ("string", "required", "local model directory, or a Hugging Face repo id "
-              "(`org/name`); `./` and `../` are relative to the file"),
-    "served_model_name": ("string or list", "the model's name", "names clients use in "
-                          "`model`; unique across all models"),
+    "model": (
+        "string",
+        "required",
+        "local model directory, or a Hugging Face repo id "
+        "(`org/name`); `./` and `../` are relative to the file",
+    ),
+    "served_model_name": (
+        "string or list",
+        "the model's name",
+        "names clients use in `model`; unique across all models",
+    ),
     "host": ("string", "`127.0.0.1`", "address the engine listens on"),
-    "port": ("1-65535", "required", "engine port; unique across models (0.0.0.0 clashes "
-             "with every address)"),
-    "venv": ("path", "`$VSUP_ENGINE_VENV` or `/opt/vllm-supervisor/engine`", "engine venv "
-             "(made by `scripts/setup-engine`); pin a model to another vLLM by pointing it "
-             "at another venv"),
-    "gpus": ("list of indexes", "all visible", "becomes `CUDA_VISIBLE_DEVICES`; must cover "
-             "tensor x pipeline parallel size"),
-    "env": ("map of strings", "`{}`", "extra environment for the engine; merged over "
-            "`defaults.env`. Refused: " + ", ".join(f"`{k}`" for k in flags.OWNED_ENV)),
-    "offline": ("bool", "`false`", "sets `HF_HUB_OFFLINE=1`; a repo id must then be in the "
-                "HF cache (checked by `vllmctl check`)"),
-    "api_key_file": ("path", "none", "file holding the API key; passed as `VLLM_API_KEY` in "
-                     "the engine's environment, never on its command line"),
-    "tool_support": ("`native`, `react`, `none`", "`none`", "`native` requires "
-                     "`engine.tool_call_parser` and `engine.enable_auto_tool_choice: true`"),
-    "description": ("string", "`\"\"`", "free text for operators and routers"),
+    "port": (
+        "1-65535",
+        "required",
+        "engine port; unique across models (0.0.0.0 clashes with every address)",
+    ),
+    "venv": (
+        "path",
+        "`$VSUP_ENGINE_VENV` or `/opt/vllm-supervisor/engine`",
+        "engine venv "
+        "(made by `scripts/setup-engine`); pin a model to another vLLM by pointing it "
+        "at another venv",
+    ),
+    "gpus": (
+        "list of indexes",
+        "all visible",
+        "becomes `CUDA_VISIBLE_DEVICES`; must cover tensor x pipeline parallel size",
+    ),
+    "env": (
+        "map of strings",
+        "`{}`",
+        "extra environment for the engine; merged over "
+        "`defaults.env`. Refused: " + ", ".join(f"`{k}`" for k in flags.OWNED_ENV),
+    ),
+    "offline": (
+        "bool",
+        "`false`",
+        "sets `HF_HUB_OFFLINE=1`; a repo id must then be in the "
+        "HF cache (checked by `vllmctl check`)",
+    ),
+    "api_key_file": (
+        "path",
+        "none",
+        "file holding the API key; passed as `VLLM_API_KEY` in "
+        "the engine's environment, never on its command line",
+    ),
+    "tool_support": (
+        "`native`, `react`, `none`",
+        "`none`",
+        "`native` requires `engine.tool_call_parser` and `engine.enable_auto_tool_choice: true`",
+    ),
+    "description": ("string", '`""`', "free text for operators and routers"),
     "roles": ("list of strings", "`[]`", "free labels (chat, code, ...)"),
-    "capabilities": ("list", "`[]`", "one or more of " + ", ".join(f"`{c}`" for c in
-                                                                    model_fields.CAPABILITIES)),
+    "capabilities": (
+        "list",
+        "`[]`",
+        "one or more of " + ", ".join(f"`{c}`" for c in model_fields.CAPABILITIES),
+    ),
     "aliases": ("list of strings", "`[]`", "extra names for routers; unique across models"),
     "deprecated": ("bool or message", "`false`", "`vllmctl check` warns with the message"),
     "engine": ("map", "`{}`", "typed vLLM options, below; merged over `defaults.engine`"),
-    "extra_args": ("list of strings", "`[]`", "raw vLLM flags for what has no typed key; "
-                   "checked against the installed vLLM's flag list"),
-    "autostart": ("bool", "`true`", "start the engine with the service; `false`: READY at "
-                  "once with the engine inactive"),
+    "extra_args": (
+        "list of strings",
+        "`[]`",
+        "raw vLLM flags for what has no typed key; checked against the installed vLLM's flag list",
+    ),
+    "autostart": (
+        "bool",
+        "`true`",
+        "start the engine with the service; `false`: READY at once with the engine inactive",
+    ),
     "startup": ("map", "below", "load timeouts and readiness probes"),
     "health": ("map", "below", "liveness checks once ready"),
     "restart": ("map", "below", "backoff and restart budget"),
@@ -58,27 +99,27 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
 
 SUPERVISION_DOCS: dict[str, str] = {
     "startup.stall_timeout": "no load progress in the engine's log for this long: kill, "
-                             "diagnose, restart",
+    "diagnose, restart",
     "startup.start_timeout": "not ready this long after the spawn: kill, diagnose, restart",
     "startup.poll_interval": "seconds between /health polls while loading (the engine's "
-                             "'server starting' log line triggers a probe at once)",
+    "'server starting' log line triggers a probe at once)",
     "startup.probe_generation": "a 1-token generation must succeed before READY",
     "startup.probe_timeout": "timeout of each readiness probe",
     "health.interval": "seconds between /health checks once ready",
     "health.timeout": "timeout of one /health check",
     "health.failures": "consecutive failed checks that mean the engine hangs",
     "health.generation_interval": "also run a 1-token generation this often (0: off); for "
-                                  "engines whose /health stays 200 while hung",
+    "engines whose /health stays 200 while hung",
     "health.generation_timeout": "timeout of that generation",
     "restart.backoff_initial": "first delay before a restart",
     "restart.backoff_max": "cap of the exponential backoff",
     "restart.backoff_factor": "growth of the delay per consecutive failure",
     "restart.stable_after": "a run that lasted this long resets the backoff",
     "restart.budget": "restarts allowed per window; when spent the model ends `failed` and "
-                      "the service exits 1",
+    "the service exits 1",
     "restart.window": "the budget's window in seconds",
     "stop.grace": "SIGTERM -> SIGKILL of the engine's process group (5 s at most while "
-                  "loading: vLLM ignores SIGTERM then)",
+    "loading: vLLM ignores SIGTERM then)",
 }
 
 
@@ -106,34 +147,59 @@ def render() -> str:
     for key in model_fields.MODEL_KEYS:
         typ, default, meaning = MODEL_KEY_DOCS[key]
         out.append(f"| `{key}` | {typ} | {default} | {meaning} |")
-    out += ["", "## `engine:` options", "",
-            "Booleans render as `--flag` / `--no-flag`, so `false` overrides vLLM's default.",
-            "Maps render as JSON.", "",
-            "| key | flag | type | meaning |", "| --- | --- | --- | --- |"]
+    out += [
+        "",
+        "## `engine:` options",
+        "",
+        "Booleans render as `--flag` / `--no-flag`, so `false` overrides vLLM's default.",
+        "Maps render as JSON.",
+        "",
+        "| key | flag | type | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
     for opt in engine_options.OPTIONS:
         out.append(f"| `{opt.name}` | `{opt.flag}` | {_type(opt)} | {opt.help}{_since(opt)} |")
-    out += ["", "## Supervision blocks", "",
-            "Set in `defaults:` or per model, key by key (a model's key wins).", "",
-            "| key | default | meaning |", "| --- | --- | --- |"]
+    out += [
+        "",
+        "## Supervision blocks",
+        "",
+        "Set in `defaults:` or per model, key by key (a model's key wins).",
+        "",
+        "| key | default | meaning |",
+        "| --- | --- | --- |",
+    ]
     for block, cls in supervision.BLOCKS.items():
         for f in fields(cls):
             key = f"{block}.{f.name}"
-            out.append(f"| `{key}` | `{_show(getattr(cls(), f.name))}` | "
-                       f"{SUPERVISION_DOCS[key]} |")
-    out += ["", "## `extra_args:` refusals", "",
-            "Flags the supervisor owns: " + ", ".join(f"`{f}`" for f in flags.OWNED_FLAGS) + ".",
-            "Request-time parameters (set them per request): "
-            + ", ".join(f"`{f}`" for f in sorted(flags.REQUEST_TIME)) + ".",
-            "A flag with a typed key above must use that key.", "",
-            "Flags that moved between vLLM releases, judged against the installed version:", "",
-            "| flag | refused from | accepted again | instead |", "| --- | --- | --- | --- |"]
+            out.append(f"| `{key}` | `{_show(getattr(cls(), f.name))}` | {SUPERVISION_DOCS[key]} |")
+    out += [
+        "",
+        "## `extra_args:` refusals",
+        "",
+        "Flags the supervisor owns: " + ", ".join(f"`{f}`" for f in flags.OWNED_FLAGS) + ".",
+        "Request-time parameters (set them per request): "
+        + ", ".join(f"`{f}`" for f in sorted(flags.REQUEST_TIME))
+        + ".",
+        "A flag with a typed key above must use that key.",
+        "",
+        "Flags that moved between vLLM releases, judged against the installed version:",
+        "",
+        "| flag | refused from | accepted again | instead |",
+        "| --- | --- | --- | --- |",
+    ]
     for m in flags.MOVED:
         again = show(m.rejected_until) if m.rejected_until else "-"
-        out.append(f"| `{m.flag}{'*' if m.flag.endswith('-') else ''}` | "
-                   f"{show(m.rejected_from)} | {again} | {m.hint} |")
-    out += ["", "Environment variables vLLM dropped (refused in `env:`): "
-            + ", ".join(f"`{k}` (from {show(v[0])}: {v[1]})" for k, v in flags.GONE_ENV.items())
-            + ".", ""]
+        out.append(
+            f"| `{m.flag}{'*' if m.flag.endswith('-') else ''}` | "
+            f"{show(m.rejected_from)} | {again} | {m.hint} |"
+        )
+    out += [
+        "",
+        "Environment variables vLLM dropped (refused in `env:`): "
+        + ", ".join(f"`{k}` (from {show(v[0])}: {v[1]})" for k, v in flags.GONE_ENV.items())
+        + ".",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -151,9 +217,16 @@ def _type(opt: engine_options.EngineOption) -> str:
         lo = "" if opt.minimum is None else f"{opt.minimum:g}"
         hi = "" if opt.maximum is None else f"{opt.maximum:g}"
         rng = f" {lo}..{hi}"
-    names = {"int": "integer", "float": "number", "bool": "bool", "str": "string",
-             "json": "map", "size": "bytes or size (`8GiB`)", "int_or_auto": "integer or `auto`",
-             "choice": "choice"}
+    names = {
+        "int": "integer",
+        "float": "number",
+        "bool": "bool",
+        "str": "string",
+        "json": "map",
+        "size": "bytes or size (`8GiB`)",
+        "int_or_auto": "integer or `auto`",
+        "choice": "choice",
+    }
     return names[opt.kind] + rng
 
 
@@ -165,13 +238,13 @@ def _since(opt: engine_options.EngineOption) -> str:
 
 
 def render_troubleshooting() -> str:
-    from vllm_supervisor.runtime.diagnose import TABLE
+    from vllm_supervisor.runtime.causes import TABLE
 
     out = [
         "# Troubleshooting",
         "",
         "<!-- Generated by `python -m vllm_supervisor.reference.docgen troubleshooting` from the "
-        "diagnosis table in daemon/vllm_supervisor/runtime/diagnose.py. -->",
+        "diagnosis table in daemon/vllm_supervisor/runtime/causes.py. -->",
         "",
         "When an engine fails to start or dies, the supervisor matches its last log lines "
         "against this table and reports the cause and the fix: in the journal "
@@ -196,11 +269,12 @@ def render_troubleshooting() -> str:
         pattern = c.pattern.replace("|", "\\|")
         fix = c.fix.replace("{", "<").replace("}", ">")
         cause = c.cause.replace("{", "<").replace("}", ">")
-        out.append(f"| `{cid}` | {c.title} | {cause} | {fix} | "
-                   f"{'yes' if c.retry else 'no'} | `{pattern}` |")
+        out.append(
+            f"| `{cid}` | {c.title} | {cause} | {fix} | "
+            f"{'yes' if c.retry else 'no'} | `{pattern}` |"
+        )
     return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render_troubleshooting() if sys.argv[1:] == ["troubleshooting"]
-                     else render())
+    sys.stdout.write(render_troubleshooting() if sys.argv[1:] == ["troubleshooting"] else render())

@@ -18,12 +18,19 @@ from vllm_supervisor.config.model_keys import CAPABILITIES, MODEL_KEYS, PER_MODE
 from vllm_supervisor.config.registry import SLUG
 from vllm_supervisor.engine import options as engine_options
 
-# Every pattern is the validator's own (config/key_parsers.py, engine/options.py, config/registry.py), so an editor
-# and vllmctl check accept the same strings.
-_NAMES: dict[str, Any] = {"oneOf": [{"type": "string", "pattern": key_parsers.NAME.pattern},
-                                    {"type": "array", "minItems": 1, "uniqueItems": True,
-                                     "items": {"type": "string",
-                                               "pattern": key_parsers.NAME.pattern}}]}
+# Every pattern is the validator's own (config/key_parsers.py, engine/options.py,
+# config/registry.py), so an editor and vllmctl check accept the same strings.
+_NAMES: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string", "pattern": key_parsers.NAME.pattern},
+        {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": key_parsers.NAME.pattern},
+        },
+    ]
+}
 
 
 def _option(opt: engine_options.EngineOption) -> dict[str, Any]:
@@ -35,8 +42,10 @@ def _option(opt: engine_options.EngineOption) -> dict[str, Any]:
     elif opt.kind == "json":
         out["type"] = ["object", "integer"] if opt.name == "compilation_config" else "object"
     elif opt.kind == "size":
-        out["oneOf"] = [{"type": "integer", "minimum": 1},
-                        {"type": "string", "pattern": engine_options.SIZE_PATTERN}]
+        out["oneOf"] = [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "pattern": engine_options.SIZE_PATTERN},
+        ]
     elif opt.kind == "int_or_auto":
         out["oneOf"] = [{"type": "integer", "minimum": 1}, {"const": "auto"}]
     elif opt.kind in ("int", "float"):
@@ -57,8 +66,11 @@ def _block(cls: type) -> dict[str, Any]:
         if isinstance(default, bool):
             props[f.name] = {"type": "boolean", "default": default}
         elif isinstance(default, int):
-            props[f.name] = {"type": "integer", "minimum": key_parsers.MINIMUM.get(f.name, 1),
-                             "default": default}
+            props[f.name] = {
+                "type": "integer",
+                "minimum": key_parsers.MINIMUM.get(f.name, 1),
+                "default": default,
+            }
         else:
             props[f.name] = {"type": "number", "minimum": 0, "default": default}
     return {"type": "object", "additionalProperties": False, "properties": props}
@@ -71,11 +83,23 @@ def model_properties() -> dict[str, Any]:
         "host": {"type": "string", "minLength": 1, "default": "127.0.0.1"},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "venv": {"type": "string", "minLength": 1},
-        "gpus": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "null"},
-                           {"type": "array", "minItems": 1, "uniqueItems": True,
-                            "items": {"type": "integer", "minimum": 0}}]},
-        "env": {"type": "object", "propertyNames": {"pattern": key_parsers.ENV_NAME.pattern},
-                "additionalProperties": {"type": ["string", "number"]}},
+        "gpus": {
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "null"},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "integer", "minimum": 0},
+                },
+            ]
+        },
+        "env": {
+            "type": "object",
+            "propertyNames": {"pattern": key_parsers.ENV_NAME.pattern},
+            "additionalProperties": {"type": ["string", "number"]},
+        },
         "offline": {"type": "boolean", "default": False},
         "api_key_file": {"type": ["string", "null"]},
         "tool_support": {"enum": list(TOOL_SUPPORT), "default": "none"},
@@ -84,8 +108,11 @@ def model_properties() -> dict[str, Any]:
         "capabilities": {"type": "array", "items": {"enum": list(CAPABILITIES)}},
         "aliases": _NAMES["oneOf"][1],
         "deprecated": {"type": ["boolean", "string"]},
-        "engine": {"type": "object", "additionalProperties": False,
-                   "properties": {o.name: _option(o) for o in engine_options.OPTIONS}},
+        "engine": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {o.name: _option(o) for o in engine_options.OPTIONS},
+        },
         "extra_args": {"type": "array", "items": {"type": ["string", "number"]}},
         "autostart": {"type": "boolean", "default": True},
         **{name: _block(cls) for name, cls in supervision.BLOCKS.items()},
@@ -97,21 +124,26 @@ def model_properties() -> dict[str, Any]:
 def render() -> dict[str, Any]:
     props = model_properties()
     model = {"type": "object", "additionalProperties": False, "properties": props}
-    defaults = {"type": "object", "additionalProperties": False,
-                "properties": {k: v for k, v in props.items() if k not in PER_MODEL_ONLY}}
+    defaults = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {k: v for k, v in props.items() if k not in PER_MODEL_ONLY},
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "vllm-supervisor models.yaml",
         "description": "Generated by `python -m vllm_supervisor.reference.schema`; `vllmctl check` "
-                       "is the authority (it also checks ports across files, GPUs, and the "
-                       "installed vLLM version).",
+        "is the authority (it also checks ports across files, GPUs, and the "
+        "installed vLLM version).",
         "type": "object",
         "additionalProperties": False,
         "properties": {
             "defaults": defaults,
-            "models": {"type": "object",
-                       "propertyNames": {"pattern": SLUG.pattern},
-                       "additionalProperties": model},
+            "models": {
+                "type": "object",
+                "propertyNames": {"pattern": SLUG.pattern},
+                "additionalProperties": model,
+            },
         },
     }
 

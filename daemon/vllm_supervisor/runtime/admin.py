@@ -14,7 +14,6 @@ import contextlib
 import grp
 import json
 import os
-import pwd
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,8 +30,8 @@ from vllm_supervisor.runtime.admin_http import (
     answers,
     gone,
     json_response,
+    peer_allowed,
     peer_credentials,
-    process_groups,
     read_body,
     timeout_of,
 )
@@ -51,9 +50,15 @@ class AlreadyServed(Exception):
 
 
 class Admin:
-    def __init__(self, sup: Supervisor, path: Path, group: str, log: Any,
-                 config: Callable[[], dict[str, Any]],
-                 engine_metrics: Callable[[], Awaitable[str | None]]) -> None:
+    def __init__(
+        self,
+        sup: Supervisor,
+        path: Path,
+        group: str,
+        log: Any,
+        config: Callable[[], dict[str, Any]],
+        engine_metrics: Callable[[], Awaitable[str | None]],
+    ) -> None:
         self.sup, self.path, self.log = sup, path, log
         self.config, self.engine_metrics = config, engine_metrics
         try:
@@ -76,19 +81,23 @@ class Admin:
                 raise AlreadyServed(f"another vllm-supervisor answers on {self.path}")
             self.path.unlink()  # stale: its owner died without cleaning up
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
-        app.add_routes([
-            web.get("/v1/state", self.state), web.post("/v1/activate", self.activate),
-            web.post("/v1/deactivate", self.deactivate), web.post("/v1/restart", self.restart),
-            web.post("/v1/reload", self.reload),
-            web.get("/v1/logs", self.logs), web.get("/v1/metrics", self.metrics),
-            web.get("/v1/config", self.show_config),
-        ])
+        app.add_routes(
+            [
+                web.get("/v1/state", self.state),
+                web.post("/v1/activate", self.activate),
+                web.post("/v1/deactivate", self.deactivate),
+                web.post("/v1/restart", self.restart),
+                web.post("/v1/reload", self.reload),
+                web.get("/v1/logs", self.logs),
+                web.get("/v1/metrics", self.metrics),
+                web.get("/v1/config", self.show_config),
+            ]
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.UnixSite(self._runner, str(self.path)).start()
         os.chmod(self.path, 0o660)
         socketdir.share(self.path, self.gid, self.group, self.log)
-
 
     async def stop(self) -> None:
         for task in list(self._streams):  # followers and waiters: the service is going away
@@ -100,45 +109,51 @@ class Admin:
 
     # ---- every request ------------------------------------------------------------------
     @web.middleware
-    async def _guard(self, request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         sock = request.transport.get_extra_info("socket") if request.transport else None
         pid, uid, gid = peer_credentials(sock) if sock is not None else (0, -1, -1)
-        if not self._allowed(pid, uid, gid):
-            self.log.warning("admin request refused", model=self.sup.name, peer_pid=pid,
-                             peer_uid=uid, path=request.path)
-            return json_response({"error": f"permission denied: add your user to group {self.group}"},
-                         403)
+        if not peer_allowed(pid, uid, gid, self.gid):
+            self.log.warning(
+                "admin request refused",
+                model=self.sup.name,
+                peer_pid=pid,
+                peer_uid=uid,
+                path=request.path,
+            )
+            return json_response(
+                {"error": f"permission denied: add your user to group {self.group}"}, 403
+            )
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            paths = sorted({r.resource.canonical for r in request.app.router.routes()
-                            if r.resource is not None})
-            return json_response({"error": f"unknown path {request.path}; see {', '.join(paths)}"},
-                         404)
+            paths = sorted(
+                {
+                    r.resource.canonical
+                    for r in request.app.router.routes()
+                    if r.resource is not None
+                }
+            )
+            return json_response(
+                {"error": f"unknown path {request.path}; see {', '.join(paths)}"}, 404
+            )
         except web.HTTPMethodNotAllowed as exc:
-            return json_response({"error": f"{request.method} not allowed on {request.path}; use "
-                                   f"{', '.join(sorted(exc.allowed_methods))}"}, 405)
+            return json_response(
+                {
+                    "error": f"{request.method} not allowed on {request.path}; use "
+                    f"{', '.join(sorted(exc.allowed_methods))}"
+                },
+                405,
+            )
         except web.HTTPRequestEntityTooLarge:
             return json_response({"error": f"request body over {MAX_BODY} bytes"}, 413)
         finally:
             if task is not None:
                 self._streams.discard(task)
-
-    def _allowed(self, pid: int, uid: int, gid: int) -> bool:
-        if uid in (0, os.getuid()):
-            return True
-        if self.gid is None:
-            return False
-        if gid == self.gid or self.gid in process_groups(pid):
-            return True
-        with contextlib.suppress(KeyError):
-            return pwd.getpwuid(uid).pw_name in grp.getgrgid(self.gid).gr_mem
-        return False
 
     # ---- operations ---------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:
@@ -146,13 +161,23 @@ class Admin:
 
     async def activate(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request, {"wait": bool, "timeout": float})
-        return await self._post_and_follow(request, ev.Activate("activate (admin)", ack=ack_future()),
-                                           body, TERMINAL_UP, default_wait=False)
+        return await self._post_and_follow(
+            request,
+            ev.Activate("activate (admin)", ack=ack_future()),
+            body,
+            TERMINAL_UP,
+            default_wait=False,
+        )
 
     async def restart(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(request, {"wait": bool, "timeout": float})
-        return await self._post_and_follow(request, ev.Restart("restart (admin)", ack=ack_future()),
-                                           body, TERMINAL_UP, default_wait=False)
+        return await self._post_and_follow(
+            request,
+            ev.Restart("restart (admin)", ack=ack_future()),
+            body,
+            TERMINAL_UP,
+            default_wait=False,
+        )
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
         """Re-read the config; with wait, follow a resulting engine restart until ready. This
@@ -164,12 +189,18 @@ class Admin:
             result = ack.reload
             assert result is not None  # a Reload is always answered with its outcome
             if not result.ok:
-                return json_response({"error": "config invalid; the running engine is "
-                                      "unchanged", "problems": result.detail}, 422)
+                return json_response(
+                    {
+                        "error": "config invalid; the running engine is unchanged",
+                        "problems": result.detail,
+                    },
+                    422,
+                )
             if not (result.restart and body.get("wait", True)):
                 return json_response({"accepted": True, "seq": ack.seq, **self._state()})
-            return await self._follow(request, q, self._state(), TERMINAL_UP, timeout,
-                                      restart_seen=False)
+            return await self._follow(
+                request, q, self._state(), TERMINAL_UP, timeout, restart_seen=False
+            )
         finally:
             self.sup.state_feed.unsubscribe(q)
 
@@ -179,13 +210,16 @@ class Admin:
         if drain < 0:
             raise BadRequest("drain_timeout must be >= 0")
         event = ev.Deactivate("deactivate (admin)", drain_timeout=drain, ack=ack_future())
-        return await self._post_and_follow(request, event, body, TERMINAL_DOWN,
-                                           default_wait=True)
+        return await self._post_and_follow(request, event, body, TERMINAL_DOWN, default_wait=True)
 
-    async def _post_and_follow(self, request: web.Request,
-                               event: ev.Activate | ev.Deactivate | ev.Restart,
-                               body: dict[str, Any], terminal: set[str],
-                               default_wait: bool) -> web.StreamResponse:
+    async def _post_and_follow(
+        self,
+        request: web.Request,
+        event: ev.Activate | ev.Deactivate | ev.Restart,
+        body: dict[str, Any],
+        terminal: set[str],
+        default_wait: bool,
+    ) -> web.StreamResponse:
         wait = bool(body.get("wait", default_wait))
         timeout = timeout_of(body)
         q, ack = await self._submit(event)
@@ -193,13 +227,15 @@ class Admin:
             snap = self._state()
             if not wait:
                 return json_response({"accepted": True, "seq": ack.seq, **snap}, 202)
-            return await self._follow(request, q, snap, terminal, timeout,
-                                      restart_seen=not isinstance(event, ev.Restart))
+            return await self._follow(
+                request, q, snap, terminal, timeout, restart_seen=not isinstance(event, ev.Restart)
+            )
         finally:
             self.sup.state_feed.unsubscribe(q)
 
-    async def _submit(self, event: ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
-                      ) -> tuple[asyncio.Queue[dict[str, Any]], ev.Ack]:
+    async def _submit(
+        self, event: ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
+    ) -> tuple[asyncio.Queue[dict[str, Any]], ev.Ack]:
         """Post an event and wait until the supervisor has handled it. The subscription is
         taken first, so no transition it causes can slip past; the caller unsubscribes."""
         q = self.sup.state_feed.subscribe()
@@ -211,9 +247,15 @@ class Admin:
             self.sup.state_feed.unsubscribe(q)
             raise
 
-    async def _follow(self, request: web.Request, q: asyncio.Queue[dict[str, Any]],
-                      snap: dict[str, Any], terminal: set[str], timeout: float,
-                      restart_seen: bool) -> web.StreamResponse:
+    async def _follow(
+        self,
+        request: web.Request,
+        q: asyncio.Queue[dict[str, Any]],
+        snap: dict[str, Any],
+        terminal: set[str],
+        timeout: float,
+        restart_seen: bool,
+    ) -> web.StreamResponse:
         """NDJSON: one state snapshot per transition (and load phase) until a terminal state
         or the timeout, so the caller can show progress while it waits."""
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -244,11 +286,10 @@ class Admin:
         if n < 0:
             raise BadRequest("n must be >= 0")
         follow = request.query.get("follow", "0") in ("1", "true", "yes")
-        tail = list(self.sup.recent_lines)[-n:] if n else []
+        tail = list(self.sup.engine_log.recent)[-n:] if n else []
         if not follow:
-            return web.Response(text="".join(ln + "\n" for ln in tail),
-                                content_type="text/plain")
-        lines_q = self.sup.line_feed.subscribe()
+            return web.Response(text="".join(ln + "\n" for ln in tail), content_type="text/plain")
+        lines_q = self.sup.engine_log.followers.subscribe()
         try:
             resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
             await resp.prepare(request)
@@ -263,7 +304,7 @@ class Admin:
                 await resp.write("".join(ln + "\n" for ln in lines).encode())
             return resp
         finally:
-            self.sup.line_feed.unsubscribe(lines_q)
+            self.sup.engine_log.followers.unsubscribe(lines_q)
 
     async def metrics(self, request: web.Request) -> web.Response:
         text = supervisor_metrics(self._state())

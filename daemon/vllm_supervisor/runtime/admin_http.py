@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
+import os
+import pwd
 import socket
 import struct
 from pathlib import Path
@@ -41,6 +44,20 @@ def process_groups(pid: int) -> set[int]:
     return set()
 
 
+def peer_allowed(pid: int, uid: int, gid: int, admin_gid: int | None) -> bool:
+    """Root, the service's own uid, and members of the admin group (primary, supplementary
+    as the peer process holds them, or listed in /etc/group) may use the socket."""
+    if uid in (0, os.getuid()):
+        return True
+    if admin_gid is None:
+        return False
+    if gid == admin_gid or admin_gid in process_groups(pid):
+        return True
+    with contextlib.suppress(KeyError):
+        return pwd.getpwuid(uid).pw_name in grp.getgrgid(admin_gid).gr_mem
+    return False
+
+
 def gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
 
@@ -70,8 +87,11 @@ async def read_body(request: web.Request, fields: dict[str, type]) -> dict[str, 
         want = fields.get(key)
         if want is None:
             raise BadRequest(f"unknown field '{key}'; known: {', '.join(sorted(fields))}")
-        ok = isinstance(value, bool) if want is bool else (
-            isinstance(value, int | float) and not isinstance(value, bool))
+        ok = (
+            isinstance(value, bool)
+            if want is bool
+            else (isinstance(value, int | float) and not isinstance(value, bool))
+        )
         if not ok:
             raise BadRequest(f"field '{key}' must be {want.__name__}, got {value!r}")
     return body

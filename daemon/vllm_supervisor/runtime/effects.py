@@ -49,13 +49,21 @@ class ModelSetup:
     facts: Mapping[str, Any] = field(default_factory=dict)  # static facts for `state`
 
 
+class QuietLog:
+    """The logger when none is given (tests): structlog's calls, doing nothing."""
+
+    def info(self, event: str, **kw: Any) -> None: ...
+    def warning(self, event: str, **kw: Any) -> None: ...
+    def error(self, event: str, **kw: Any) -> None: ...
+
+
 @dataclass
 class Effects:
     spawn: Callable[[Command, LinesSink], Coroutine[Any, Any, EngineHandle]]
     prober: ProberLike
     notifier: Notifier
     journal: LinesSink = lambda lines, text: None  # the engine's lines, to journald
-    log: Any = None  # structlog logger
+    log: Any = field(default_factory=QuietLog)  # a structlog logger
     clock: Callable[[], float] = time.monotonic
     save_failure: Callable[[dict[str, Any]], None] = lambda record: None
     # Re-reads and validates the config: the new setup, or every problem as text.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vllm_supervisor.preflight.render import Command
 from vllm_supervisor.runtime.process import Exit
 
 
@@ -21,6 +22,18 @@ class ReloadResult:
     ok: bool  # False: the new config is invalid and the running engine was kept
     restart: bool  # the engine restarts because its command changed
     detail: str
+
+    @classmethod
+    def of(cls, before: Command | None, after: Command, running: bool) -> ReloadResult:
+        """A valid new config: the engine restarts only when it runs and its command (argv or
+        added environment) changed; anything else applies without touching it."""
+        changed = before is not None and (after.argv, after.env_add) != (
+            before.argv,
+            before.env_add,
+        )
+        if changed and running:
+            return cls(True, True, "engine restarts with the new command")
+        return cls(True, False, "engine command unchanged")
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "restart": self.restart, "detail": self.detail}
@@ -126,7 +139,16 @@ class DrainDone:
 
 
 Order = Activate | Deactivate | Restart | Shutdown | Reload
-EngineEvent = (Exited | PortUp | ProbesDone | EngineDead | StartTimeout | StillLoading
-               | BackoffDone | Stopped | DrainDone)
+EngineEvent = (
+    Exited
+    | PortUp
+    | ProbesDone
+    | EngineDead
+    | StartTimeout
+    | StillLoading
+    | BackoffDone
+    | Stopped
+    | DrainDone
+)
 Event = Order | EngineEvent
 Post = Callable[[Event], None]  # all a watcher or the admin socket may do to a supervisor

@@ -12,8 +12,9 @@ import contextlib
 from dataclasses import dataclass, field
 
 from vllm_supervisor.preflight.render import Command
+from vllm_supervisor.runtime.diagnose import first_fatal_line
 from vllm_supervisor.runtime.effects import EngineHandle
-from vllm_supervisor.runtime.progress import Progress
+from vllm_supervisor.runtime.progress import READY_HINTS, Progress
 
 
 class Wakeup:
@@ -52,4 +53,15 @@ class Generation:
     # Fired when the engine's log says the HTTP server is coming up: probe /health at once
     # instead of waiting out the poll interval.
     server_starting: Wakeup = field(default_factory=Wakeup)
-    fatal_reported: bool = False  # an EngineDead for a fatal log line was posted already
+    fatal_reported: bool = False  # a fatal log line was reported already
+
+    def scan(self, lines: list[str], text: str, loading: bool) -> tuple[bool, str | None]:
+        """Called by the supervisor with each batch of this engine's lines: feeds the load
+        progress while LOADING, fires `server_starting` on a readiness hint. Returns whether
+        a load phase started, and the first fatal line (once per generation)."""
+        phases = self.progress.feed_batch(lines, text) if loading else []
+        if any(p in READY_HINTS for p in phases):
+            self.server_starting.fire()
+        fatal = None if self.fatal_reported else first_fatal_line(text)
+        self.fatal_reported = self.fatal_reported or fatal is not None
+        return bool(phases), fatal

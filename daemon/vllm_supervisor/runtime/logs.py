@@ -32,8 +32,6 @@ def engine_priority(line: str) -> int:
     return 3 if _ERRORISH.match(line) else 6
 
 
-
-
 class EngineLineWriter:
     """Writes batches of engine lines to stdout for journald; one write per batch."""
 
@@ -63,8 +61,9 @@ def _render(_logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
     line = " ".join(parts)
     if exc:
         # One journal entry per line would split the traceback; indent it under the event.
-        line += "\n" + "\n".join(f"<{PRIORITY.get(level, 6)}>  {ln}"
-                                 for ln in str(exc).splitlines())
+        line += "\n" + "\n".join(
+            f"<{PRIORITY.get(level, 6)}>  {ln}" for ln in str(exc).splitlines()
+        )
     return line
 
 

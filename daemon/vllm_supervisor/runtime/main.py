@@ -10,8 +10,9 @@ from vllm_supervisor import exitcodes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vllm-supervisor",
-                                     description="Supervise one vLLM model server.")
+    parser = argparse.ArgumentParser(
+        prog="vllm-supervisor", description="Supervise one vLLM model server."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("check", help="validate one model's config (exit 78 when invalid)")
     p.add_argument("model", metavar="MODEL")
@@ -19,22 +20,30 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run and supervise MODEL's engine in the foreground")
     r.add_argument("model", metavar="MODEL")
     r.add_argument("--config-dir", type=Path, default=None)
-    r.add_argument("--state-dir", type=Path, default=None,
-                   help="where the last failure is written (default $STATE_DIRECTORY, "
-                        "else $VSUP_STATE_DIR/MODEL, else /var/lib/vllm-supervisor/MODEL for "
-                        "root and $XDG_STATE_HOME/vllm-supervisor/MODEL for others)")
-    r.add_argument("--runtime-dir", type=Path, default=None,
-                   help="holds MODEL/admin.sock (default $VSUP_RUNTIME_DIR, else "
-                        "systemd's $RUNTIME_DIRECTORY, else /run/vllm-supervisor for root and "
-                        "$XDG_RUNTIME_DIR/vllm-supervisor for others)")
-    r.add_argument("--admin-group", default=None,
-                   help="group allowed on the admin socket (default vllm-admin)")
+    r.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the last failure is written (default $STATE_DIRECTORY, "
+        "else $VSUP_STATE_DIR/MODEL, else /var/lib/vllm-supervisor/MODEL for "
+        "root and $XDG_STATE_HOME/vllm-supervisor/MODEL for others)",
+    )
+    r.add_argument(
+        "--runtime-dir",
+        type=Path,
+        default=None,
+        help="holds MODEL/admin.sock (default $VSUP_RUNTIME_DIR, else "
+        "systemd's $RUNTIME_DIRECTORY, else /run/vllm-supervisor for root and "
+        "$XDG_RUNTIME_DIR/vllm-supervisor for others)",
+    )
+    r.add_argument(
+        "--admin-group", default=None, help="group allowed on the admin socket (default vllm-admin)"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         from vllm_supervisor.runtime.service import run
 
-        return run(args.model, args.config_dir, args.state_dir, args.runtime_dir,
-                   args.admin_group)
+        return run(args.model, args.config_dir, args.state_dir, args.runtime_dir, args.admin_group)
     from vllm_supervisor.config.registry import default_config_dir
     from vllm_supervisor.preflight.check import UnknownModel, run_check
 

@@ -15,35 +15,65 @@ def supervisor_metrics(s: dict[str, Any]) -> str:
         out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
         out.extend(f"{name}{{{labels}}} {value:g}\n" for labels, value in samples)
 
-    metric("vllm_supervisor_up", "gauge", "1 when the engine is ready to serve",
-           [(m, 1.0 if s["state"] in ("ready", "draining") else 0.0)])
-    metric("vllm_supervisor_state", "gauge", "1 for the current lifecycle state",
-           [(f'{m},state="{st.value}"', 1.0 if s["state"] == st.value else 0.0)
-            for st in State])
-    metric("vllm_supervisor_restarts_total", "counter", "engine restarts after failures",
-           [(m, float(s["restarts"]))])
+    metric(
+        "vllm_supervisor_up",
+        "gauge",
+        "1 when the engine is ready to serve",
+        [(m, 1.0 if s["state"] in ("ready", "draining") else 0.0)],
+    )
+    metric(
+        "vllm_supervisor_state",
+        "gauge",
+        "1 for the current lifecycle state",
+        [(f'{m},state="{st.value}"', 1.0 if s["state"] == st.value else 0.0) for st in State],
+    )
+    metric(
+        "vllm_supervisor_restarts_total",
+        "counter",
+        "engine restarts after failures",
+        [(m, float(s["restarts"]))],
+    )
     if s.get("time_to_ready") is not None:
-        metric("vllm_supervisor_time_to_ready_seconds", "gauge",
-               "spawn to READY of the last successful start", [(m, s["time_to_ready"])])
+        metric(
+            "vllm_supervisor_time_to_ready_seconds",
+            "gauge",
+            "spawn to READY of the last successful start",
+            [(m, s["time_to_ready"])],
+        )
     if s.get("last_start") is not None:
-        metric("vllm_supervisor_last_start_duration_seconds", "gauge",
-               "how long the last start took, until READY or failure", [(m, s["last_start"])])
+        metric(
+            "vllm_supervisor_last_start_duration_seconds",
+            "gauge",
+            "how long the last start took, until READY or failure",
+            [(m, s["last_start"])],
+        )
     if s.get("uptime") is not None:
-        metric("vllm_supervisor_uptime_seconds", "gauge", "time since the engine became ready",
-               [(m, s["uptime"])])
+        metric(
+            "vllm_supervisor_uptime_seconds",
+            "gauge",
+            "time since the engine became ready",
+            [(m, s["uptime"])],
+        )
     return "".join(out)
 
 
-ENGINE_KEYS = ("vllm:num_requests_running", "vllm:num_requests_waiting",
-               "vllm:kv_cache_usage_perc", "vllm:num_preemptions")
+ENGINE_KEYS = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_preemptions",
+)
 
 
 def engine_key_metrics(text: str) -> str:
     """The engine's key load metrics, with their HELP/TYPE lines, passed through as-is."""
     keep = []
     for line in text.splitlines():
-        name = line.split(" ", 3)[2] if line.startswith("# ") and len(line.split(" ")) > 2 \
+        name = (
+            line.split(" ", 3)[2]
+            if line.startswith("# ") and len(line.split(" ")) > 2
             else line.split("{", 1)[0].split(" ", 1)[0]
+        )
         if any(name.startswith(k) for k in ENGINE_KEYS):
             keep.append(line + "\n")
     return "".join(keep)

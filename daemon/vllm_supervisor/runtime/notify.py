@@ -68,8 +68,9 @@ class Notifier:
 
     def reloading(self) -> bool:
         # systemd.service(5), Type=notify-reload semantics: RELOADING=1 with MONOTONIC_USEC.
-        return self.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-                         // 1000)
+        return self.send(
+            RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        )
 
     def extend_timeout(self, seconds: float) -> bool:
         return self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1_000_000))

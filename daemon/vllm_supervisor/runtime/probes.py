@@ -44,8 +44,9 @@ class Prober:
     async def health(self, timeout: float) -> int | str:
         """HTTP status of GET /health, or 'refused' / 'timeout' / 'error: ...'."""
         try:
-            async with self.session.get(self.address.base + "/health",
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self.session.get(
+                self.address.base + "/health", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as r:
                 return r.status
         except aiohttp.ClientConnectorError:
             return "refused"
@@ -57,8 +58,11 @@ class Prober:
     async def models(self, timeout: float) -> str | None:
         """None when /v1/models lists every served name, else why not."""
         try:
-            async with self.session.get(self.address.base + "/v1/models", headers=self.address.headers,
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self.session.get(
+                self.address.base + "/v1/models",
+                headers=self.address.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as r:
                 if r.status != 200:
                     return f"/v1/models answered {r.status}"
                 data = await r.json()
@@ -70,12 +74,19 @@ class Prober:
 
     async def one_token(self, timeout: float) -> str | None:
         """None when a 1-token completion succeeds, else why not."""
-        body = {"model": self.address.served_names[0], "prompt": "ping", "max_tokens": 1,
-                "temperature": 0}
+        body = {
+            "model": self.address.served_names[0],
+            "prompt": "ping",
+            "max_tokens": 1,
+            "temperature": 0,
+        }
         try:
-            async with self.session.post(self.address.base + "/v1/completions", json=body,
-                                         headers=self.address.headers,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self.session.post(
+                self.address.base + "/v1/completions",
+                json=body,
+                headers=self.address.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as r:
                 if r.status != 200:
                     text = (await r.text())[:200]
                     return f"1-token generation answered {r.status}: {text}"
@@ -86,12 +97,12 @@ class Prober:
             return f"1-token generation failed: {type(exc).__name__}"
         return None if data.get("choices") else "1-token generation returned no choices"
 
-
     async def metrics_text(self, timeout: float) -> str | None:
         """The engine's Prometheus /metrics text, or None."""
         try:
-            async with self.session.get(self.address.base + "/metrics",
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self.session.get(
+                self.address.base + "/metrics", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as r:
                 return await r.text() if r.status == 200 else None
         except (aiohttp.ClientError, TimeoutError):
             return None

@@ -50,7 +50,7 @@ def proc_stats(proc: Path = Path("/proc")) -> Iterator[tuple[int, str, int, int]
             stat = (entry / "stat").read_text()
         except OSError:
             continue  # exited while we looked
-        rest = stat[stat.rindex(")") + 2:].split()
+        rest = stat[stat.rindex(")") + 2 :].split()
         yield int(entry.name), rest[0], int(rest[1]), int(rest[2])
 
 
@@ -62,8 +62,12 @@ def group_members(pgid: int) -> list[int]:
 class Engine:
     """One running engine group. Created by spawn(); the supervisor owns it."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, read_fd: int,
-                 on_lines: Callable[[list[str], str], None]) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        read_fd: int,
+        on_lines: Callable[[list[str], str], None],
+    ) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.pgid = proc.pid  # the warden was started with setsid: it leads the group
@@ -123,21 +127,28 @@ async def reap_check(pgid: int, timeout: float = 5.0) -> list[int]:
     return left
 
 
-async def spawn(argv: Sequence[str], env: dict[str, str],
-                on_lines: Callable[[list[str], str], None]) -> Engine:
+async def spawn(
+    argv: Sequence[str], env: dict[str, str], on_lines: Callable[[list[str], str], None]
+) -> Engine:
     warden = [sys.executable, "-m", "vllm_supervisor.runtime.warden", str(os.getpid()), "--", *argv]
     # Run the warden from the supervisor's own import path, wherever it was installed.
     pkg_root = str(Path(__file__).resolve().parent.parent)
     wenv = dict(env)
-    wenv["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                     else "")
+    wenv["PYTHONPATH"] = pkg_root + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size: best effort
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *warden, stdin=asyncio.subprocess.DEVNULL, stdout=write_end,
-            stderr=write_end, env=wenv, start_new_session=True)
+            *warden,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=write_end,
+            env=wenv,
+            start_new_session=True,
+        )
     finally:
         os.close(write_end)  # only the child keeps the write end: EOF when the group is gone
     return Engine(proc, read_end, on_lines)
@@ -200,8 +211,9 @@ def _read_available(fd: int) -> tuple[bytes, bool]:
             return b"".join(parts), False
 
 
-def _split(data: bytes, skipping: bool,
-           on_lines: Callable[[list[str], str], None]) -> tuple[bytes, bool]:
+def _split(
+    data: bytes, skipping: bool, on_lines: Callable[[list[str], str], None]
+) -> tuple[bytes, bool]:
     """Emit the complete lines in data; return the unfinished tail and the skipping flag."""
     cut = data.rfind(b"\n")
     if cut < 0:
@@ -216,7 +228,7 @@ def _split(data: bytes, skipping: bool,
         lines = lines[1:]
     if lines:
         _emit(lines, on_lines)
-    return data[cut + 1:], False
+    return data[cut + 1 :], False
 
 
 def _emit(lines: list[str], on_lines: Callable[[list[str], str], None]) -> None:

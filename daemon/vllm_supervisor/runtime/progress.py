@@ -10,23 +10,39 @@ import re
 from dataclasses import dataclass, field
 
 # (phase shown in STATUS=, pattern). Order is the order vLLM prints them.
-PHASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((p, re.compile(r)) for p, r in (
-    ("loading weights", r"Starting to load model"),
-    ("weights loaded", r"Loading weights took"),
-    ("model loaded", r"Model loading took (?P<model_gib>[\d.]+) GiB"),
-    # Not a bare "torch.compile": `enforce_eager` logs "disabling torch.compile".
-    ("compiling", r"Compiling a graph|torch\.compile takes|Dynamo bytecode transform time"),
-    ("profiling memory", r"Available KV cache memory: (?P<kv_gib>[\d.]+) GiB"),
-    ("allocating KV cache", r"KV cache size: (?P<kv_tokens>[\d,]+) tokens"),
-    ("capturing CUDA graphs", r"Capturing CUDA graph"),
-    ("engine initialised", r"init engine \(profile, create kv cache, warmup model\) took"),
-    ("starting HTTP server", r"Starting vLLM (?:API )?server"),
-    ("HTTP server up", r"Application startup complete"),
-))
-_KEYWORDS = ("load", "Load", "compile", "Compil", "Dynamo", "KV cache", "CUDA graph",
-             "init engine", "Starting vLLM", "startup complete", "version")
-_CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: "
-                          r"(?P<x>[\d.]+)x")
+PHASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (p, re.compile(r))
+    for p, r in (
+        ("loading weights", r"Starting to load model"),
+        ("weights loaded", r"Loading weights took"),
+        ("model loaded", r"Model loading took (?P<model_gib>[\d.]+) GiB"),
+        # Not a bare "torch.compile": `enforce_eager` logs "disabling torch.compile".
+        ("compiling", r"Compiling a graph|torch\.compile takes|Dynamo bytecode transform time"),
+        ("profiling memory", r"Available KV cache memory: (?P<kv_gib>[\d.]+) GiB"),
+        ("allocating KV cache", r"KV cache size: (?P<kv_tokens>[\d,]+) tokens"),
+        ("capturing CUDA graphs", r"Capturing CUDA graph"),
+        ("engine initialised", r"init engine \(profile, create kv cache, warmup model\) took"),
+        ("starting HTTP server", r"Starting vLLM (?:API )?server"),
+        ("HTTP server up", r"Application startup complete"),
+    )
+)
+_KEYWORDS = (
+    "load",
+    "Load",
+    "compile",
+    "Compil",
+    "Dynamo",
+    "KV cache",
+    "CUDA graph",
+    "init engine",
+    "Starting vLLM",
+    "startup complete",
+    "version",
+)
+_CONCURRENCY = re.compile(
+    r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: "
+    r"(?P<x>[\d.]+)x"
+)
 _VERSION = re.compile(r"vLLM (?:API )?server version (?P<v>\S+)|vLLM API server version (\S+)")
 # These mean "the port is about to answer": probe at once instead of waiting for the poll.
 READY_HINTS = ("starting HTTP server", "HTTP server up")

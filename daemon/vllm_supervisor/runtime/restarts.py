@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from vllm_supervisor.config.settings import RestartPolicy
+from vllm_supervisor.runtime.diagnose import Finding
 
 
 @dataclass
@@ -25,11 +26,35 @@ class RestartTracker:
         if len(self.history) >= self.policy.budget:
             return None
         self.history.append(now)
-        delay = min(self.policy.backoff_max,
-                    self.policy.backoff_initial * self.policy.backoff_factor ** self.attempts)
+        delay = min(
+            self.policy.backoff_max,
+            self.policy.backoff_initial * self.policy.backoff_factor**self.attempts,
+        )
         self.attempts += 1
         return delay
 
     @property
     def used(self) -> int:
         return len(self.history)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a failure of one engine generation means."""
+
+    delay: float | None  # seconds until the next start; None: no restart (FAILED)
+    permanent: bool  # restarting cannot help: the config or the host must change
+
+    @property
+    def why_final(self) -> str:
+        return "restarting cannot fix this" if self.permanent else "restart budget spent"
+
+
+def judge(
+    tracker: RestartTracker, finding: Finding | None, ready_at: float | None, now: float
+) -> Verdict:
+    """A start that never got READY and failed for a cause restarting cannot fix ends at
+    once (no restart storm); any other failure takes the backoff, within the budget."""
+    permanent = ready_at is None and finding is not None and not finding.cause.retry
+    ran = now - ready_at if ready_at is not None else 0.0
+    return Verdict(None if permanent else tracker.next_delay(now, ran), permanent)

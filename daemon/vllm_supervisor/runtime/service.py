@@ -41,11 +41,13 @@ def model_setup(cfg: ModelConfig, info: EngineInfo) -> ModelSetup:
         command=lambda: render(cfg, info),  # reads the key file at every start: rotation works
         endpoint=f"{cfg.host}:{cfg.port}",
         address=EngineAddress(cfg.host, cfg.port, cfg.served_model_names, key),
-        facts=facts(cfg, info))
+        facts=facts(cfg, info),
+    )
 
 
-def validate(model: str, config_dir: Path, paths: AccessCheck | None = None
-             ) -> tuple[ModelConfig, EngineInfo] | str:
+def validate(
+    model: str, config_dir: Path, paths: AccessCheck | None = None
+) -> tuple[ModelConfig, EngineInfo] | str:
     """The model's config and engine, or every problem as text. PATHS: also check that this
     process's user can use every path the model needs (a clear exit 78 instead of a
     PermissionError traceback, or vLLM's FileNotFoundError for unreadable weights)."""
@@ -60,29 +62,47 @@ def validate(model: str, config_dir: Path, paths: AccessCheck | None = None
     return mr.cfg, mr.engine
 
 
-def run(model: str, config_dir: Path | None, state_dir: Path | None,
-        runtime_dir: Path | None = None, admin_group: str | None = None) -> int:
+def run(
+    model: str,
+    config_dir: Path | None,
+    state_dir: Path | None,
+    runtime_dir: Path | None = None,
+    admin_group: str | None = None,
+) -> int:
     config_dir = config_dir or default_config_dir()
     # systemd's StateDirectory= sets STATE_DIRECTORY; vllmctl reads the same place.
     state = state_dir or places.model_state_dir(model)
     sock = places.socket_path(runtime_dir or places.runtime_dir(model), model)
-    paths = AccessCheck(extra=(
-        Need(state, R | W | X, "", "the state folder", create=True),
-        Need(sock.parent, R | W | X, "", "the admin socket's folder", create=True)))
+    paths = AccessCheck(
+        extra=(
+            Need(state, R | W | X, "", "the state folder", create=True),
+            Need(sock.parent, R | W | X, "", "the admin socket's folder", create=True),
+        )
+    )
     got = validate(model, config_dir, paths)
     if isinstance(got, str):
         # <3>: sd-daemon(3) err, so `journalctl -p err -u vllm-supervisor@MODEL` shows them.
-        for line in [*got.splitlines(), f"vllm-supervisor: config invalid for {model}; "
-                     "nothing started"]:
+        for line in [
+            *got.splitlines(),
+            f"vllm-supervisor: config invalid for {model}; nothing started",
+        ]:
             print(f"<3>{line}", file=sys.stderr)
         return exitcodes.CONFIG
     logs.setup()
-    return uvloop.run(_main(model, config_dir, got, state, sock, paths,
-                            admin_group or admin.DEFAULT_GROUP))
+    return uvloop.run(
+        _main(model, config_dir, got, state, sock, paths, admin_group or admin.DEFAULT_GROUP)
+    )
 
 
-async def _main(model: str, config_dir: Path, loaded: tuple[ModelConfig, EngineInfo],
-                state: Path, sock: Path, paths: AccessCheck, group: str) -> int:
+async def _main(
+    model: str,
+    config_dir: Path,
+    loaded: tuple[ModelConfig, EngineInfo],
+    state: Path,
+    sock: Path,
+    paths: AccessCheck,
+    group: str,
+) -> int:
     log = logs.get()
     notifier = Notifier()
     current = [loaded]  # as of the last good load: `vllmctl config` shows it
@@ -103,30 +123,56 @@ async def _main(model: str, config_dir: Path, loaded: tuple[ModelConfig, EngineI
         async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:
             return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_lines)
 
-        effects = Effects(spawn=spawn, prober=prober, notifier=notifier,
-                          journal=logs.EngineLineWriter(model), log=log,
-                          save_failure=lambda rec: _save(state, rec, log), reload=reload)
+        effects = Effects(
+            spawn=spawn,
+            prober=prober,
+            notifier=notifier,
+            journal=logs.EngineLineWriter(model),
+            log=log,
+            save_failure=lambda rec: _save(state, rec, log),
+            reload=reload,
+        )
         sup = Supervisor(model, setup, effects)
-        socket_server = admin.Admin(sup, sock, group, log,
-                                    config=lambda: describe(*current[0]),
-                                    engine_metrics=lambda: prober.metrics_text(5.0))
+        socket_server = admin.Admin(
+            sup,
+            sock,
+            group,
+            log,
+            config=lambda: describe(*current[0]),
+            engine_metrics=lambda: prober.metrics_text(5.0),
+        )
         try:
             await socket_server.start()
         except admin.AlreadyServed as exc:
-            log.error("cannot open the admin socket; nothing started", model=model,
-                      path=str(sock), error=str(exc))
+            log.error(
+                "cannot open the admin socket; nothing started",
+                model=model,
+                path=str(sock),
+                error=str(exc),
+            )
             return exitcodes.FAILED
         except OSError as exc:  # the folder is not ours, or not usable: restarts won't help
-            log.error("cannot open the admin socket; nothing started", model=model,
-                      path=str(sock), error=str(exc), user=Identity.current().name)
+            log.error(
+                "cannot open the admin socket; nothing started",
+                model=model,
+                path=str(sock),
+                error=str(exc),
+                user=Identity.current().name,
+            )
             return exitcodes.CONFIG
         loop = asyncio.get_running_loop()
         # Signal handlers only post events (the supervisor decides).
         loop.add_signal_handler(signal.SIGTERM, sup.post, ev.Shutdown("SIGTERM"))
         loop.add_signal_handler(signal.SIGINT, sup.post, ev.Shutdown("SIGINT"))
         loop.add_signal_handler(signal.SIGHUP, sup.post, ev.Reload("SIGHUP"))
-        log.info("starting", model=model, engine=loaded[1].label, endpoint=setup.endpoint,
-                 pid=os.getpid(), admin_socket=str(sock))
+        log.info(
+            "starting",
+            model=model,
+            engine=loaded[1].label,
+            endpoint=setup.endpoint,
+            pid=os.getpid(),
+            admin_socket=str(sock),
+        )
         try:
             code = await sup.run()
         finally:
@@ -136,16 +182,29 @@ async def _main(model: str, config_dir: Path, loaded: tuple[ModelConfig, EngineI
 
 
 def facts(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
-    return {"served_names": list(cfg.served_model_names), "host": cfg.host, "port": cfg.port,
-            "engine": {"distribution": info.distribution, "version": info.version,
-                       "venv": str(info.venv)},
-            "gpu_memory": None}  # NVML (gpu module) not wired yet
+    return {
+        "served_names": list(cfg.served_model_names),
+        "host": cfg.host,
+        "port": cfg.port,
+        "engine": {
+            "distribution": info.distribution,
+            "version": info.version,
+            "venv": str(info.venv),
+        },
+        "gpu_memory": None,
+    }  # NVML (gpu module) not wired yet
 
 
 def describe(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
     cmd = render(cfg, info, read_secret=None)  # never the key itself
-    return {"model": cfg.name, "argv": list(cmd.argv), "env": cmd.redacted_env(),
-            "env_removed": list(cmd.env_remove), "file": cfg.file, "line": cfg.line}
+    return {
+        "model": cfg.name,
+        "argv": list(cmd.argv),
+        "env": cmd.redacted_env(),
+        "env_removed": list(cmd.env_remove),
+        "file": cfg.file,
+        "line": cfg.line,
+    }
 
 
 def _save(state: Path, record: dict[str, Any], log: Any) -> None:

@@ -27,8 +27,10 @@ def check_owner(folder: Path) -> None:
     for path, allowed in ((folder, {me}), (folder.parent, {me, 0})):
         st = path.lstat()
         if st.st_uid not in allowed:
-            raise NotOurs(f"{path} belongs to uid {st.st_uid}, not to {user()}: remove it, or "
-                          "set VSUP_RUNTIME_DIR to a folder of your own")
+            raise NotOurs(
+                f"{path} belongs to uid {st.st_uid}, not to {user()}: remove it, or "
+                "set VSUP_RUNTIME_DIR to a folder of your own"
+            )
 
 
 def share(path: Path, gid: int | None, group: str, log: Any) -> None:
@@ -40,10 +42,14 @@ def share(path: Path, gid: int | None, group: str, log: Any) -> None:
     try:
         os.chown(path, -1, gid)
     except OSError as exc:
-        log.warning("admin socket not shared with its group: only root and this user can use "
-                    "it", path=str(path), group=group, error=str(exc),
-                    fix=f"add {user()} to group {group} (usermod -aG {group} {user()}) and "
-                    f"restart, or run the unit with Group={group}")
+        log.warning(
+            "admin socket not shared with its group: only root and this user can use it",
+            path=str(path),
+            group=group,
+            error=str(exc),
+            fix=f"add {user()} to group {group} (usermod -aG {group} {user()}) and "
+            f"restart, or run the unit with Group={group}",
+        )
 
 
 def user() -> str:

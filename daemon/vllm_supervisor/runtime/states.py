@@ -47,10 +47,15 @@ EDGES: tuple[tuple[State, State, str], ...] = (
     (State.RESTARTING, State.STARTING, "the backoff elapsed"),
     (State.RESTARTING, State.STOPPING, "deactivate, restart, reload or shutdown"),
     (State.STOPPING, State.INACTIVE, "the engine's group is gone"),
-    (State.STOPPING, State.STARTING, "the group is gone and the engine is wanted (restart, reload)"),
+    (
+        State.STOPPING,
+        State.STARTING,
+        "the group is gone and the engine is wanted (restart, reload)",
+    ),
 )
 TRANSITIONS: dict[State, frozenset[State]] = {
-    st: frozenset(new for old, new, _ in EDGES if old is st) for st in State}
+    st: frozenset(new for old, new, _ in EDGES if old is st) for st in State
+}
 
 
 class IllegalTransition(RuntimeError):

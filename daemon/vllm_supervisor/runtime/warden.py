@@ -26,8 +26,10 @@ PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m vllm_supervisor.runtime.warden SUPERVISOR_PID -- ARGV...",
-              file=sys.stderr)
+        print(
+            "usage: python -m vllm_supervisor.runtime.warden SUPERVISOR_PID -- ARGV...",
+            file=sys.stderr,
+        )
         return 2
     supervisor = int(argv[0])
     group = os.getpgrp()
@@ -44,8 +46,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The engine inherits our stdout/stderr (the supervisor's pipe) and our process group;
     # it must not inherit the ignored SIGTERM: restore defaults in the child.
-    child = subprocess.Popen(argv[2:], restore_signals=True,
-                             preexec_fn=_default_signals, close_fds=True)
+    child = subprocess.Popen(
+        argv[2:], restore_signals=True, preexec_fn=_default_signals, close_fds=True
+    )
     while True:
         try:
             code = child.wait()

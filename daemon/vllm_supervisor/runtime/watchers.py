@@ -23,8 +23,7 @@ async def wait_exit(gen: Generation, post: ev.Post, engine: EngineHandle) -> Non
     post(ev.Exited(gen.number, await engine.wait()))
 
 
-async def readiness(gen: Generation, post: ev.Post, prober: ProberLike,
-                    startup: Startup) -> None:
+async def readiness(gen: Generation, post: ev.Post, prober: ProberLike, startup: Startup) -> None:
     """Poll /health until 200; a log line saying the server starts cuts the wait short."""
     while await prober.health(timeout=2.0) != 200:
         await gen.server_starting.wait(startup.poll_interval)
@@ -51,21 +50,31 @@ async def start_timer(gen: Generation, post: ev.Post, startup: Startup, clock: C
         if gen.progress.changes != seen:
             seen, last_change = gen.progress.changes, now
         if now - gen.spawned_at > startup.start_timeout:
-            post(ev.StartTimeout(gen.number, f"not ready after {startup.start_timeout:g} s "
-                                             "(startup.start_timeout)"))
+            post(
+                ev.StartTimeout(
+                    gen.number,
+                    f"not ready after {startup.start_timeout:g} s (startup.start_timeout)",
+                )
+            )
             return
         if now - last_change > startup.stall_timeout:
-            post(ev.StartTimeout(gen.number, f"no load progress for {startup.stall_timeout:g} "
-                                             f"s in phase '{gen.progress.phase}' "
-                                             "(startup.stall_timeout)"))
+            post(
+                ev.StartTimeout(
+                    gen.number,
+                    f"no load progress for {startup.stall_timeout:g} "
+                    f"s in phase '{gen.progress.phase}' "
+                    "(startup.stall_timeout)",
+                )
+            )
             return
         # systemd(1) would kill a start job that outlives TimeoutStartSec: extend it while
         # the load makes progress and the engine lives.
         post(ev.StillLoading(gen.number, 3 * tick + 5))
 
 
-async def liveness(gen: Generation, post: ev.Post, prober: ProberLike, health: Health,
-                   clock: Clock) -> None:
+async def liveness(
+    gen: Generation, post: ev.Post, prober: ProberLike, health: Health, clock: Clock
+) -> None:
     fails, last_generation = 0, clock()
     while True:
         await asyncio.sleep(health.interval)
@@ -76,8 +85,9 @@ async def liveness(gen: Generation, post: ev.Post, prober: ProberLike, health: H
         fails = 0 if got == 200 else fails + 1
         if fails >= health.failures:
             what = "engine stopped listening" if got == "refused" else "engine hung"
-            post(ev.EngineDead(gen.number, f"{what}: {fails} health checks in a row "
-                                           f"failed ({got})"))
+            post(
+                ev.EngineDead(gen.number, f"{what}: {fails} health checks in a row failed ({got})")
+            )
             return
         if health.generation_interval and clock() - last_generation >= health.generation_interval:
             last_generation = clock()
@@ -92,14 +102,14 @@ async def backoff(gen: Generation, post: ev.Post, delay: float) -> None:
     post(ev.BackoffDone(gen.number))
 
 
-async def stop_engine(gen: Generation, post: ev.Post, engine: EngineHandle,
-                      grace: float) -> None:
+async def stop_engine(gen: Generation, post: ev.Post, engine: EngineHandle, grace: float) -> None:
     escalated, left = await engine.stop(grace)
     post(ev.Stopped(gen.number, escalated, tuple(left)))
 
 
-async def drain(gen: Generation, post: ev.Post, prober: ProberLike, timeout: float,
-                clock: Clock) -> None:
+async def drain(
+    gen: Generation, post: ev.Post, prober: ProberLike, timeout: float, clock: Clock
+) -> None:
     """Wait until the engine reports no running requests (vllm:num_requests_running), or
     the timeout, then post DrainDone. Unreadable metrics count as drained: an engine that
     cannot answer /metrics is not serving anyone either."""
@@ -107,11 +117,18 @@ async def drain(gen: Generation, post: ev.Post, prober: ProberLike, timeout: flo
     while True:
         running = await prober.running_requests(2.0)
         if not running:
-            post(ev.DrainDone(gen.number, "no running requests" if running == 0
-                              else "engine metrics unavailable"))
+            post(
+                ev.DrainDone(
+                    gen.number,
+                    "no running requests" if running == 0 else "engine metrics unavailable",
+                )
+            )
             return
         if clock() - start >= timeout:
-            post(ev.DrainDone(gen.number, f"drain timeout {timeout:g} s, {running:g} "
-                                          "request(s) still running"))
+            post(
+                ev.DrainDone(
+                    gen.number, f"drain timeout {timeout:g} s, {running:g} request(s) still running"
+                )
+            )
             return
         await asyncio.sleep(0.2)
