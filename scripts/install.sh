@@ -100,10 +100,12 @@ else
 ProtectHome=yes hides those): apt-get install python3 python3-venv, or set VSUP_PYTHON"
 fi
 say "venvs are made from $python ($("$python" -c 'import sys; print(sys.version.split()[0])'))"
-if command -v uv >/dev/null 2>&1; then installer=uv
-elif "$python" -m pip --version >/dev/null 2>&1 && "$python" -m venv --help >/dev/null 2>&1; then
-  installer=pip
-else die "needs uv, or pip and venv for $python (Debian: apt-get install python3-venv python3-pip)"; fi
+# uv when it is on PATH, else pip (scripts/lib/venv.sh); an installer fetches no tool.
+. "$src/scripts/lib/venv.sh"
+venv_tool "$python"
+if [ "$VENV_TOOL" = pip ] && ! { "$python" -m pip --version && "$python" -m venv --help; } >/dev/null 2>&1; then
+  die "needs uv, or pip and venv for $python (Debian: apt-get install python3-venv python3-pip)"
+fi
 if printf '%s\n' "${setup[@]}" | grep -qx -- --cuda && ! command -v nvidia-smi >/dev/null; then
   die "--cuda needs the NVIDIA driver (nvidia-smi not found); install it, or use --cpu"
 fi
@@ -113,14 +115,9 @@ case "$engine" in none|default) ;; *)
 esac
 
 venv=$root$prefix/venv
-say "supervisor into $venv with $installer"
-if [ $installer = uv ]; then
-  [ -x "$venv/bin/python" ] || run uv venv --python "$python" "$venv"
-  run uv pip install --python "$venv/bin/python" --reinstall-package vllm-supervisor "$src"
-else
-  [ -x "$venv/bin/python" ] || run "$python" -m venv "$venv"
-  run "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$src"
-fi
+say "supervisor into $venv with $VENV_TOOL"
+run venv_create "$python" "$venv"
+run venv_install "$venv" --upgrade $(venv_reinstall vllm-supervisor) "$src"
 
 case "$engine" in
   none) say "no engine venv (--no-engine): point models at one with venv:" ;;

@@ -6,14 +6,12 @@ seed, so the same script gives the same files. Run with the engine venv's Python
 """
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-FORMAT = "tiny-llama-v2"  # bump when the output changes; scripts/test regenerates on mismatch
+FORMAT = "tiny-llama-v2"  # bump when the output changes: a folder of another format is remade
+MARKER = "tiny-model.json"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -28,7 +26,19 @@ CORPUS = [
 ] * 20
 
 
+def current(out: Path) -> bool:
+    try:
+        return json.loads((out / MARKER).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(out: Path) -> None:
+    # Imported here: checking that a folder is current needs none of them.
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -62,7 +72,7 @@ def main(out: Path) -> None:
     )
     model = LlamaForCausalLM(cfg).to(torch.float32)
     model.save_pretrained(out, safe_serialization=True)
-    (out / "tiny-model.json").write_text(json.dumps({"format": FORMAT}) + "\n")
+    (out / MARKER).write_text(json.dumps({"format": FORMAT}) + "\n")
     # safetensors writes the weights 0600 whatever the umask: the service user (vllm) could
     # not read them and vLLM would say FileNotFoundError (docs/troubleshooting.md). A model
     # folder is data for others to read.
@@ -75,4 +85,15 @@ def main(out: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: tiny_model.py DIR")
-    main(Path(sys.argv[1]))
+    folder = Path(sys.argv[1])
+    if current(folder):
+        print(f"make-tiny-model: {folder} already holds {FORMAT}")
+        raise SystemExit(0)
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / MARKER).exists():
+            raise SystemExit(
+                f"make-tiny-model: {folder} is not empty and not a tiny model; "
+                "pass an empty or new folder"
+            )
+        shutil.rmtree(folder)  # an older format of our own: made again
+    main(folder)

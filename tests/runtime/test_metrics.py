@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
-from vllm_supervisor.runtime.metrics import engine_key_metrics, supervisor_metrics
+from vllm_supervisor.runtime.metrics import (
+    engine_key_metrics,
+    running_requests,
+    supervisor_metrics,
+)
 from vllm_supervisor.runtime.states import State
 
 
@@ -55,3 +59,20 @@ def test_engine_key_metrics_keep_only_the_key_families() -> None:
         ("vllm:num_requests_running", (("model_name", "m"),)): 3.0,
         ("vllm:kv_cache_usage_perc", (("model_name", "m"),)): 0.25,
     }
+
+
+def test_engine_counter_keeps_its_total_suffix_and_running_requests_sums_label_sets() -> None:
+    engine = (
+        "# HELP vllm:num_preemptions_total Preemptions.\n"
+        "# TYPE vllm:num_preemptions_total counter\n"
+        'vllm:num_preemptions_total{model_name="m"} 4.0\n'
+        "# HELP vllm:num_requests_running Number of requests running.\n"
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{model_name="m",engine="0"} 2.0\n'
+        'vllm:num_requests_running{model_name="m",engine="1"} 1.0\n'
+    )
+    got = samples(engine_key_metrics(engine))
+    assert got[("vllm:num_preemptions_total", (("model_name", "m"),))] == 4.0
+    assert running_requests(engine) == 3.0
+    assert running_requests("# HELP other x\n# TYPE other gauge\nother 1\n") is None
+    assert running_requests("not { prometheus") is None and engine_key_metrics("{") == ""

@@ -67,8 +67,3 @@ class ProblemScope:
 
     def err(self, node: Located, key: str, message: str, line: int = 0) -> None:
         self.problems.append(Problem(node.file, line or node.line, f"{self.prefix}.{key}", message))
-
-    def warn(self, node: Located, key: str, message: str, line: int = 0) -> None:
-        self.problems.append(
-            Problem(node.file, line or node.line, f"{self.prefix}.{key}", message, "warning")
-        )

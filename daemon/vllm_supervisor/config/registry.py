@@ -2,7 +2,7 @@
 
 Every problem names file, line and key, and all of them are collected before raising, so an
 operator fixes a file in one pass. This module reads only YAML: checks that need the host
-(paths, engine venv, HF cache, installed vLLM version) live in hostcheck.py.
+(paths, engine venv, HF cache, installed vLLM version) live in preflight/model_checks.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Runs INSIDE the engine venv (never imported by the supervisor): dumps vLLM's CLI flags.
 
-Usage: ENGINE_PYTHON _engine_probe.py [--parse < argv-lists.json]
+Usage: ENGINE_PYTHON in_venv_probe.py [--parse < argv-lists.json]
 Prints JSON {"flags": {...}} or, with --parse, {"results": [{"ok": bool, "error": str}]}.
 vLLM has no machine-readable flag list, and the module that builds its parser moved
 between releases (docs/vllm-behaviour.md), so try each known home. Importing it pulls in

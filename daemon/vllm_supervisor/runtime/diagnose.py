@@ -59,12 +59,6 @@ class _Default(dict[str, str]):
         return f"<{key}>"
 
 
-def is_fatal_while_serving(line: str) -> bool:
-    """Lines that mean the engine is dead now: act on them at once, without waiting for
-    vLLM's own 5 s watchdog to exit the API server (docs/vllm-behaviour.md)."""
-    return FATAL_WHILE_SERVING.search(line) is not None
-
-
 # Literal parts of FATAL_WHILE_SERVING: `in` checks gate the regex (a flood of ordinary lines
 # must cost no regex scan). tests/runtime/test_diagnose.py checks that every alternative of every
 # fatal row holds one of them.

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
 from vllm_supervisor.runtime.states import State
 
 
@@ -57,23 +61,38 @@ def supervisor_metrics(s: dict[str, Any]) -> str:
     return "".join(out)
 
 
-ENGINE_KEYS = (
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:kv_cache_usage_perc",
-    "vllm:num_preemptions",
+# Families as prometheus_client's parser names them (a counter without its _total suffix).
+ENGINE_KEYS = frozenset(
+    {
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_preemptions",
+    }
 )
 
 
+def engine_families(text: str) -> list[Metric]:
+    """The engine's /metrics text, parsed by prometheus_client (the one Prometheus parser in
+    the daemon); an unparsable text counts as no metrics."""
+    try:
+        return list(text_string_to_metric_families(text))
+    except ValueError:
+        return []
+
+
 def engine_key_metrics(text: str) -> str:
-    """The engine's key load metrics, with their HELP/TYPE lines, passed through as-is."""
-    keep = []
-    for line in text.splitlines():
-        name = (
-            line.split(" ", 3)[2]
-            if line.startswith("# ") and len(line.split(" ")) > 2
-            else line.split("{", 1)[0].split(" ", 1)[0]
-        )
-        if any(name.startswith(k) for k in ENGINE_KEYS):
-            keep.append(line + "\n")
-    return "".join(keep)
+    """The engine's key load metrics, with their HELP and TYPE, in Prometheus text."""
+
+    class Keys:  # generate_latest() reads any object with collect()
+        def collect(self) -> list[Metric]:
+            return [f for f in engine_families(text) if f.name in ENGINE_KEYS]
+
+    return generate_latest(Keys()).decode()
+
+
+def running_requests(text: str) -> float | None:
+    """Sum of vllm:num_requests_running over its label sets; None when the engine does not
+    report it."""
+    found = [f for f in engine_families(text) if f.name == "vllm:num_requests_running"]
+    return sum(s.value for f in found for s in f.samples) if found else None

