@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_supervisor.config import model_keys as fields
+from vllm_supervisor.config import model_keys
 from vllm_supervisor.reference import docgen
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_every_model_key_is_documented() -> None:
-    assert set(docgen.MODEL_KEY_DOCS) == set(fields.MODEL_KEYS)
+    assert set(docgen.MODEL_KEY_DOCS) == set(model_keys.MODEL_KEYS)
 
 
 def test_configuration_md_is_fresh() -> None:
@@ -24,9 +24,9 @@ def test_configuration_md_is_fresh() -> None:
 def test_every_supervision_key_is_documented() -> None:
     from dataclasses import fields as dc_fields
 
-    from vllm_supervisor.config import settings as supervision
+    from vllm_supervisor.config import settings
 
-    keys = {f"{b}.{f.name}" for b, cls in supervision.BLOCKS.items() for f in dc_fields(cls)}
+    keys = {f"{b}.{f.name}" for b, cls in settings.BLOCKS.items() for f in dc_fields(cls)}
     assert keys == set(docgen.SUPERVISION_DOCS)
 
 

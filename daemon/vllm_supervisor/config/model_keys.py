@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vllm_supervisor.config import key_parsers as p
-from vllm_supervisor.config import settings as supervision
+from vllm_supervisor.config import settings
 from vllm_supervisor.config.model import ModelConfig, default_venv
 from vllm_supervisor.config.problems import Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode
@@ -207,16 +207,16 @@ def _engine(
 
 def _supervision(
     ctx: ProblemScope, defaults: dict[str, YNode], own: dict[str, YNode]
-) -> supervision.Supervision:
+) -> settings.Supervision:
     """Blocks merge key by key: defaults' block first, then the model's."""
-    sup = supervision.Supervision()
+    sup = settings.Supervision()
     for layer in (defaults, own):
         auto = layer.get("autostart")
         if auto is not None:
             v = p.boolean(ctx, auto, "autostart")
             if isinstance(v, bool):
                 sup = replace(sup, autostart=v)
-        for name in supervision.BLOCKS:
+        for name in settings.BLOCKS:
             node = layer.get(name)
             if node is not None:
                 block = p.parse_block(ctx, name, node, getattr(sup, name))

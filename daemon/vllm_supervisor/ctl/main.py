@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "completion":
             sys.stdout.write(completion_script(build_parser()))
             return exitcodes.OK
-        from vllm_supervisor.ctl import commands as ctlcmds
+        from vllm_supervisor.ctl import commands
 
-        return int(getattr(ctlcmds, "cmd_" + args.command.lstrip("_"))(args))
+        return int(getattr(commands, "cmd_" + args.command.lstrip("_"))(args))
     except CtlError as exc:
         print(f"vllmctl: {exc}", file=sys.stderr)
         return exc.code

@@ -11,13 +11,12 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from vllm_supervisor.config import model_keys as model_fields
-from vllm_supervisor.config import settings as supervision
+from vllm_supervisor.config import model_keys, settings
 from vllm_supervisor.engine import flags
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.versions import show
 
-# key -> (type, default, meaning). Every key in model_fields.MODEL_KEYS must be here (tested).
+# key -> (type, default, meaning). Every key in model_keys.MODEL_KEYS must be here (tested).
 MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
     "model": (
         "string",
@@ -76,7 +75,7 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
     "capabilities": (
         "list",
         "`[]`",
-        "one or more of " + ", ".join(f"`{c}`" for c in model_fields.CAPABILITIES),
+        "one or more of " + ", ".join(f"`{c}`" for c in model_keys.CAPABILITIES),
     ),
     "aliases": ("list of strings", "`[]`", "extra names for routers; unique across models"),
     "deprecated": ("bool or message", "`false`", "`vllmctl check` warns with the message"),
@@ -133,7 +132,7 @@ def render() -> str:
         "Files: `/etc/vllm-supervisor/models.yaml` (`--config-dir` or `$VSUP_CONFIG_DIR` "
         "overrides the folder) and, optionally, `models.d/*.yaml`, read in name order. "
         "`models.yaml` may hold `defaults:` (any key below except "
-        + ", ".join(f"`{k}`" for k in sorted(model_fields.PER_MODEL_ONLY))
+        + ", ".join(f"`{k}`" for k in sorted(model_keys.PER_MODEL_ONLY))
         + ") and `models:`; drop-ins hold `models:` only. A model name is its systemd "
         "instance name: lowercase letters, digits, `.`, `_`, `-`, at most 64 characters.",
         "",
@@ -144,7 +143,7 @@ def render() -> str:
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for key in model_fields.MODEL_KEYS:
+    for key in model_keys.MODEL_KEYS:
         typ, default, meaning = MODEL_KEY_DOCS[key]
         out.append(f"| `{key}` | {typ} | {default} | {meaning} |")
     out += [
@@ -168,7 +167,7 @@ def render() -> str:
         "| key | default | meaning |",
         "| --- | --- | --- |",
     ]
-    for block, cls in supervision.BLOCKS.items():
+    for block, cls in settings.BLOCKS.items():
         for f in fields(cls):
             key = f"{block}.{f.name}"
             out.append(f"| `{key}` | `{_show(getattr(cls(), f.name))}` | {SUPERVISION_DOCS[key]} |")

@@ -12,8 +12,7 @@ import sys
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from vllm_supervisor.config import key_parsers
-from vllm_supervisor.config import settings as supervision
+from vllm_supervisor.config import key_parsers, settings
 from vllm_supervisor.config.model_keys import CAPABILITIES, MODEL_KEYS, PER_MODEL_ONLY, TOOL_SUPPORT
 from vllm_supervisor.config.registry import SLUG
 from vllm_supervisor.engine import options as engine_options
@@ -115,7 +114,7 @@ def model_properties() -> dict[str, Any]:
         },
         "extra_args": {"type": "array", "items": {"type": ["string", "number"]}},
         "autostart": {"type": "boolean", "default": True},
-        **{name: _block(cls) for name, cls in supervision.BLOCKS.items()},
+        **{name: _block(cls) for name, cls in settings.BLOCKS.items()},
     }
     assert set(props) == set(MODEL_KEYS), set(props) ^ set(MODEL_KEYS)
     return props

@@ -28,6 +28,8 @@ CUT = " …[line cut]"
 BATCH_WAIT = 0.001
 PIPE_SIZE = 1024 * 1024  # fcntl(2) F_SETPIPE_SZ: room for ~1 ms of a flood
 
+WARDEN = "vllm_supervisor.runtime.warden"  # run by module path: moves with warden.py (tested)
+
 
 @dataclass(frozen=True)
 class Exit:
@@ -130,7 +132,7 @@ async def reap_check(pgid: int, timeout: float = 5.0) -> list[int]:
 async def spawn(
     argv: Sequence[str], env: dict[str, str], on_lines: Callable[[list[str], str], None]
 ) -> Engine:
-    warden = [sys.executable, "-m", "vllm_supervisor.runtime.warden", str(os.getpid()), "--", *argv]
+    warden = [sys.executable, "-m", WARDEN, str(os.getpid()), "--", *argv]
     # Run the warden from the supervisor's own import path, wherever it was installed.
     pkg_root = str(Path(__file__).resolve().parent.parent)
     wenv = dict(env)

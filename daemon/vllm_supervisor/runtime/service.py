@@ -20,7 +20,7 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.registry import default_config_dir
 from vllm_supervisor.engine.detect import EngineInfo
-from vllm_supervisor.host import locations as places
+from vllm_supervisor.host import locations
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 from vllm_supervisor.preflight.check import UnknownModel, run_check
 from vllm_supervisor.preflight.model_checks import AccessCheck
@@ -71,8 +71,8 @@ def run(
 ) -> int:
     config_dir = config_dir or default_config_dir()
     # systemd's StateDirectory= sets STATE_DIRECTORY; vllmctl reads the same place.
-    state = state_dir or places.model_state_dir(model)
-    sock = places.socket_path(runtime_dir or places.runtime_dir(model), model)
+    state = state_dir or locations.model_state_dir(model)
+    sock = locations.socket_path(runtime_dir or locations.runtime_dir(model), model)
     paths = AccessCheck(
         extra=(
             Need(state, R | W | X, "", "the state folder", create=True),
