@@ -40,22 +40,25 @@ venv_tool() {
   _venv_pip_settings "$python"
 }
 
-_venv_pip_settings() {  # pip's effective index settings -> UV_FLAGS (environment wins)
+_venv_pip_settings() {  # pip's effective index settings -> UV_FLAGS
   local line key value url
-  local -a files=() env=()
+  local -A setting=()
+  # `pip config list` prints files first, then :env: (PIP_*); a later value of a key replaces
+  # an earlier one, as the environment overrides pip.conf for pip itself.
   while IFS= read -r line; do
-    case "$line" in :env:*) env+=("$line") ;; *) files+=("$line") ;; esac
-  done < <("$1" -m pip config list 2>/dev/null || true)
-  for line in "${files[@]}" "${env[@]}"; do
+    case "$line" in *=*) ;; *) continue ;; esac
     key=${line%%=*}; key=${key##*.}; value=${line#*=}; value=${value#\'}; value=${value%\'}
-    for url in $value; do
+    setting[$key]=$value
+  done < <("$1" -m pip config list 2>/dev/null | sort -s -t: -k2,2 || true)
+  for key in index-url extra-index-url find-links no-index; do
+    for url in ${setting[$key]:-}; do
       case "$url" in  # pip skips a file:// location that does not exist; uv would fail on it
         file://*) [ -e "${url#file://}" ] || continue ;;
       esac
       case "$key" in
         index-url) UV_FLAGS+=(--index-url "$url") ;;
         extra-index-url) UV_FLAGS+=(--extra-index-url "$url") ;;
-        find-links) [ -e "$url" ] || [ "${url#*://}" != "$url" ] && UV_FLAGS+=(--find-links "$url") ;;
+        find-links) UV_FLAGS+=(--find-links "$url") ;;
         no-index) case "$url" in 1|true|yes|on) UV_FLAGS+=(--no-index) ;; esac ;;
       esac
     done
