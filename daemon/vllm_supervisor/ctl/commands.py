@@ -113,7 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 str(r["port"] or "-"),
                 str(r["pid"] or "-"),
                 "-" if r["restarts"] is None else str(r["restarts"]),
-                r["gpu_memory"] or "-",
+                gpu_cell(r["gpu_memory"]),
                 r["reason"] or "",
             ]
         )
@@ -124,6 +124,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             cells[1] = f"\033[{COLOURS[line[1]]}m{cells[1]}\033[0m"
         print("  ".join([*cells, line[7]]).rstrip())
     return code
+
+
+def gpu_cell(held: dict[str, int] | None) -> str:
+    """GPU-MEM: what the engine's processes hold, per GPU ("0:14.2G,1:14.1G"); "-" without
+    a GPU or an engine."""
+    if not held:
+        return "-"
+    return ",".join(f"{gpu}:{n / 1024**3:.1f}G" for gpu, n in sorted(held.items()))
 
 
 def _last_failure(roots: list[Path], model: str) -> dict[str, Any] | None:

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("probe", parents=[common], help="preflight: names, chat, JSON, image")
     pr.add_argument("model", metavar="MODEL")
     pr.add_argument("--timeout", type=float, default=60.0, help="seconds per check (60)")
+    sub.add_parser(
+        "gpus", parents=[common], help="GPUs, their memory, and who holds it (models, orphans)"
+    )
     sub.add_parser("completion", help="print the bash completion script").add_argument(
         "shell", choices=["bash"]
     )
@@ -128,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             from vllm_supervisor.ctl.probe import cmd_probe
 
             return cmd_probe(args)
+        if args.command == "gpus":
+            from vllm_supervisor.ctl.gpus import cmd_gpus
+
+            return cmd_gpus(args)
         if args.command == "completion":
             sys.stdout.write(completion_script(build_parser()))
             return exitcodes.OK

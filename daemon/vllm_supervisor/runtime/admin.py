@@ -58,9 +58,11 @@ class Admin:
         log: Any,
         config: Callable[[], dict[str, Any]],
         engine_metrics: Callable[[], Awaitable[str | None]],
+        gpu_memory: Callable[[int], dict[str, int] | None] = lambda pgid: None,
     ) -> None:
         self.sup, self.path, self.log = sup, path, log
         self.config, self.engine_metrics = config, engine_metrics
+        self.gpu_memory = gpu_memory
         try:
             self.gid: int | None = grp.getgrnam(group).gr_gid
         except KeyError:
@@ -318,4 +320,9 @@ class Admin:
         return json_response(self.config())
 
     def _state(self) -> dict[str, Any]:
-        return as_dict(self.sup.status())
+        """The supervisor's Status, plus the GPU memory its engine's group holds now (NVML;
+        None without an NVIDIA GPU or without an engine)."""
+        state = as_dict(self.sup.status())
+        pid = state.get("pid")
+        state["gpu_memory"] = self.gpu_memory(pid) if isinstance(pid, int) else None
+        return state

@@ -58,6 +58,13 @@ def supervisor_metrics(s: dict[str, Any]) -> str:
             "time since the engine became ready",
             [(m, s["uptime"])],
         )
+    if s.get("gpu_memory"):
+        metric(
+            "vllm_supervisor_gpu_memory_bytes",
+            "gauge",
+            "GPU memory held by the engine's processes, per GPU (NVML)",
+            [(f'{m},gpu="{gpu}"', float(n)) for gpu, n in sorted(s["gpu_memory"].items())],
+        )
     return "".join(out)
 
 

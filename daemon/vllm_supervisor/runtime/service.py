@@ -20,6 +20,8 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.registry import default_config_dir
 from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.gpu.holders import group_memory
+from vllm_supervisor.gpu.nvml import Gpus, open_gpus
 from vllm_supervisor.host import locations
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 from vllm_supervisor.preflight.check import UnknownModel, run_check
@@ -105,6 +107,7 @@ async def _main(
 ) -> int:
     log = logs.get()
     notifier = Notifier()
+    gpus = open_gpus()  # NVML once; NoGpus on a host without an NVIDIA driver
     current = [loaded]  # as of the last good load: `vllmctl config` shows it
     setup = model_setup(*loaded)
     async with aiohttp.ClientSession() as session:
@@ -140,6 +143,7 @@ async def _main(
             log,
             config=lambda: describe(*current[0]),
             engine_metrics=lambda: prober.metrics_text(5.0),
+            gpu_memory=lambda pgid: gpu_memory(gpus, pgid),
         )
         try:
             await socket_server.start()
@@ -191,8 +195,14 @@ def facts(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
             "version": info.version,
             "venv": str(info.venv),
         },
-        "gpu_memory": None,
-    }  # NVML (gpu module) not wired yet
+    }
+
+
+def gpu_memory(gpus: Gpus, pgid: int) -> dict[str, int] | None:
+    """Bytes per GPU index held by the engine's process group; None without a GPU."""
+    if not gpus.available:
+        return None
+    return {str(i): n for i, n in group_memory(gpus, pgid).items()}
 
 
 def describe(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
