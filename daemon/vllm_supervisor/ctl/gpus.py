@@ -10,7 +10,7 @@ from typing import Any
 
 from vllm_supervisor import exitcodes
 from vllm_supervisor.ctl.client import Client, CtlError, running_models
-from vllm_supervisor.gpu.holders import PROC, Process, processes
+from vllm_supervisor.gpu.holders import PROC, Process, owner_groups, processes
 from vllm_supervisor.gpu.nvml import Gpus, open_gpus
 from vllm_supervisor.host.locations import runtime_dirs
 
@@ -45,7 +45,9 @@ def cmd_gpus(args: argparse.Namespace, gpus: Gpus | None = None, proc: Path = PR
             print(f"vllmctl: {gpus.reason}")
         return exitcodes.OK  # a host without a GPU is not an error
     bases = [Path(args.socket_dir)] if args.socket_dir else runtime_dirs()
-    held = processes(gpus, engine_groups(bases), proc)
+    # Whose group: what /proc says (our warden leads it), and what the instances answer.
+    pids = [h.pid for d in gpus.devices() for h in gpus.holders(d.index)]
+    held = processes(gpus, {**owner_groups(pids, proc), **engine_groups(bases)}, proc)
     devices = gpus.devices()
     if args.json:
         out: list[dict[str, Any]] = [

@@ -67,6 +67,34 @@ def user_of(pid: int, proc: Path = PROC) -> str:
     return "?"
 
 
+WARDEN_MARK = "vllm_supervisor.runtime.warden"
+
+
+def owner_model(pgid: int, proc: Path = PROC) -> str | None:
+    """The model whose engine group PGID is: the group's leader is our warden
+    (`python -m vllm_supervisor.runtime.warden SUPERVISOR_PID -- ...`), and that supervisor
+    runs `vllm-supervisor run MODEL`. Read from /proc, so it needs no admin socket."""
+    try:
+        argv = (proc / str(pgid) / "cmdline").read_bytes().split(b"\0")
+        at = argv.index(WARDEN_MARK.encode())
+        sup = (proc / argv[at + 1].decode() / "cmdline").read_bytes().split(b"\0")
+        return sup[sup.index(b"run") + 1].decode() or None
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def owner_groups(pids: list[int], proc: Path = PROC) -> dict[int, str]:
+    """Engine process group -> model, for the groups these processes are in."""
+    out: dict[int, str] = {}
+    for pid in pids:
+        pgid = pgid_of(pid, proc)
+        if pgid is not None and pgid not in out:
+            model = owner_model(pgid, proc)
+            if model:
+                out[pgid] = model
+    return out
+
+
 def classify(gpu: int, holder: Holder, groups: Mapping[int, str], proc: Path = PROC) -> Process:
     """GROUPS: engine process group id -> model name, for the models running here."""
     command = command_of(holder.pid, proc)
@@ -75,10 +103,15 @@ def classify(gpu: int, holder: Holder, groups: Mapping[int, str], proc: Path = P
     return Process(gpu, holder.pid, holder.used, user_of(holder.pid, proc), command, kind, model)
 
 
-def processes(gpus: Gpus, groups: Mapping[int, str], proc: Path = PROC) -> list[Process]:
-    return [
-        classify(d.index, h, groups, proc) for d in gpus.devices() for h in gpus.holders(d.index)
-    ]
+def processes(
+    gpus: Gpus, groups: Mapping[int, str] | None = None, proc: Path = PROC
+) -> list[Process]:
+    """Every holder on every GPU, classified. GROUPS (engine group -> model) defaults to what
+    /proc says about the holders' groups (owner_model)."""
+    held = [(d.index, h) for d in gpus.devices() for h in gpus.holders(d.index)]
+    if groups is None:
+        groups = owner_groups([h.pid for _, h in held], proc)
+    return [classify(index, h, groups, proc) for index, h in held]
 
 
 def group_memory(gpus: Gpus, pgid: int, proc: Path = PROC) -> dict[int, int]:

@@ -110,10 +110,12 @@ SUPERVISION_DOCS: dict[str, str] = {
     "health.generation_interval": "also run a 1-token generation this often (0: off); for "
     "engines whose /health stays 200 while hung",
     "health.generation_timeout": "timeout of that generation",
-    "restart.backoff_initial": "first delay before a restart",
+    "restart.backoff_initial": "first delay before a restart after a failed start (the first "
+    "restart after a run that served is immediate, once the GPU memory is free)",
     "restart.backoff_max": "cap of the exponential backoff",
     "restart.backoff_factor": "growth of the delay per consecutive failure",
-    "restart.stable_after": "a run that lasted this long resets the backoff",
+    "restart.stable_after": "a run that served this long resets the backoff; a shorter one "
+    "that fails counts as a consecutive failure",
     "restart.budget": "restarts allowed per window; when spent the model ends `failed` and "
     "the service exits 1",
     "restart.window": "the budget's window in seconds",

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vllm_supervisor.config.settings import Supervision
+from vllm_supervisor.gpu.memory import Held
 from vllm_supervisor.preflight.render import Command
+from vllm_supervisor.runtime.diagnose import Finding
 from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
@@ -47,6 +49,27 @@ class ModelSetup:
     endpoint: str = ""  # host:port, for STATUS= and `state`
     address: EngineAddress | None = None  # where the probes go
     facts: Mapping[str, Any] = field(default_factory=dict)  # static facts for `state`
+    gpus: tuple[int, ...] = ()  # GPU indexes the engine uses (none for a CPU engine)
+    gpu_memory_utilization: float = 0.9  # vLLM's default
+
+
+class GpuGuard(Protocol):
+    """The GPU side of a start and a stop (runtime/gpu_guard.py)."""
+
+    def check_start(self, setup: ModelSetup) -> Finding | None: ...
+    def held(self, pgid: int) -> Held: ...
+    async def released(self, held: Held) -> str | None: ...
+
+
+class NoGpuGuard:
+    def check_start(self, setup: ModelSetup) -> Finding | None:
+        return None
+
+    def held(self, pgid: int) -> Held:
+        return Held(pgid, {}, {})
+
+    async def released(self, held: Held) -> str | None:
+        return None
 
 
 class QuietLog:
@@ -68,3 +91,4 @@ class Effects:
     save_failure: Callable[[dict[str, Any]], None] = lambda record: None
     # Re-reads and validates the config: the new setup, or every problem as text.
     reload: Callable[[], ModelSetup | str] | None = None
+    gpu: GpuGuard = field(default_factory=NoGpuGuard)

@@ -123,6 +123,7 @@ class StillLoading:
 @dataclass(frozen=True)
 class BackoffDone:
     gen: int
+    gpu_note: str | None = None  # the old engine's GPU memory was not released in time
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Stopped:
     gen: int
     escalated: bool
     left: tuple[int, ...]
+    gpu_note: str | None = None  # the engine's GPU memory was not released in time
 
 
 @dataclass(frozen=True)

