@@ -192,6 +192,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                             "argv": None if m.command is None else list(m.command.argv),
                             "env": None if m.command is None else m.command.redacted_env(),
                             "problems": [p.as_dict() for p in m.problems],
+                            "estimate": m.estimate
+                            if m.estimate is None or isinstance(m.estimate, str)
+                            else m.estimate.as_dict(),
                         }
                         for m in report.models
                     },
@@ -291,6 +294,9 @@ def _print_check(report: Report) -> None:
             print(f"  command  {m.command.shell_line()}", file=out)
             for line in describe_env(m.command):
                 print(f"  env      {line}", file=out)
+        if m.estimate is not None:
+            est = m.estimate if isinstance(m.estimate, str) else m.estimate.describe()
+            print(f"  GPU mem  {est}", file=out)
         for p in m.problems:
             print(f"  {p}", file=sys.stderr if p.severity == "error" else out)
     for n in report.notes:

@@ -33,3 +33,13 @@ def cached(repo_id: str, env: Mapping[str, str]) -> bool:
         return any(any(snap.iterdir()) for snap in folder.iterdir() if snap.is_dir())
     except OSError:
         return False
+
+
+def snapshot(repo_id: str, env: Mapping[str, str]) -> Path | None:
+    """The newest snapshot folder of REPO_ID in the hub cache, or None."""
+    folder = hub_dir(env) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        snaps = [s for s in folder.iterdir() if s.is_dir()]
+    except OSError:
+        return None
+    return max(snaps, key=lambda s: s.stat().st_mtime) if snaps else None

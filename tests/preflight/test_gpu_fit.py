@@ -1,0 +1,75 @@
+"""Does a model fit its GPUs: `gpus:` against the machine, and the memory estimate against
+gpu_memory_utilization, on recorded NVML answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.registry import load_registry
+from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.gpu.estimate import Estimate
+from vllm_supervisor.gpu.nvml import NoGpus, Recorded
+from vllm_supervisor.preflight.gpu_fit import engine_gpus, fit_problems, model_estimate
+
+from tests.gpu.test_estimate import MISTRAL_7B, write_safetensors
+from tests.helpers import write_config
+
+GIB = 1024**3
+
+
+def engine(distribution: str = "vllm") -> EngineInfo:
+    v = Path("/opt/e")
+    return EngineInfo(v, v / "bin/python", distribution, "0.33.0", "0.1", v / "x.dist-info")
+
+
+def gpus(*totals_gib: int) -> Recorded:
+    devices = [
+        {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA L4", "total": t * GIB, "used": 0}
+        for i, t in enumerate(totals_gib)
+    ]
+    return Recorded({"devices": devices})
+
+
+def model(tmp_path: Path, body: str) -> ModelConfig:
+    folder = tmp_path / "mistral"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(MISTRAL_7B))
+    write_safetensors(folder / "model.safetensors", {"w": 1024})  # the header says 1 KiB
+    reg = load_registry(
+        write_config(tmp_path, f"models:\n  m:\n    model: {folder}\n    port: 8001\n{body}")
+    )
+    return reg.models["m"]
+
+
+def test_which_gpus_an_engine_uses(tmp_path: Path) -> None:
+    assert engine_gpus(model(tmp_path, ""), engine()) == (0,)
+    tp = model(tmp_path, "    engine: {tensor_parallel_size: 2}\n")
+    assert engine_gpus(tp, engine()) == (0, 1)
+    assert engine_gpus(model(tmp_path, "    gpus: [3]\n"), engine()) == (3,)
+    assert engine_gpus(tp, engine("vllm-cpu")) == ()  # a CPU engine uses none
+
+
+def test_a_model_that_fits_has_no_problem(tmp_path: Path) -> None:
+    cfg = model(tmp_path, "    engine: {max_model_len: 8192}\n")
+    est = model_estimate(cfg)
+    assert isinstance(est, Estimate) and est.kv_cache == 1 * GIB  # 8192 x 128 KiB
+    assert fit_problems(cfg, engine(), gpus(24), est) == []
+    assert fit_problems(cfg, engine(), NoGpus("no NVIDIA GPU"), est) == []  # nothing to compare
+
+
+def test_an_estimate_over_the_budget_is_a_warning_naming_the_figures(tmp_path: Path) -> None:
+    cfg = model(tmp_path, "    engine: {gpu_memory_utilization: 0.5}\n")  # 32768 tokens: 4 GiB
+    est = model_estimate(cfg)
+    [p] = fit_problems(cfg, engine(), gpus(12), est)  # 0.5 x 12 GiB = 6 GiB < 6.0 + ...
+    assert p.severity == "warning" and p.key == "models.m.engine"
+    assert "exceeds gpu_memory_utilization x memory = 6.0 GiB" in p.message
+    assert "KV cache 4.0 GiB (32768 tokens x 128 KiB)" in p.message
+
+
+def test_gpus_are_checked_against_the_machine(tmp_path: Path) -> None:
+    cfg = model(tmp_path, "    gpus: [1, 4]\n")
+    [p] = fit_problems(cfg, engine(), gpus(24, 24), model_estimate(cfg))
+    assert p.key == "models.m.gpus" and p.message == "no GPU 4 here (GPUs: 0, 1)"
+    assert p.severity == "error"
