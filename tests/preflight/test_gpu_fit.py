@@ -4,6 +4,8 @@ gpu_memory_utilization, on recorded NVML answers."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from vllm_supervisor.config.model import ModelConfig
@@ -14,7 +16,7 @@ from vllm_supervisor.gpu.nvml import NoGpus, Recorded
 from vllm_supervisor.preflight.gpu_fit import engine_gpus, fit_problems, model_estimate
 
 from tests.gpu.test_estimate import MISTRAL_7B, write_safetensors
-from tests.helpers import write_config
+from tests.helpers import fake_venv, write_config
 
 GIB = 1024**3
 
@@ -73,3 +75,18 @@ def test_gpus_are_checked_against_the_machine(tmp_path: Path) -> None:
     [p] = fit_problems(cfg, engine(), gpus(24, 24), model_estimate(cfg))
     assert p.key == "models.m.gpus" and p.message == "no GPU 4 here (GPUs: 0, 1)"
     assert p.severity == "error"
+
+
+def test_vllmctl_check_shows_the_estimate_for_a_cuda_engine(tmp_path: Path) -> None:
+    venv = fake_venv(tmp_path, dist="vllm", version="0.33.0")
+    cfg = model(tmp_path, f"    venv: {venv}\n    engine: {{max_model_len: 8192}}\n")
+    etc = Path(cfg.file).parent
+    argv = [sys.executable, "-m", "vllm_supervisor.ctl.main", "check", "--no-probe"]
+    res = subprocess.run([*argv, "--config-dir", str(etc)], capture_output=True, text=True)
+    line = "  GPU mem  weights 0.0 GiB + KV cache 1.0 GiB (8192 tokens x 128 KiB) + overhead"
+    assert line in res.stdout, res.stdout + res.stderr
+    res = subprocess.run(
+        [*argv, "--json", "--config-dir", str(etc)], capture_output=True, text=True
+    )
+    got = json.loads(res.stdout)["models"]["m"]["estimate"]
+    assert got["kv_cache"] == GIB and got["max_model_len"] == 8192
