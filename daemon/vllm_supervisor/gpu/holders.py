@@ -114,11 +114,19 @@ def processes(
     return [classify(index, h, groups, proc) for index, h in held]
 
 
+def group_holders(gpus: Gpus, pgid: int, proc: Path = PROC) -> list[tuple[int, Holder]]:
+    """(GPU index, holder) for the processes of one process group (a model's engine)."""
+    return [
+        (d.index, h)
+        for d in gpus.devices()
+        for h in gpus.holders(d.index)
+        if pgid_of(h.pid, proc) == pgid
+    ]
+
+
 def group_memory(gpus: Gpus, pgid: int, proc: Path = PROC) -> dict[int, int]:
-    """Bytes per GPU held by the processes of one process group (a model's engine)."""
+    """Bytes per GPU held by the processes of one process group."""
     out: dict[int, int] = {}
-    for d in gpus.devices():
-        for h in gpus.holders(d.index):
-            if pgid_of(h.pid, proc) == pgid:
-                out[d.index] = out.get(d.index, 0) + (h.used or 0)
+    for index, h in group_holders(gpus, pgid, proc):
+        out[index] = out.get(index, 0) + (h.used or 0)
     return out

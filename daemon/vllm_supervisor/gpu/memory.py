@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_supervisor.gpu.holders import PROC, Process, group_memory, pgid_of, processes
+from vllm_supervisor.gpu.holders import PROC, Process, group_holders, group_memory, processes
 from vllm_supervisor.gpu.nvml import Device, Gpus
 
 GIB = 1024**3
@@ -114,7 +114,7 @@ async def wait_released(
         return None
     deadline = clock() + bound
     while True:
-        still = group_memory(gpus, held.pgid, proc)
+        still = sorted({h.pid for _, h in group_holders(gpus, held.pgid, proc)})
         free = {d.index: d.free for d in gpus.devices()}
         back = all(
             free.get(i, 0) >= held.free_before.get(i, 0) + RELEASE_SHARE * n
@@ -126,18 +126,11 @@ async def wait_released(
             break
         await sleep(POLL)
     if still:
-        pids = sorted({h.pid for d in gpus.devices() for h in gpus.holders(d.index)
-                       if h.pid in _members(gpus, held.pgid, proc)})  # fmt: skip
         return (
             f"GPU memory still held after {bound:g} s by the old engine's processes "
-            f"(pids {', '.join(map(str, pids))}): vllmctl gpus; kill them"
+            f"(pids {', '.join(map(str, still))}): vllmctl gpus; kill them"
         )
     return (
         f"GPU memory not back after {bound:g} s although the old engine's processes are "
         "gone: vllmctl gpus shows who holds it"
     )
-
-
-def _members(gpus: Gpus, pgid: int, proc: Path) -> set[int]:
-    return {h.pid for d in gpus.devices() for h in gpus.holders(d.index)
-            if pgid_of(h.pid, proc) == pgid}  # fmt: skip
