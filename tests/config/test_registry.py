@@ -342,3 +342,38 @@ def test_example_config_in_etc_loads() -> None:
     reg = load_registry(Path(__file__).resolve().parents[2] / "etc")
     assert set(reg.models) == {"qwen2.5-0.5b", "qwen2.5-coder-1.5b"}
     assert reg.warnings == ()
+
+
+def test_gpu_group_members_must_name_the_same_gpus(tmp_path: Path) -> None:
+    got = errors(
+        tmp_path,
+        """
+    models:
+      a: {model: x/y, port: 8001, gpu_group: gpu0, gpus: [0]}
+      b: {model: x/y, port: 8002, gpu_group: gpu0, gpus: [1]}
+      c: {model: x/y, port: 8003, gpu_group: "Not A Slug"}
+    """,
+    )
+    want = (
+        "models.yaml:3: models.b.gpu_group: members of gpu_group 'gpu0' must set the same gpus: "
+        "'a' has [0], 'b' has [1]"
+    )
+    assert any(g.endswith(want) for g in got), got
+    assert any("models.c.gpu_group: expected a name of a-z" in g for g in got)
+    assert len(got) == 2, got
+
+
+def test_gpu_group_is_read(tmp_path: Path) -> None:
+    reg = load_registry(
+        write_config(
+            tmp_path,
+            """
+    defaults: {gpu_group: card0}
+    models:
+      a: {model: x/y, port: 8001}
+      b: {model: x/y, port: 8002}
+      c: {model: x/y, port: 8003, gpu_group: other}
+    """,
+        )
+    )
+    assert [reg.models[n].gpu_group for n in "abc"] == ["card0", "card0", "other"]

@@ -577,3 +577,33 @@ def test_vllmctl_check_as_root_sees_what_the_service_user_cannot(host: Host) -> 
     ), out
     # the same files in a dir the unit does not read: checked as root, who can read them
     assert "models.m.model" not in mine.stdout + mine.stderr
+
+
+def test_a_gpu_group_refuses_and_swaps_between_two_units(host: Host) -> None:
+    """Two instances in one gpu_group under the shipped unit: each reads the other's admin
+    socket as user vllm, and the group's lock lives in the unit's CacheDirectory."""
+    c = host.c
+    other = free_port()
+    two = config(host.port).replace("  tiny:", "  g1:").replace("[tiny]", "[g1]")
+    two += two.split("models:\n", 1)[1].replace("g1", "g2").replace(str(host.port), str(other))
+    two = two.replace("    offline: true\n", "    offline: true\n    gpu_group: card0\n")
+    two = two.replace(f"port: {other}\n", f"port: {other}\n    autostart: false\n")
+    c.write("/etc/vllm-supervisor/models.yaml", two)
+    try:
+        c.sh("systemctl start vllm-supervisor@g1 vllm-supervisor@g2", timeout=600)
+        assert host.ready("vllm-supervisor@g1.service") and host.chat("g1")
+        st = c.sh("vllmctl status", user="op").stdout
+        assert re.search(r"^g2\s+inactive\b", st, re.M), st
+        refused = c.sh("vllmctl activate g2", user="op", check=False)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "gpu_group card0: g1 is ready" in refused.stdout + refused.stderr
+        swap = c.sh("vllmctl activate g2 --swap", user="op", check=False, timeout=600)
+        assert swap.returncode == 0, swap.stdout + swap.stderr
+        st = c.sh("vllmctl status", user="op").stdout
+        assert re.search(r"^g1\s+inactive\b", st, re.M) and re.search(r"^g2\s+ready\b", st, re.M)
+        lock = c.sh("stat -c '%U %n' /var/cache/vllm-supervisor/gpu-group-card0.lock").stdout
+        assert lock.strip() == "vllm /var/cache/vllm-supervisor/gpu-group-card0.lock"
+        assert "permission denied" not in c.journal("vllm-supervisor@g2.service").lower()
+    finally:
+        c.sh("systemctl stop vllm-supervisor@g1 vllm-supervisor@g2", timeout=120, check=False)
+        c.write("/etc/vllm-supervisor/models.yaml", config(host.port, "tiny, tiny-b"))

@@ -11,7 +11,8 @@ import pytest
 from vllm_supervisor.config.settings import RestartPolicy, Startup, Supervision
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime import states
-from vllm_supervisor.runtime.effects import Effects, GpuGuard, ModelSetup, NoGpuGuard
+from vllm_supervisor.runtime.effects import Effects, GpuGuard, GroupPort, ModelSetup, NoGpuGuard
+from vllm_supervisor.runtime.group import NoGroup
 from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
 from vllm_supervisor.runtime.states import State
@@ -27,6 +28,8 @@ class Rig:
         settings: Supervision | None = None,
         watchdog_usec: int = 0,
         gpu: GpuGuard | None = None,
+        group: GroupPort | None = None,
+        setup: ModelSetup | None = None,
     ) -> None:
         self.prober = FakeProber()
         self.notifier = RecordingNotifier()
@@ -42,8 +45,9 @@ class Rig:
             save_failure=self.failures.append,
             reload=lambda: self.reload_answer or "unset",
             gpu=gpu or NoGpuGuard(),
+            group=group or NoGroup(),
         )
-        self.sup = Supervisor("m", self.setup(settings or fast_settings()), self.effects)
+        self.sup = Supervisor("m", setup or self.setup(settings or fast_settings()), self.effects)
         self.task: asyncio.Task[int] = asyncio.ensure_future(self.sup.run())
 
     def setup(self, settings: Supervision) -> ModelSetup:

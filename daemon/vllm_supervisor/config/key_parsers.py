@@ -19,6 +19,8 @@ from vllm_supervisor.engine import flags
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NAME = re.compile(r"^[^\s/]\S*$")  # served names and aliases (reference/schema.py uses the same)
+# gpu_group names: they name a lock file (runtime/group.py), so a plain slug.
+GROUP = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # The smallest sane value of each number: a 0 s timeout or a 0 budget is a typo.
 MINIMUM = {"failures": 1, "budget": 0, "backoff_factor": 1.0}
 
@@ -67,6 +69,15 @@ def string(ctx: ProblemScope, node: YNode, key: str) -> object:
     if isinstance(node.scalar, str) and node.scalar.strip():
         return node.scalar
     ctx.err(node, key, f"expected a non-empty string, got {node.kind}")
+    return None
+
+
+def group_name(ctx: ProblemScope, node: YNode, key: str) -> object:
+    if isinstance(node.scalar, str) and GROUP.match(node.scalar):
+        return node.scalar
+    ctx.err(
+        node, key, f"expected a name of a-z, 0-9, '.', '_', '-' (like gpu0), got {node.scalar!r}"
+    )
     return None
 
 

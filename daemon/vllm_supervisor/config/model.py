@@ -44,6 +44,8 @@ class ModelConfig:
     # "engine.max_model_len" -> (file, line): lets later checks point at the right line.
     where: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
     supervision: Supervision = field(default_factory=Supervision)
+    # Models sharing GPUs: at most one member is active at a time (runtime/group.py).
+    gpu_group: str | None = None
 
     def locate(self, key: str) -> tuple[str, int]:
         return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

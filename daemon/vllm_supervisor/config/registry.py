@@ -193,7 +193,24 @@ def _collect_models(
 
 def _cross_checks(models: dict[str, ModelConfig], problems: list[Problem]) -> None:
     """Ports and names must be unique across models: two engines cannot share a port, and a
-    router given two models under one name would send traffic to either."""
+    router given two models under one name would send traffic to either. The members of a
+    gpu_group must name the same GPUs: the group means "these share those GPUs"."""
+    groups: dict[str, ModelConfig] = {}
+    for cfg in models.values():
+        if cfg.gpu_group is None:
+            continue
+        first = groups.setdefault(cfg.gpu_group, cfg)
+        if first.gpus != cfg.gpus:
+            file, line = cfg.locate("gpu_group")
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"models.{cfg.name}.gpu_group",
+                    f"members of gpu_group '{cfg.gpu_group}' must set the same gpus: "
+                    f"'{first.name}' has {_gpus(first)}, '{cfg.name}' has {_gpus(cfg)}",
+                )
+            )
     ports: dict[tuple[str, int], str] = {}
     names: dict[str, str] = {}
     for cfg in models.values():
@@ -227,3 +244,7 @@ def _cross_checks(models: dict[str, ModelConfig], problems: list[Problem]) -> No
                     )
                 )
             names.setdefault(n, cfg.name)
+
+
+def _gpus(cfg: ModelConfig) -> str:
+    return "none (all visible)" if cfg.gpus is None else str(list(cfg.gpus))

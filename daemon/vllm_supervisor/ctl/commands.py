@@ -181,11 +181,14 @@ def follow(
 
 
 def cmd_activate(args: argparse.Namespace, url: str = "/v1/activate") -> int:
+    # A gpu_group peer that is active refuses the activation (409: exit 1, naming it);
+    # --swap deactivates it first.
+    swap = {"swap": True} if getattr(args, "swap", False) else {}
     if args.no_wait:
-        st = Client(base(args), args.model).post_json(url, {"wait": False})
+        st = Client(base(args), args.model).post_json(url, {"wait": False, **swap})
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
-    return follow(args, url, {"wait": True, "timeout": args.timeout}, {"ready"})[0]
+    return follow(args, url, {"wait": True, "timeout": args.timeout, **swap}, {"ready"})[0]
 
 
 def cmd_restart(args: argparse.Namespace) -> int:

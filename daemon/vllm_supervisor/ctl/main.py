@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("model", metavar="MODEL")
         a.add_argument("--no-wait", action="store_true", help="return once accepted")
         a.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
+        if name == "activate":
+            a.add_argument(
+                "--swap",
+                action="store_true",
+                help="in a gpu_group: deactivate the active member first, instead of refusing",
+            )
     d = sub.add_parser(
         "deactivate", parents=[common], help="drain running requests, then stop the engine"
     )

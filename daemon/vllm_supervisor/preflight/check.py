@@ -32,6 +32,7 @@ class ModelReport:
     command: Command | None = None
     problems: list[Problem] = field(default_factory=list)
     estimate: Estimate | str | None = None  # GPU memory, for a CUDA engine
+    peers: tuple[str, ...] = ()  # the other members of its gpu_group
 
     @property
     def ok(self) -> bool:
@@ -90,6 +91,13 @@ def run_check(
     for name in sorted(chosen):
         cfg = reg.models[name]
         mr = ModelReport(cfg, problems=[w for w in reg.warnings if _owner(w, {name}) == name])
+        mr.peers = tuple(
+            sorted(
+                n
+                for n, other in reg.models.items()
+                if n != name and cfg.gpu_group is not None and other.gpu_group == cfg.gpu_group
+            )
+        )
         engine = engine_for(cfg.venv, engines)
         known = None
         if isinstance(engine, EngineInfo) and cfg.extra_args:

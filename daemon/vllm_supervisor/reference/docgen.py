@@ -47,6 +47,13 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "all visible",
         "becomes `CUDA_VISIBLE_DEVICES`; must cover tensor x pipeline parallel size",
     ),
+    "gpu_group": (
+        "name",
+        "none",
+        "models that share GPUs: at most one member is active (starting, probing, ready or "
+        "draining) at a time; `vllmctl activate --swap` deactivates the active one first. "
+        "Members must set the same `gpus`",
+    ),
     "env": (
         "map of strings",
         "`{}`",

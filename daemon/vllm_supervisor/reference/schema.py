@@ -82,6 +82,7 @@ def model_properties() -> dict[str, Any]:
         "host": {"type": "string", "minLength": 1, "default": "127.0.0.1"},
         "port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "venv": {"type": "string", "minLength": 1},
+        "gpu_group": {"type": "string", "pattern": key_parsers.GROUP.pattern},
         "gpus": {
             "oneOf": [
                 {"type": "integer", "minimum": 0},

@@ -162,10 +162,11 @@ class Admin:
         return json_response(self._state())
 
     async def activate(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(request, {"wait": bool, "timeout": float})
+        body = await read_body(request, {"wait": bool, "timeout": float, "swap": bool})
+        swap = bool(body.get("swap", False))
         return await self._post_and_follow(
             request,
-            ev.Activate("activate (admin)", ack=ack_future()),
+            ev.Activate("activate (admin)", swap=swap, ack=ack_future()),
             body,
             TERMINAL_UP,
             default_wait=False,
@@ -227,6 +228,8 @@ class Admin:
         q, ack = await self._submit(event)
         try:
             snap = self._state()
+            if ack.refused:  # a gpu_group peer is active: 409, the state names it
+                return json_response({"error": ack.refused, **snap}, 409)
             if not wait:
                 return json_response({"accepted": True, "seq": ack.seq, **snap}, 202)
             return await self._follow(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ from vllm_supervisor.config.settings import Supervision
 from vllm_supervisor.gpu.memory import Held
 from vllm_supervisor.preflight.render import Command
 from vllm_supervisor.runtime.diagnose import Finding
+from vllm_supervisor.runtime.group import NoGroup
 from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
@@ -51,6 +53,8 @@ class ModelSetup:
     facts: Mapping[str, Any] = field(default_factory=dict)  # static facts for `state`
     gpus: tuple[int, ...] = ()  # GPU indexes the engine uses (none for a CPU engine)
     gpu_memory_utilization: float = 0.9  # vLLM's default
+    gpu_group: str | None = None
+    peers: tuple[str, ...] = ()  # the other members of the gpu_group
 
 
 class GpuGuard(Protocol):
@@ -70,6 +74,14 @@ class NoGpuGuard:
 
     async def released(self, held: Held) -> str | None:
         return None
+
+
+class GroupPort(Protocol):
+    """The gpu_group peers (runtime/group.py)."""
+
+    async def active_peer(self, peers: tuple[str, ...]) -> tuple[str, str] | None: ...
+    async def deactivate(self, peer: str) -> str | None: ...
+    def lock(self, group: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class QuietLog:
@@ -92,3 +104,4 @@ class Effects:
     # Re-reads and validates the config: the new setup, or every problem as text.
     reload: Callable[[], ModelSetup | str] | None = None
     gpu: GpuGuard = field(default_factory=NoGpuGuard)
+    group: GroupPort = field(default_factory=NoGroup)

@@ -45,15 +45,20 @@ class Ack:
 
     seq: int  # events handled so far: the highest number is the order accepted last
     reload: ReloadResult | None = None  # the outcome, for a Reload
+    refused: str | None = None  # why an Activate was refused (a gpu_group peer is active)
 
 
 AckFuture = asyncio.Future[Ack]
 
 
 # ---- orders ---------------------------------------------------------------------------------
+AUTOSTART = "autostart"
+
+
 @dataclass(frozen=True)
 class Activate:
     reason: str = "activate"
+    swap: bool = False  # deactivate an active gpu_group peer first, instead of refusing
     ack: AckFuture | None = field(default=None, compare=False)
 
 

@@ -48,6 +48,11 @@ class Lifecycle:
             "state", model=self.name, state=new.value, previous=old.value, reason=reason
         )
 
+    def note(self, reason: str) -> None:
+        """A new reason for the same state (an activation refused while INACTIVE)."""
+        self.reason = reason
+        self.effects.log.info("state", model=self.name, state=self.state.value, reason=reason)
+
     def failed(self, reason: str, finding: Finding | None) -> Finding | None:
         """Keep the diagnosis `state` shows, and say it in the journal."""
         self.failure = finding

@@ -33,12 +33,13 @@ from vllm_supervisor.runtime import admin, logs, process
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard
 from vllm_supervisor.runtime.gpu_guard import NvmlGuard
+from vllm_supervisor.runtime.group import Group
 from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress, Prober
 from vllm_supervisor.runtime.supervisor import Supervisor
 
 
-def model_setup(cfg: ModelConfig, info: EngineInfo) -> ModelSetup:
+def model_setup(cfg: ModelConfig, info: EngineInfo, peers: tuple[str, ...] = ()) -> ModelSetup:
     """What the supervisor needs from one good load of the config."""
     key = read_key_file(cfg.api_key_file) if cfg.api_key_file else None
     return ModelSetup(
@@ -49,12 +50,15 @@ def model_setup(cfg: ModelConfig, info: EngineInfo) -> ModelSetup:
         facts=facts(cfg, info),
         gpus=engine_gpus(cfg, info),
         gpu_memory_utilization=utilization(cfg),
+        gpu_group=cfg.gpu_group,
+        peers=peers,
     )
 
 
-def validate(
-    model: str, config_dir: Path, paths: AccessCheck | None = None
-) -> tuple[ModelConfig, EngineInfo] | str:
+Loaded = tuple[ModelConfig, EngineInfo, tuple[str, ...]]  # config, engine, gpu_group peers
+
+
+def validate(model: str, config_dir: Path, paths: AccessCheck | None = None) -> Loaded | str:
     """The model's config and engine, or every problem as text. PATHS: also check that this
     process's user can use every path the model needs (a clear exit 78 instead of a
     PermissionError traceback, or vLLM's FileNotFoundError for unreadable weights)."""
@@ -66,7 +70,7 @@ def validate(
         return "\n".join(str(p) for p in report.all_problems() if p.severity == "error")
     mr = report.models[0]
     assert mr.engine is not None
-    return mr.cfg, mr.engine
+    return mr.cfg, mr.engine, mr.peers
 
 
 def run(
@@ -104,7 +108,7 @@ def run(
 async def _main(
     model: str,
     config_dir: Path,
-    loaded: tuple[ModelConfig, EngineInfo],
+    loaded: Loaded,
     state: Path,
     sock: Path,
     paths: AccessCheck,
@@ -140,6 +144,7 @@ async def _main(
             save_failure=lambda rec: _save(state, rec, log),
             reload=reload,
             gpu=NvmlGuard(gpus, time.monotonic) if gpus.available else NoGpuGuard(),
+            group=Group(sock.parent.parent, group_lock_dir(sock.parent.parent)),
         )
         sup = Supervisor(model, setup, effects)
         socket_server = admin.Admin(
@@ -147,7 +152,7 @@ async def _main(
             sock,
             group,
             log,
-            config=lambda: describe(*current[0]),
+            config=lambda: describe(*current[0][:2]),
             engine_metrics=lambda: prober.metrics_text(5.0),
             gpu_memory=lambda pgid: gpu_memory(gpus, pgid),
         )
@@ -211,6 +216,13 @@ def gpu_estimate(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any] | None:
         return None  # a CPU engine
     est = model_estimate(cfg)
     return {"error": est} if isinstance(est, str) else est.as_dict()
+
+
+def group_lock_dir(runtime_base: Path) -> Path:
+    """Where gpu_group lock files live: systemd's CacheDirectory= (shared by the instances,
+    owned by their user, kept across stops), else the runtime dir (runtime/group.py)."""
+    cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(cache) if cache else runtime_base
 
 
 def gpu_memory(gpus: Gpus, pgid: int) -> dict[str, int] | None:

@@ -19,6 +19,7 @@ from vllm_supervisor.runtime.diagnose import Finding, diagnose
 from vllm_supervisor.runtime.effects import Effects, ModelSetup
 from vllm_supervisor.runtime.engine_log import EngineLog
 from vllm_supervisor.runtime.generation import Generation
+from vllm_supervisor.runtime.group import make_room
 from vllm_supervisor.runtime.lifecycle import Lifecycle
 from vllm_supervisor.runtime.restarts import RestartTracker, judge
 from vllm_supervisor.runtime.states import State
@@ -50,7 +51,7 @@ class Supervisor:
     async def run(self) -> int:
         watchdog = asyncio.ensure_future(self.effects.notifier.keep_watchdog_fed())
         if self.setup.settings.autostart:
-            self.post(ev.Activate("autostart"))
+            self.post(ev.Activate(ev.AUTOSTART))
         else:
             self.effects.notifier.ready(f"inactive (autostart off): {self.name}")
         try:
@@ -62,12 +63,14 @@ class Supervisor:
         return self.exit_code
 
     async def _handle(self, e: ev.Event) -> None:
-        reload = await self._dispatch(e)
+        answer = await self._dispatch(e)
         self.life.events += 1
         if isinstance(e, ev.Order) and e.ack is not None and not e.ack.done():
-            e.ack.set_result(ev.Ack(self.life.events, reload))
+            reload = answer if isinstance(answer, ev.ReloadResult) else None
+            refused = answer if isinstance(answer, str) else None
+            e.ack.set_result(ev.Ack(self.life.events, reload, refused))
 
-    async def _dispatch(self, e: ev.Event) -> ev.ReloadResult | None:
+    async def _dispatch(self, e: ev.Event) -> ev.ReloadResult | str | None:
         """Orders always count; an engine event counts only while its generation is the
         current one (a watcher of a gone engine may still post)."""
         if isinstance(e, ev.Order):
@@ -76,10 +79,16 @@ class Supervisor:
             await self._engine_event(e, self.gen)
         return None
 
-    async def _order(self, e: ev.Order) -> ev.ReloadResult | None:
+    async def _order(self, e: ev.Order) -> ev.ReloadResult | str | None:
+        """The outcome an order's Ack carries: a reload's result, or why an activation was
+        refused."""
         match e:
             case ev.Activate():
-                await self._activate(e.reason)
+                refused = await self._activate(e.reason, e.swap)
+                if refused and e.reason == ev.AUTOSTART:
+                    # The service is up, only its engine is not: systemd may count it started.
+                    self.effects.notifier.ready(status_line(self.status()))
+                return refused
             case ev.Deactivate():
                 self._want_active = False
                 if e.drain_timeout > 0 and self.state is State.READY and self.gen is not None:
@@ -93,7 +102,7 @@ class Supervisor:
                     await self._stop(e.reason)
             case ev.Restart():
                 if self.state is State.INACTIVE:
-                    await self._activate(e.reason)
+                    return await self._activate(e.reason)
                 else:
                     self._want_active = True
                     await self._stop(e.reason)
@@ -173,14 +182,33 @@ class Supervisor:
         self.life.enter(new, reason)
         self._publish()
 
-    async def _activate(self, reason: str) -> None:
-        self._want_active = True
+    async def _activate(self, reason: str, swap: bool = False) -> str | None:
+        """Start the engine if it is not running; None, or why it was refused."""
         if self.state is State.DRAINING:  # the deactivation is called off: keep serving
+            self._want_active = True
             self._tasks.cancel_drain()
             self._set(State.READY, f"{reason} (drain called off)")
         elif self.state is State.INACTIVE:
-            await self._start(reason)
-        # STOPPING: _stopped() starts again because _want_active is set; others: idempotent.
+            group = self.setup.gpu_group
+            if group is None:
+                self._want_active = True
+                await self._start(reason)
+                return None
+            # Decide and start under the group's lock: no other member can decide between.
+            async with self.effects.group.lock(group):
+                refused = await make_room(
+                    self.effects.group, group, self.setup.peers, swap, self.effects.log, self.name
+                )
+                if refused:
+                    self.life.note(refused)
+                    self._publish()
+                    return refused
+                self._want_active = True
+                await self._start(reason + (" (swap)" if swap else ""))
+        else:
+            # STOPPING: _stopped() starts again because _want_active is set; others: running.
+            self._want_active = True
+        return None
 
     async def _start(self, reason: str) -> None:
         self._generations += 1

@@ -1,0 +1,135 @@
+"""gpu_group exclusivity between real supervisor processes (the fake engine serves): every
+instance checks its peers through their admin sockets, --swap moves the group with no moment
+where two members are active, and two racing swaps end with exactly one active."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from vllm_supervisor.ctl.client import Client, CtlError
+
+from tests.e2e.engine_proc import free_port
+from tests.e2e.supervisor_proc import SupervisorProc
+from tests.helpers import fake_venv, write_config
+
+FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+FREE = ("inactive", "failed")
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[dict[str, SupervisorProc]]:
+    venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
+    script = venv / "bin" / "vllm"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
+    script.chmod(0o755)
+    models = "".join(
+        f"""
+      {name}:
+        model: org/{name}
+        port: {free_port()}
+        autostart: {str(name != "c").lower()}
+"""
+        for name in "abc"
+    )
+    cfg = write_config(
+        tmp_path,
+        f"""
+    defaults:
+      venv: {venv}
+      gpu_group: card0
+      env: {{FAKE_MODE: "load=0.3"}}
+      startup: {{poll_interval: 0.1}}
+      stop: {{grace: 5}}
+    models:{models}""",
+    )
+    run = tmp_path / "run"
+    procs: dict[str, SupervisorProc] = {}
+    try:
+        for name in "abc":
+            procs[name] = SupervisorProc(name, cfg, tmp_path / name, runtime_dir=run)
+            procs[name].wait_for("READY")  # a: its engine serves; b and c: the service is up
+        yield procs
+    finally:
+        for p in procs.values():
+            assert p.cleanup() == [], "processes left behind"
+
+
+def state(sup: SupervisorProc, model: str) -> str:
+    try:
+        return str(Client([sup.runtime_dir], model, timeout=3).get_json("/v1/state")["state"])
+    except CtlError:
+        return "inactive"
+
+
+def reason(sup: SupervisorProc) -> str:
+    return str(Client([sup.runtime_dir], sup.model, timeout=3).get_json("/v1/state")["reason"])
+
+
+def test_the_second_autostart_stays_inactive_naming_the_active_peer(
+    group: dict[str, SupervisorProc],
+) -> None:
+    a, b = group["a"], group["b"]
+    assert state(a, "a") == "ready"
+    assert state(b, "b") == "inactive" and b.notify.count("READY") == 1  # the service is up
+    assert "gpu_group card0: a is ready" in reason(b)
+
+
+def test_plain_activate_is_refused_and_swap_moves_the_group(
+    group: dict[str, SupervisorProc],
+) -> None:
+    a, c = group["a"], group["c"]
+    res = c.ctl("activate", "c")
+    assert res.returncode == 1
+    assert "gpu_group card0: a is ready; deactivate it first, or activate with --swap" in res.stderr
+    assert state(c, "c") == "inactive" and state(a, "a") == "ready"
+
+    both: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def watch() -> None:  # the new member first: if it is active, the old one must be free
+        while not done.is_set():
+            new = state(c, "c")
+            old = state(a, "a")
+            if new not in FREE and old not in FREE:
+                both.append((new, old))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        res = c.ctl("activate", "c", "--swap")
+    finally:
+        done.set()
+        watcher.join()
+    assert res.returncode == 0, res.stderr
+    assert state(c, "c") == "ready" and state(a, "a") == "inactive"
+    assert both == [], f"two members active at once: {both}"
+
+
+def test_two_racing_swaps_end_with_exactly_one_active(
+    group: dict[str, SupervisorProc],
+) -> None:
+    a = group["a"]
+    cmd = [sys.executable, "-m", "vllm_supervisor.ctl.main", "activate", "--swap"]
+    where = ["--socket-dir", str(a.runtime_dir)]
+    racers = [
+        subprocess.Popen([*cmd, m, *where], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for m in "bc"
+    ]
+    for r in racers:
+        r.communicate(timeout=120)
+    deadline = time.monotonic() + 30
+    while True:
+        states = {m: state(p, m) for m, p in group.items()}
+        if all(s in FREE or s == "ready" for s in states.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    active = [m for m, s in states.items() if s not in FREE]
+    assert len(active) == 1 and active[0] in "bc", states
+    assert states["a"] == "inactive"
