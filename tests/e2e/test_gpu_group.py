@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from vllm_supervisor.ctl.client import Client, CtlError
+from vllm_supervisor.runtime.group import FREE
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc
 from tests.helpers import fake_venv, write_config
 
 FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
-FREE = ("inactive", "failed")
 
 
 @pytest.fixture

@@ -10,22 +10,14 @@ from pathlib import Path
 
 import openai
 import pytest
-from vllm_supervisor.ctl.client import Client, CtlError
 
 from tests.conftest import EngineEnv
 from tests.e2e.engine_proc import free_port, tiny_model_config
 from tests.e2e.supervisor_proc import SupervisorProc
+from tests.e2e.test_gpu_group import FREE, state
 from tests.helpers import write_config
 
 pytestmark = pytest.mark.engine
-FREE = ("inactive", "failed")
-
-
-def state(sup: SupervisorProc, model: str) -> str:
-    try:
-        return str(Client([sup.runtime_dir], model, timeout=5).get_json("/v1/state")["state"])
-    except CtlError:
-        return "inactive"
 
 
 def test_swap_moves_a_gpu_group_between_real_engines(engine_env: EngineEnv, tmp_path: Path) -> None:

@@ -8,16 +8,14 @@ import asyncio
 from vllm_supervisor.config.settings import RestartPolicy
 from vllm_supervisor.gpu.memory import Held
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime.causes import TABLE
 from vllm_supervisor.runtime.diagnose import Finding
 from vllm_supervisor.runtime.effects import ModelSetup
+from vllm_supervisor.runtime.gpu_guard import HELD
 from vllm_supervisor.runtime.states import State
 from vllm_supervisor.runtime.status import as_dict
 
 from tests.fakes import fast_settings
 from tests.runtime.test_supervisor import Rig
-
-HELD = next(c for c in TABLE if c.id == "gpu-memory-held")
 
 
 class Guard:

@@ -56,11 +56,15 @@ class Group:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    async def _state(self, peer: str) -> str:
+        """The peer's state; "inactive" when its service does not answer."""
+        answers = await self._call(peer, "GET", "/v1/state", None, 3.0)
+        return str(answers[-1].get("state")) if answers else "inactive"
+
     async def active_peer(self, peers: tuple[str, ...]) -> tuple[str, str] | None:
         """(name, state) of a peer that holds the group, or None."""
         for peer in peers:
-            answers = await self._call(peer, "GET", "/v1/state", None, 3.0)
-            state = str(answers[-1].get("state")) if answers else "inactive"
+            state = await self._state(peer)
             if state not in FREE:
                 return peer, state
         return None
@@ -70,8 +74,7 @@ class Group:
         inactive; None on success, else why not."""
         body: dict[str, object] = {"wait": True, "timeout": DEACTIVATE_WAIT}
         await self._call(peer, "POST", "/v1/deactivate", body, DEACTIVATE_WAIT + 10)
-        answers = await self._call(peer, "GET", "/v1/state", None, 3.0)
-        state = str(answers[-1].get("state")) if answers else "inactive"
+        state = await self._state(peer)
         return None if state in FREE else f"peer {peer} did not deactivate (it is {state})"
 
     @contextlib.asynccontextmanager
