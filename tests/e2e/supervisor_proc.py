@@ -134,9 +134,12 @@ class SupervisorProc:
         self.track()
 
     def track(self) -> None:
-        """Remember every engine group (the warden leads it; it is our direct child)."""
+        """Remember every engine group (the warden leads it; it is our direct child). A child
+        seen between fork and its setsid (subprocess's start_new_session) is still in the
+        supervisor's own group: that group is not an engine's, or members() would count the
+        supervisor itself (cleanup() kills it anyway)."""
         for _, _, ppid, pgid in proc_stats():
-            if ppid == self.proc.pid:
+            if ppid == self.proc.pid and pgid != self.proc.pid:
                 self.engine_groups.add(pgid)
 
     def members(self) -> list[int]:
