@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,10 @@ class FakeProber:
         self.token_error: str | None = None
         self.hold = asyncio.Event()  # the 1-token probe waits for this when `held`
         self.held = False
+        # vLLM's dev endpoints (sleep mode), as 0.32 answers them: what is asleep, by tag.
+        self.asleep: set[str] = set()
+        self.dev_calls: list[str] = []
+        self.dev_answers: dict[str, tuple[int, str]] = {}  # a path prefix -> a forced answer
 
     def aim(self, address: EngineAddress) -> None:
         self.aimed_at = address
@@ -68,6 +73,26 @@ class FakeProber:
         return self.running
 
     running: float | None = 0.0
+
+    dev_hold: asyncio.Event | None = None  # POST /sleep waits for it when set
+
+    async def dev(
+        self, method: str, path: str, timeout: float, body: dict[str, Any] | None = None
+    ) -> tuple[int, str]:
+        self.dev_calls.append(f"{method} {path}" + (f" {json.dumps(body)}" if body else ""))
+        for prefix, answer in self.dev_answers.items():
+            if path.startswith(prefix):
+                return answer
+        if path.startswith("/sleep"):
+            if self.dev_hold is not None:
+                await self.dev_hold.wait()
+            self.asleep = {"weights", "kv_cache"}
+        elif path.startswith("/wake_up"):
+            tags = [t.split("=")[1] for t in path.partition("?")[2].split("&") if t]
+            self.asleep -= set(tags) if tags else set(self.asleep)
+        elif path == "/is_sleeping":
+            return 200, json.dumps({"is_sleeping": bool(self.asleep)})
+        return 200, "{}"
 
 
 class RecordingNotifier(Notifier):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from vllm_supervisor.config.settings import Supervision
 from vllm_supervisor.gpu.memory import Held
+from vllm_supervisor.host import meminfo
 from vllm_supervisor.preflight.render import Command
 from vllm_supervisor.runtime.diagnose import Finding
 from vllm_supervisor.runtime.group import NoGroup
@@ -40,6 +41,19 @@ class ProberLike(Protocol):
     async def models(self, timeout: float) -> str | None: ...
     async def one_token(self, timeout: float) -> str | None: ...
     async def running_requests(self, timeout: float) -> float | None: ...
+    async def dev(
+        self, method: str, path: str, timeout: float, body: dict[str, Any] | None = None
+    ) -> tuple[int, str]: ...
+
+
+@dataclass(frozen=True)
+class SleepPlan:
+    """`deactivate: sleep`: how this engine sleeps and wakes (runtime/sleep.py)."""
+
+    level: int  # sleep_level: 1 offloads the weights to host RAM, 2 discards them
+    mode_wait: bool  # POST /sleep takes mode=wait (vLLM >= 0.17)
+    reset_prefix_cache: bool  # vLLM < 0.11 keeps stale prefix-cache blocks across a sleep
+    weights_bytes: int | None = None  # what level 1 copies to host RAM (safetensors headers)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class ModelSetup:
     gpu_memory_utilization: float = 0.9  # vLLM's default
     gpu_group: str | None = None
     peers: tuple[str, ...] = ()  # the other members of the gpu_group
+    sleep: SleepPlan | None = None  # None: deactivate stops the engine
 
 
 class GpuGuard(Protocol):
@@ -105,3 +120,4 @@ class Effects:
     reload: Callable[[], ModelSetup | str] | None = None
     gpu: GpuGuard = field(default_factory=NoGpuGuard)
     group: GroupPort = field(default_factory=NoGroup)
+    available_ram: Callable[[], int | None] = meminfo.available  # host RAM, for level-1 sleep

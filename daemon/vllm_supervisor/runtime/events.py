@@ -66,6 +66,7 @@ class Activate:
 class Deactivate:
     reason: str = "deactivate"
     drain_timeout: float = 0.0  # >0: wait for running requests to finish first
+    stop: bool = False  # stop the engine even when the model is set to `deactivate: sleep`
     ack: AckFuture | None = field(default=None, compare=False)
 
 
@@ -145,6 +146,23 @@ class DrainDone:
     why: str
 
 
+@dataclass(frozen=True)
+class Slept:
+    """The sleep call ended: error None when the engine sleeps (note: what NVML saw freed)."""
+
+    gen: int
+    error: str | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Woke:
+    """The wake ended: error None when the woken engine passed the probes."""
+
+    gen: int
+    error: str | None
+
+
 Order = Activate | Deactivate | Restart | Shutdown | Reload
 EngineEvent = (
     Exited
@@ -156,6 +174,8 @@ EngineEvent = (
     | BackoffDone
     | Stopped
     | DrainDone
+    | Slept
+    | Woke
 )
 Event = Order | EngineEvent
 Post = Callable[[Event], None]  # all a watcher or the admin socket may do to a supervisor

@@ -2,10 +2,11 @@
 
 An instance asked to activate looks at its peers (the other members of its gpu_group)
 through their admin sockets, beside its own in the runtime dir. A peer whose service does not
-answer counts as inactive; one in any state but inactive or failed holds the group (a peer
-that is restarting or stopping still has, or will have, an engine on the GPUs). Deciding and
-starting happen under one lock file per group (flock(2)), so two activations or two swaps
-racing in one group cannot both win. The lock lives in $CACHE_DIRECTORY when systemd gives
+answer counts as inactive; one in any state but inactive, failed or sleeping holds the group
+(a peer that is restarting or stopping still has, or will have, an engine on the GPUs; a
+sleeping one has freed its memory, runtime/sleep.py). Deciding and starting happen under one
+lock file per group (flock(2)), so two activations or two swaps racing in one group cannot
+both win. The lock lives in $CACHE_DIRECTORY when systemd gives
 one (/var/cache/vllm-supervisor: shared by the instances and kept, unlike a shared
 RuntimeDirectory, which systemd removes when any instance stops), else in the runtime dir.
 """
@@ -25,7 +26,7 @@ import aiohttp
 
 from vllm_supervisor.host.locations import socket_path
 
-FREE = ("inactive", "failed")
+FREE = ("inactive", "failed", "sleeping")  # a sleeping engine gave its GPU memory back
 LOCK_WAIT = 300.0  # a swap holds the lock through the peer's drain, stop and memory release
 DEACTIVATE_WAIT = 300.0
 

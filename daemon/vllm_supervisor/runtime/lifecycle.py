@@ -35,6 +35,7 @@ class Lifecycle:
         self.failure: Finding | None = None
         self.time_to_ready: float | None = None  # seconds, last successful start
         self.last_start: float | None = None  # seconds the last start took, ready or failed
+        self.last_wake: float | None = None  # seconds the last wake from sleep took
         self.last_reload: ReloadResult | None = None
         self.events = 0  # events handled
 
@@ -106,6 +107,7 @@ class Lifecycle:
             failure=self.failure,
             time_to_ready=self.time_to_ready,
             last_start=self.last_start,
+            last_wake=self.last_wake,
             events=self.events,
             last_reload=self.last_reload,
             history=tuple(self.history),

@@ -9,6 +9,7 @@ a hung engine can keep /health at 200: only a real generation proves it serves
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -114,3 +115,23 @@ class Prober:
         if text is None:
             return None
         return running_requests(text)
+
+    async def dev(
+        self, method: str, path: str, timeout: float, body: dict[str, Any] | None = None
+    ) -> tuple[int, str]:
+        """One call to vLLM's dev endpoints (sleep mode, runtime/sleep.py): (HTTP status,
+        body text), or (0, why) when no answer came. vLLM does not check the key on them
+        (docs/vllm-behaviour.md, "Security surface"); it is sent anyway, harmlessly."""
+        try:
+            async with self.session.request(
+                method,
+                self.address.base + path,
+                json=body,
+                headers=self.address.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as r:
+                return r.status, await r.text()
+        except TimeoutError:
+            return 0, f"no answer within {timeout:g} s"
+        except aiohttp.ClientError as exc:
+            return 0, f"{type(exc).__name__}: {exc}"

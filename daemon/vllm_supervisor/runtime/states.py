@@ -19,6 +19,9 @@ class State(enum.Enum):
     DRAINING = "draining"  # deactivating: waiting for running requests to finish
     RESTARTING = "restarting"  # engine gone, waiting out the backoff
     STOPPING = "stopping"  # group being stopped (deactivate, reload, shutdown, failure)
+    SLEEPING = (
+        "sleeping"  # deactivated by vLLM's sleep mode: the engine lives, its GPU memory freed
+    )
     FAILED = "failed"  # restart budget spent or unrecoverable; diagnosis kept
 
     @property
@@ -35,15 +38,23 @@ EDGES: tuple[tuple[State, State, str], ...] = (
     (State.PROBING, State.READY, "names and 1-token generation pass"),
     (State.PROBING, State.RESTARTING, "a probe fails or the engine exits, with budget left"),
     (State.PROBING, State.FAILED, "the same, budget spent"),
-    (State.PROBING, State.STOPPING, "deactivate, restart, reload or shutdown"),
-    (State.READY, State.DRAINING, "deactivate with a drain timeout"),
+    (State.PROBING, State.STOPPING, "deactivate, restart, reload, shutdown or a failed wake"),
+    (State.READY, State.DRAINING, "deactivate with a drain timeout, or to sleep"),
     (State.READY, State.RESTARTING, "engine dead, exited or hung, with budget left"),
     (State.READY, State.FAILED, "the same, budget spent"),
     (State.READY, State.STOPPING, "deactivate without drain, restart, reload or shutdown"),
     (State.DRAINING, State.READY, "activate calls the drain off"),
     (State.DRAINING, State.RESTARTING, "the engine dies while draining, with budget left"),
     (State.DRAINING, State.FAILED, "the same, budget spent"),
-    (State.DRAINING, State.STOPPING, "no running requests, drain timeout, restart or shutdown"),
+    (
+        State.DRAINING,
+        State.STOPPING,
+        "drained (stop), sleep failed, restart or shutdown",
+    ),
+    (State.DRAINING, State.SLEEPING, "/is_sleeping says so (NVML: what it freed)"),
+    (State.SLEEPING, State.PROBING, "activate: wake (then prefix cache, names, 1 token)"),
+    (State.SLEEPING, State.STOPPING, "deactivate --stop, restart, reload or shutdown"),
+    (State.SLEEPING, State.INACTIVE, "the engine exited while asleep (diagnosis kept)"),
     (State.RESTARTING, State.STARTING, "the backoff elapsed"),
     (State.RESTARTING, State.STOPPING, "deactivate, restart, reload or shutdown"),
     (State.STOPPING, State.INACTIVE, "the engine's group is gone"),

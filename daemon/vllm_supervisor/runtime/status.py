@@ -38,6 +38,7 @@ class Status:
     failure: Finding | None
     time_to_ready: float | None  # seconds, last successful start
     last_start: float | None  # seconds the last start took, ready or failed
+    last_wake: float | None  # seconds the last wake from sleep took
     events: int  # events handled
     last_reload: ReloadResult | None
     history: tuple[dict[str, Any], ...]
@@ -49,7 +50,9 @@ def status_line(st: Status) -> str:
     if s is State.STARTING:
         return f"{st.phase} ({st.now - (st.spawned_at or st.now):.0f} s)"
     if s is State.PROBING:
-        return "probing: served names and a 1-token generation"
+        # A generation that was ready before is being woken from sleep (runtime/sleep.py).
+        doing = "probing" if st.ready_at is None else "waking from sleep, then probing"
+        return f"{doing}: served names and a 1-token generation"
     if s is State.READY:
         return f"ready on {st.endpoint}" if st.endpoint else "ready"
     if s is State.RESTARTING:
@@ -78,6 +81,7 @@ def as_dict(st: Status) -> dict[str, Any]:
         "status": status_line(st),
         "events": st.events,
         "last_start": st.last_start,
+        "last_wake": st.last_wake,
         "last_reload": st.last_reload.as_dict() if st.last_reload is not None else None,
         "history": list(st.history[-HISTORY_SHOWN:]),
         **st.facts,

@@ -1,4 +1,5 @@
-"""The supervisor: owns one model's lifecycle state and is the only thing that changes it.
+"""The supervisor: owns one model's lifecycle state and is the only thing that changes it
+(with engine_runs.py, the transitions its orders share).
 
 Events arrive on one queue (events.py) and are dispatched exhaustively; OS effects come in
 through `Effects` (effects.py), so tests drive the whole state machine with fakes and no fork.
@@ -9,45 +10,23 @@ they guard against (docs/vllm-behaviour.md).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, assert_never
+from typing import assert_never
 
 from vllm_supervisor import exitcodes
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime import watchers
-from vllm_supervisor.runtime.broadcast import Broadcast
-from vllm_supervisor.runtime.diagnose import Finding, diagnose
-from vllm_supervisor.runtime.effects import Effects, ModelSetup
-from vllm_supervisor.runtime.engine_log import EngineLog
+from vllm_supervisor.runtime import sleep, watchers
+from vllm_supervisor.runtime.diagnose import diagnose
+from vllm_supervisor.runtime.effects import SleepPlan
+from vllm_supervisor.runtime.engine_runs import EngineRuns
 from vllm_supervisor.runtime.generation import Generation
 from vllm_supervisor.runtime.group import make_room
-from vllm_supervisor.runtime.lifecycle import Lifecycle
-from vllm_supervisor.runtime.restarts import RestartTracker, judge
 from vllm_supervisor.runtime.states import State
-from vllm_supervisor.runtime.status import Status, as_dict, status_line
-from vllm_supervisor.runtime.tasks import GenerationTasks
+from vllm_supervisor.runtime.status import status_line
+from vllm_supervisor.runtime.tasks import DRAIN, LIVENESS, SLEEP
 
 
-class Supervisor:
-    def __init__(self, name: str, setup: ModelSetup, effects: Effects) -> None:
-        self.name = name
-        self.setup = setup
-        self.effects = effects
-        self.queue: asyncio.Queue[ev.Event] = asyncio.Queue()
-        self.life = Lifecycle(name, effects)
-        self.engine_log = EngineLog(effects.journal)
-        self.state_feed: Broadcast[dict[str, Any]] = Broadcast()  # one snapshot per change
-        self.gen: Generation | None = None  # the current (or last) engine generation
-        self.exit_code: int | None = None  # set: run() returns it
-        self._tracker = RestartTracker(setup.settings.restart)
-        self._generations = 0
-        self._want_active = False
-        self._shutting_down = False
-        self._tasks = GenerationTasks()
-
+class Supervisor(EngineRuns):
     # ---- the loop -------------------------------------------------------------------------
-    def post(self, event: ev.Event) -> None:
-        self.queue.put_nowait(event)
-
     async def run(self) -> int:
         watchdog = asyncio.ensure_future(self.effects.notifier.keep_watchdog_fed())
         if self.setup.settings.autostart:
@@ -90,16 +69,7 @@ class Supervisor:
                     self.effects.notifier.ready(status_line(self.status()))
                 return refused
             case ev.Deactivate():
-                self._want_active = False
-                if e.drain_timeout > 0 and self.state is State.READY and self.gen is not None:
-                    self._set(State.DRAINING, f"{e.reason}: draining up to {e.drain_timeout:g} s")
-                    fx = self.effects
-                    drain = watchers.drain(
-                        self.gen, self.post, fx.prober, e.drain_timeout, fx.clock
-                    )
-                    self._tasks.start(drain, drain=True)
-                elif self.state is not State.DRAINING:
-                    await self._stop(e.reason)
+                await self._deactivate(e)
             case ev.Restart():
                 if self.state is State.INACTIVE:
                     return await self._activate(e.reason)
@@ -128,6 +98,8 @@ class Supervisor:
                     # not ask for is a failure, whatever the code.
                     self.life.last_exit = e.exit.describe()
                     await self._fail(f"engine {e.exit.describe()} unexpectedly")
+                elif st is State.SLEEPING:
+                    await self._died_asleep(gen, e.exit.describe())
             case ev.PortUp():
                 if st is State.STARTING:
                     self._set(State.PROBING, "HTTP server answers /health")
@@ -157,42 +129,35 @@ class Supervisor:
                 if st is State.RESTARTING:
                     await self._start("backoff elapsed")
             case ev.DrainDone():
-                if st is State.DRAINING:
+                if st is State.DRAINING and self._to_sleep and self.setup.sleep is not None:
+                    self._fall_asleep(gen, self.setup.sleep, f"drained ({e.why})")
+                elif st is State.DRAINING:
                     await self._stop(f"deactivate ({e.why})")
+            case ev.Slept():
+                await self._slept(e, gen)
+            case ev.Woke():
+                if st is State.PROBING and e.error is None:
+                    self._ready(gen, woke=True)
+                elif st is State.PROBING:  # the engine is in no known state: start it afresh
+                    self._want_active = True
+                    await self._stop(f"wake failed: {e.error}; starting the engine cold")
             case _:
                 assert_never(e)
 
-    # ---- the read side ----------------------------------------------------------------------
-    @property
-    def state(self) -> State:
-        return self.life.state
-
-    def status(self) -> Status:
-        return self.life.status(self.gen, self.setup, self._tracker.used)
-
-    def _publish(self) -> None:
-        """STATUS= for systemctl status, and a snapshot for admin followers."""
-        st = self.status()
-        self.effects.notifier.status(status_line(st))
-        if self.state_feed:
-            self.state_feed.offer(as_dict(st))
-
-    # ---- transitions ----------------------------------------------------------------------
-    def _set(self, new: State, reason: str) -> None:
-        self.life.enter(new, reason)
-        self._publish()
-
+    # ---- orders ---------------------------------------------------------------------------
     async def _activate(self, reason: str, swap: bool = False) -> str | None:
         """Start the engine if it is not running; None, or why it was refused."""
-        if self.state is State.DRAINING:  # the deactivation is called off: keep serving
+        if self.state is State.DRAINING and self._tasks.running(SLEEP):
+            self._want_active = True  # the sleep call cannot be called off: wake after it
+        elif self.state is State.DRAINING:  # the deactivation is called off: keep serving
             self._want_active = True
-            self._tasks.cancel_drain()
+            self._tasks.cancel(DRAIN)
             self._set(State.READY, f"{reason} (drain called off)")
-        elif self.state is State.INACTIVE:
+        elif self.state in (State.INACTIVE, State.SLEEPING):
             group = self.setup.gpu_group
             if group is None:
                 self._want_active = True
-                await self._start(reason)
+                await self._start_or_wake(reason)
                 return None
             # Decide and start under the group's lock: no other member can decide between.
             async with self.effects.group.lock(group):
@@ -204,110 +169,82 @@ class Supervisor:
                     self._publish()
                     return refused
                 self._want_active = True
-                await self._start(reason + (" (swap)" if swap else ""))
+                await self._start_or_wake(reason + (" (swap)" if swap else ""))
         else:
             # STOPPING: _stopped() starts again because _want_active is set; others: running.
             self._want_active = True
         return None
 
-    async def _start(self, reason: str) -> None:
-        self._generations += 1
-        gen = self.gen = Generation(
-            self._generations, spawned_at=self.effects.clock(), first_line=self.engine_log.seen
-        )
-        self.life.failure = None
-        self._set(State.STARTING, reason)
-        blocked = self.effects.gpu.check_start(self.setup)
-        if blocked is not None:  # vLLM would fail deep in its start: say why now
-            await self._fail(f"GPU memory held: {blocked.why}", blocked)
-            return
-        try:
-            gen.command = self.setup.command()
-            gen.engine = await self.effects.spawn(
-                gen.command, lambda lines, text: self._on_lines(gen, lines, text)
-            )
-        except OSError as exc:
-            gen.engine = None
-            await self._fail(f"cannot start the engine: {exc}")
-            return
-        settings, prober = self.setup.settings, self.effects.prober
-        self._tasks.start(watchers.wait_exit(gen, self.post, gen.engine))
-        self._tasks.start(watchers.readiness(gen, self.post, prober, settings.startup))
-        self._tasks.start(
-            watchers.start_timer(gen, self.post, settings.startup, self.effects.clock)
-        )
-
-    def _ready(self, gen: Generation) -> None:
-        gen.ready_at = self.effects.clock()
-        self.life.time_to_ready = self.life.last_start = gen.ready_at - gen.spawned_at
-        self._set(State.READY, "probes passed")
-        self.effects.notifier.ready(status_line(self.status()))
-        fx = self.effects
-        health = self.setup.settings.health
-        self._tasks.start(watchers.liveness(gen, self.post, fx.prober, health, fx.clock))
-
-    async def _fail(self, reason: str, finding: Finding | None = None) -> None:
-        gen = self.gen
-        assert gen is not None  # only an engine generation can fail
-        now = self.effects.clock()
-        if self.state in (State.STARTING, State.PROBING):
-            self.life.last_start = now - gen.spawned_at
-        self._tasks.cancel_all()
-        engine, gen.engine = gen.engine, None
-        held = self.effects.gpu.held(engine.pid if engine is not None else -1)
-        if engine is not None:
-            self.life.group_left(await engine.kill(), "after failure")
-            now = self.effects.clock()
-        lines = self.engine_log.since(gen.first_line)
-        found = self.life.failed(reason, finding or diagnose(lines))
-        verdict = judge(self._tracker, found, gen.ready_at, now)
-        if verdict.delay is None:
-            self._set(State.FAILED, reason)
-            self.effects.save_failure(self.life.failure_record(reason, lines))
-            self.effects.notifier.errno(1, f"{status_line(self.status())} ({verdict.why_final})")
-            self.exit_code = exitcodes.CONFIG if verdict.permanent else exitcodes.FAILED
-            return
-        self.life.restarts += 1
-        when = f"next start in {verdict.delay:g} s" if verdict.delay else "it had served: now"
-        self._set(State.RESTARTING, f"{reason}; {when}")
-        fx = self.effects
-        self._tasks.start(watchers.backoff(gen, self.post, verdict.delay, fx.gpu, held, fx.clock))
-
-    async def _stop(self, reason: str) -> bool:
-        """Begin stopping; True when an engine is being stopped (Stopped will follow)."""
-        if self.state in (State.INACTIVE, State.STOPPING):
-            return self.state is State.STOPPING
-        gen = self.gen
-        assert gen is not None  # every other state belongs to a generation
-        self._tasks.cancel_all()
-        loading = self.state is State.STARTING
-        self._set(State.STOPPING, reason)
-        engine, gen.engine = gen.engine, None
-        if engine is None:
-            self.post(ev.Stopped(gen.number, False, ()))
-            return True
-        grace = self.setup.settings.stop.grace
-        if loading:
-            # vLLM swallows SIGTERM while it loads (3 of 3 runs on 0.32): waiting the full
-            # drain grace would only delay the SIGKILL that has to come anyway.
-            grace = min(grace, 5.0)
-        self._tasks.start(watchers.stop_engine(gen, self.post, engine, grace, self.effects.gpu))
-        return True
-
-    async def _stopped(self, e: ev.Stopped) -> None:
-        self.life.group_left(
-            list(e.left), "after stop" + (" (SIGKILL needed)" if e.escalated else "")
-        )
-        gpu = f"; {e.gpu_note}" if e.gpu_note else ""
-        if e.gpu_note:
-            self.effects.log.error("GPU memory not released", model=self.name, note=e.gpu_note)
-        if self._shutting_down:
-            self._set(State.INACTIVE, "shut down" + gpu)
-            self.exit_code = exitcodes.OK
-        elif self._want_active:
-            await self._start("restart")  # the start's own GPU check says what still holds it
+    # ---- sleep mode (runtime/sleep.py) --------------------------------------------------------
+    async def _deactivate(self, e: ev.Deactivate) -> None:
+        self._want_active = False
+        plan = None if e.stop else self.setup.sleep
+        if self.state is State.SLEEPING:
+            if e.stop:  # also give back the host RAM (level 1) and the CUDA context
+                await self._stop(e.reason)
+        elif self.state is State.READY and self.gen is not None and (e.drain_timeout or plan):
+            self._to_sleep = plan is not None
+            if e.drain_timeout > 0:
+                self._set(State.DRAINING, f"{e.reason}: draining up to {e.drain_timeout:g} s")
+                fx = self.effects
+                drain = watchers.drain(self.gen, self.post, fx.prober, e.drain_timeout, fx.clock)
+                self._tasks.start(drain, DRAIN)
+            elif plan is not None:
+                self._set(State.DRAINING, f"{e.reason}: no drain")
+                self._fall_asleep(self.gen, plan, e.reason)
+        elif self.state is State.DRAINING:
+            self._to_sleep = self._to_sleep and plan is not None  # --stop wins
         else:
-            self._set(State.INACTIVE, "stopped" + gpu)
+            await self._stop(e.reason)
+
+    def _fall_asleep(self, gen: Generation, plan: SleepPlan, why: str) -> None:
+        """Sleep keeps the engine: only its liveness checks stop (a sleeping engine does not
+        generate); its exit watcher stays, so a death while asleep is still seen."""
+        self._tasks.cancel(LIVENESS)
+        self.life.note(f"{why}: putting the engine to sleep (level {plan.level})")
+        self._publish()
+        fx = self.effects
+        self._asleep = plan
+        self._tasks.start(
+            sleep.fall_asleep(gen, self.post, fx.prober, plan, fx.gpu, fx.available_ram), SLEEP
+        )
+
+    async def _slept(self, e: ev.Slept, gen: Generation) -> None:
+        if self.state is not State.DRAINING:
+            return
+        if e.error is not None or not self._to_sleep:
+            why = f"sleep failed: {e.error}; stopping instead" if e.error else "deactivate --stop"
+            if e.error:
+                self.effects.log.error("sleep failed", model=self.name, error=e.error)
+            await self._stop(why)
+            return
+        if e.note:
+            self.effects.log.info("engine asleep", model=self.name, note=e.note)
+        level = self._asleep.level if self._asleep else "?"
+        self._set(State.SLEEPING, f"asleep (level {level})" + (f"; {e.note}" if e.note else ""))
+        if self._want_active:  # activated while it fell asleep
+            await self._start_or_wake("activate (during the sleep)")
+
+    async def _start_or_wake(self, reason: str) -> None:
+        plan, gen = self._asleep, self.gen
+        if self.state is not State.SLEEPING or plan is None or gen is None:
+            await self._start(reason)
+            return
+        self._set(State.PROBING, f"{reason}: waking (level {plan.level})")
+        fx = self.effects
+        self._tasks.start(sleep.wake(gen, self.post, fx.prober, plan, self.setup.settings.startup))
+
+    async def _died_asleep(self, gen: Generation, how: str) -> None:
+        """A sleeping engine is not wanted: its death is no failure to restart from, but the
+        diagnosis is kept and the next activate starts it cold."""
+        self._tasks.cancel_all()
+        engine, gen.engine = gen.engine, None
+        if engine is not None:
+            self.life.group_left(await engine.kill(), "after its death while asleep")
+        self.life.last_exit = how
+        reason = f"engine {how} while asleep; the next activate starts it cold"
+        self.life.failed(reason, diagnose(self.engine_log.since(gen.first_line)))
+        self._set(State.INACTIVE, reason)
 
     async def _reload(self) -> ev.ReloadResult:
         """Apply a re-read config: new settings at once, a new engine command by restarting
@@ -328,28 +265,16 @@ class Supervisor:
         if got.address is not None:
             self.effects.prober.aim(got.address)
         before = self.gen.command if self.gen is not None else None
-        result = ev.ReloadResult.of(before, got.command(), self.state.engine_expected)
-        self.life.last_reload = result
-        restart = result.restart
-        if restart:
+        asleep = self.state is State.SLEEPING
+        result = ev.ReloadResult.of(before, got.command(), self.state.engine_expected or asleep)
+        if result.restart and asleep:  # a woken engine would run the old command
+            result = ev.ReloadResult(True, True, "the sleeping engine stops: activate starts anew")
+            await self._stop("config changed (reload) while asleep")
+        elif result.restart:
             self.effects.notifier.reloading()
             self._want_active = True
             await self._stop("config changed (reload)")
         else:
             self.effects.log.info("reload: engine command unchanged", model=self.name)
-        return self.life.last_reload
-
-    # ---- engine lines -------------------------------------------------------------------------
-    def _on_lines(self, gen: Generation, lines: list[str], text: str) -> None:
-        """Every engine line passes here, in batches; work per line only on a regex hit, so a
-        log flood does not slow the engine (scripts/bench/log_pump.py)."""
-        self.engine_log.take(lines, text)
-        # Load progress matters only until READY; skipping it afterwards keeps a request-log
-        # flood cheap.
-        loading = gen is self.gen and self.state in (State.STARTING, State.PROBING)
-        new_phase, fatal = gen.scan(lines, text, loading)
-        if new_phase and self.state is State.STARTING:  # `vllmctl activate` shows each phase
-            self._publish()
-        if fatal is not None:
-            # Act at once: vLLM's own watchdog exits the server only ~5 s later.
-            self.post(ev.EngineDead(gen.number, f"engine log: {fatal.strip()[:200]}"))
+        self.life.last_reload = result
+        return result
