@@ -377,3 +377,46 @@ def test_gpu_group_is_read(tmp_path: Path) -> None:
         )
     )
     assert [reg.models[n].gpu_group for n in "abc"] == ["card0", "card0", "other"]
+
+
+def test_sleep_mode_needs_a_loopback_engine_and_known_values(tmp_path: Path) -> None:
+    got = errors(
+        tmp_path,
+        """
+    models:
+      a: {model: x/y, port: 8001, host: 0.0.0.0, deactivate: sleep}
+      b: {model: x/y, port: 8002, deactivate: nap}
+      c: {model: x/y, port: 8003, deactivate: sleep, sleep_level: 3}
+      d: {model: x/y, port: 8004, env: {VLLM_SERVER_DEV_MODE: "1"}}
+    """,
+    )
+    assert any(
+        "models.yaml:2: models.a.deactivate: sleep needs vLLM's dev mode" in g
+        and "host '0.0.0.0' is not loopback" in g
+        for g in got
+    ), got
+    assert any("models.b.deactivate: expected one of stop, sleep; got 'nap'" in g for g in got)
+    assert any(
+        "models.c.sleep_level: expected 1 or 2 (vLLM's sleep levels), got 3" in g for g in got
+    )
+    assert any("models.d.env.VLLM_SERVER_DEV_MODE: set by the supervisor" in g for g in got), got
+    assert len(got) == 4, got
+
+
+def test_sleep_settings_are_read_and_merged(tmp_path: Path) -> None:
+    reg = load(
+        tmp_path,
+        """
+    defaults: {deactivate: sleep, sleep_level: 2}
+    models:
+      a: {model: x/y, port: 8001}
+      b: {model: x/y, port: 8002, host: "::1", sleep_level: 1}
+      c: {model: x/y, port: 8003, deactivate: stop, sleep_level: 2}
+    """,
+    )
+    got = [(m.supervision.deactivate, m.supervision.sleep_level) for m in reg.models.values()]
+    assert got == [("sleep", 2), ("sleep", 1), ("stop", 2)]
+    [w] = reg.warnings
+    assert str(w).endswith(
+        "models.yaml:5: warning: models.c.sleep_level: has no effect without deactivate: sleep"
+    )

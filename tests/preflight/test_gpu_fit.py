@@ -13,7 +13,12 @@ from vllm_supervisor.config.registry import load_registry
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.nvml import NoGpus, Recorded
-from vllm_supervisor.preflight.gpu_fit import engine_gpus, fit_problems, model_estimate
+from vllm_supervisor.preflight.gpu_fit import (
+    engine_gpus,
+    fit_problems,
+    model_estimate,
+    sleep_ram_problems,
+)
 
 from tests.gpu.test_estimate import MISTRAL_7B, write_safetensors
 from tests.helpers import fake_venv, write_config
@@ -90,3 +95,15 @@ def test_vllmctl_check_shows_the_estimate_for_a_cuda_engine(tmp_path: Path) -> N
     )
     got = json.loads(res.stdout)["models"]["m"]["estimate"]
     assert got["kv_cache"] == GIB and got["max_model_len"] == 8192
+
+
+def test_level_1_sleep_warns_when_the_host_lacks_ram_for_the_weights(tmp_path: Path) -> None:
+    cfg = model(tmp_path, "    deactivate: sleep\n")
+    est = Estimate(weights=14 * GIB, kv_per_token=0, max_model_len=0, overhead=0)
+    [p] = sleep_ram_problems(cfg, est, available=8 * GIB)
+    assert p.severity == "warning" and p.key == "models.m.sleep_level"
+    assert "copies the weights (14.0 GiB) to host RAM, but 8.0 GiB is available" in p.message
+    assert sleep_ram_problems(cfg, est, available=32 * GIB) == []
+    level2 = model(tmp_path, "    deactivate: sleep\n    sleep_level: 2\n")
+    assert sleep_ram_problems(level2, est, available=1 * GIB) == []  # nothing goes to RAM
+    assert sleep_ram_problems(model(tmp_path, ""), est, available=1 * GIB) == []

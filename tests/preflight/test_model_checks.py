@@ -163,3 +163,14 @@ def test_unknown_flag_against_the_installed_flag_list(tmp_path: Path) -> None:
     )
     assert len(got) == 2
     assert problems(cfg) == []  # no flag list known: nothing to judge by
+
+
+def test_sleep_mode_is_refused_for_vllm_cpu(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    cfg = model(tmp_path, f"    model: {tmp_path}/m\n    deactivate: sleep\n")
+    assert problems(cfg) == [
+        "models.m.deactivate: sleep mode needs a CUDA engine: vllm-cpu 0.32.0 refuses "
+        "--enable-sleep-mode at start ('Sleep mode is not supported on current platform'); "
+        "use deactivate: stop"
+    ]

@@ -110,3 +110,16 @@ def test_attention_backend_is_an_env_var_before_0_20(tmp_path: Path) -> None:
     assert "--attention-backend" not in c_old.argv
     assert c_new.argv[-2:] == ("--attention-backend", "FLASH_ATTN")
     assert "VLLM_ATTENTION_BACKEND" not in c_new.env_add
+
+
+def test_sleep_mode_adds_its_flag_and_dev_mode(tmp_path: Path) -> None:
+    venv = fake_venv(tmp_path, "vllm", "0.33.0", script=True)
+    text = f"models:\n  m: {{model: org/m, port: 8005, venv: {venv}, deactivate: sleep}}\n"
+    cmd = render(load_registry(write_config(tmp_path, text)).models["m"], detect(venv))
+    assert cmd.argv[-1] == "--enable-sleep-mode"
+    assert cmd.env_add["VLLM_SERVER_DEV_MODE"] == "1"
+    plain = render(
+        load_registry(write_config(tmp_path, text.replace("sleep", "stop"))).models["m"],
+        detect(venv),
+    )
+    assert "--enable-sleep-mode" not in plain.argv and "VLLM_SERVER_DEV_MODE" not in plain.env_add

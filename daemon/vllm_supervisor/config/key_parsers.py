@@ -81,6 +81,14 @@ def group_name(ctx: ProblemScope, node: YNode, key: str) -> object:
     return None
 
 
+def sleep_level(ctx: ProblemScope, node: YNode, key: str) -> object:
+    v = node.scalar
+    if isinstance(v, int) and not isinstance(v, bool) and v in (1, 2):
+        return v
+    ctx.err(node, key, f"expected 1 or 2 (vLLM's sleep levels), got {v!r}")
+    return None
+
+
 def boolean(ctx: ProblemScope, node: YNode, key: str) -> object:
     if isinstance(node.scalar, bool):
         return node.scalar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -51,6 +52,8 @@ MODEL_KEYS = (
     "engine",
     "extra_args",
     "autostart",
+    "deactivate",
+    "sleep_level",
     "startup",
     "health",
     "restart",
@@ -156,6 +159,7 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
             "engine.enable_auto_tool_choice",
             "needs engine.tool_call_parser (vLLM refuses to start without one)",
         )
+    _sleep_rules(ctx, cfg)
     world = 1
     for k in ("tensor_parallel_size", "pipeline_parallel_size"):
         v = e.get(k)
@@ -173,6 +177,47 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
                 "warning",
             )
         )
+
+
+def _sleep_rules(ctx: ProblemScope, cfg: ModelConfig) -> None:
+    """Sleep mode needs VLLM_SERVER_DEV_MODE=1, which also serves /collective_rpc and
+    /reset_prefix_cache to anyone who can reach the port, with no key (docs/vllm-behaviour.md,
+    "Security surface"): only an engine bound to loopback may have it."""
+    sup = cfg.supervision
+    if sup.deactivate == "sleep" and not loopback(cfg.host):
+        f, ln = cfg.locate("deactivate")
+        ctx.problems.append(
+            Problem(
+                f,
+                ln,
+                f"{ctx.prefix}.deactivate",
+                f"sleep needs vLLM's dev mode, which serves unauthenticated admin endpoints "
+                f"(/sleep, /collective_rpc) on the engine's port: host {cfg.host!r} is not "
+                "loopback. Bind the engine to 127.0.0.1 (the host gateway or a proxy serves "
+                "clients), or use deactivate: stop",
+            )
+        )
+    if sup.sleep_level != 1 and sup.deactivate != "sleep" and "sleep_level" in cfg.where:
+        f, ln = cfg.locate("sleep_level")
+        ctx.problems.append(
+            Problem(
+                f,
+                ln,
+                f"{ctx.prefix}.sleep_level",
+                "has no effect without deactivate: sleep",
+                "warning",
+            )
+        )
+
+
+def loopback(host: str) -> bool:
+    """An address only this host can reach (not a wildcard: that binds every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _engine(
@@ -218,6 +263,16 @@ def _supervision(
             v = p.boolean(ctx, auto, "autostart")
             if isinstance(v, bool):
                 sup = replace(sup, autostart=v)
+        how = layer.get("deactivate")
+        if how is not None:
+            v = p.choice(settings.DEACTIVATE)(ctx, how, "deactivate")
+            if isinstance(v, str):
+                sup = replace(sup, deactivate=v)
+        level = layer.get("sleep_level")
+        if level is not None:
+            v = p.sleep_level(ctx, level, "sleep_level")
+            if isinstance(v, int):
+                sup = replace(sup, sleep_level=v)
         for name in settings.BLOCKS:
             node = layer.get(name)
             if node is not None:

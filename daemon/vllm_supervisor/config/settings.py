@@ -1,4 +1,5 @@
-"""Per-model supervision settings: autostart and the startup/health/restart/stop timings.
+"""Per-model supervision settings: autostart, how to deactivate, and the
+startup/health/restart/stop timings.
 
 Each block is a map of typed numbers with defaults; like every other key, a bad value is
 reported with file, line and key (config/key_parsers.py parses them).
@@ -42,9 +43,15 @@ class Stop:
     grace: float = 30.0  # SIGTERM -> SIGKILL of the group (vLLM drains within this)
 
 
+DEACTIVATE = ("stop", "sleep")
+SLEEP_LEVELS = (1, 2)
+
+
 @dataclass(frozen=True)
 class Supervision:
     autostart: bool = True
+    deactivate: str = "stop"  # or "sleep": vLLM's sleep mode, CUDA engines (runtime/sleep.py)
+    sleep_level: int = 1  # 1: weights to host RAM; 2: weights discarded, reloaded at wake
     startup: Startup = field(default_factory=Startup)
     health: Health = field(default_factory=Health)
     restart: RestartPolicy = field(default_factory=RestartPolicy)

@@ -21,6 +21,7 @@ COLOURS = {
     "restarting": "33",
     "draining": "33",
     "stopping": "33",
+    "sleeping": "34",
 }
 
 
@@ -210,13 +211,15 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
     body = {
         "wait": not args.no_wait,
         "drain_timeout": args.drain_timeout,
-        "timeout": args.drain_timeout + 120.0,
+        # A level-1 sleep copies the weights to host RAM: allow for it (runtime/sleep.py).
+        "timeout": args.drain_timeout + 420.0,
+        **({"stop": True} if getattr(args, "stop", False) else {}),
     }
     if args.no_wait:
         st = Client(base(args), args.model).post_json("/v1/deactivate", body)
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
-    return follow(args, "/v1/deactivate", body, {"inactive"})[0]
+    return follow(args, "/v1/deactivate", body, {"inactive", "sleeping"})[0]
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

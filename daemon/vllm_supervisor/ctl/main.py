@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="in a gpu_group: deactivate the active member first, instead of refusing",
             )
     d = sub.add_parser(
-        "deactivate", parents=[common], help="drain running requests, then stop the engine"
+        "deactivate",
+        parents=[common],
+        help="drain running requests, then stop the engine (or put it to sleep: deactivate:)",
     )
     d.add_argument("model", metavar="MODEL")
     d.add_argument(
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for running requests (30; 0: stop at once)",
     )
     d.add_argument("--no-wait", action="store_true", help="return once accepted")
+    d.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the engine even if the model sleeps on deactivate (ends a sleep too)",
+    )
     lg = sub.add_parser("logs", parents=[common], help="the engine's recent log lines")
     lg.add_argument("model", metavar="MODEL")
     lg.add_argument("-n", type=int, default=100, help="lines (100)")

@@ -83,6 +83,8 @@ OWNED_ENV: dict[str, str] = {
     "VLLM_API_KEY": "use api_key_file:",
     "CUDA_VISIBLE_DEVICES": "use gpus:",
     "HF_HUB_OFFLINE": "use offline:",
+    "VLLM_SERVER_DEV_MODE": "set by deactivate: sleep, on loopback engines only (it opens "
+    "unauthenticated dev endpoints)",
     "NOTIFY_SOCKET": "the supervisor talks to systemd; the engine must not",
     "WATCHDOG_USEC": "the supervisor owns the systemd watchdog",
     "WATCHDOG_PID": "the supervisor owns the systemd watchdog",

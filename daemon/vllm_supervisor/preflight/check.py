@@ -15,7 +15,12 @@ from vllm_supervisor.engine import flagcache
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.nvml import Gpus, open_gpus
-from vllm_supervisor.preflight.gpu_fit import engine_gpus, fit_problems, model_estimate
+from vllm_supervisor.preflight.gpu_fit import (
+    engine_gpus,
+    fit_problems,
+    model_estimate,
+    sleep_ram_problems,
+)
 from vllm_supervisor.preflight.model_checks import (
     AccessCheck,
     access_problems,
@@ -122,6 +127,7 @@ def run_check(
             gpus = gpus or open_gpus()
             mr.estimate = model_estimate(cfg)
             mr.problems += fit_problems(cfg, info, gpus, mr.estimate)
+            mr.problems += sleep_ram_problems(cfg, mr.estimate)
         if info is not None and mr.ok:
             mr.command = render(cfg, info, read_secret=None)
         report.models.append(mr)

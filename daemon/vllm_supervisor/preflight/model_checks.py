@@ -76,6 +76,12 @@ def check_model(
         add("venv", str(info))
         return None, out
     _check_version(cfg, info, known, add)
+    if cfg.supervision.deactivate == "sleep" and info.distribution != "vllm":
+        add(
+            "deactivate",
+            f"sleep mode needs a CUDA engine: {info.label} refuses --enable-sleep-mode at "
+            "start ('Sleep mode is not supported on current platform'); use deactivate: stop",
+        )
     return info, out
 
 

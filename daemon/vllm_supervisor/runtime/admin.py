@@ -42,7 +42,7 @@ from vllm_supervisor.runtime.supervisor import Supervisor
 
 DEFAULT_GROUP = "vllm-admin"
 TERMINAL_UP = {State.READY.value, State.FAILED.value, State.INACTIVE.value}
-TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value}
+TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value, State.SLEEPING.value}
 
 
 class AlreadyServed(Exception):
@@ -208,11 +208,17 @@ class Admin:
             self.sup.state_feed.unsubscribe(q)
 
     async def deactivate(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(request, {"wait": bool, "timeout": float, "drain_timeout": float})
+        body = await read_body(
+            request, {"wait": bool, "timeout": float, "drain_timeout": float, "stop": bool}
+        )
         drain = float(body.get("drain_timeout", 30.0))
         if drain < 0:
             raise BadRequest("drain_timeout must be >= 0")
-        event = ev.Deactivate("deactivate (admin)", drain_timeout=drain, ack=ack_future())
+        # stop: true stops even a model set to `deactivate: sleep` (and ends a sleep).
+        stop = bool(body.get("stop", False))
+        event = ev.Deactivate(
+            "deactivate (admin)", drain_timeout=drain, stop=stop, ack=ack_future()
+        )
         return await self._post_and_follow(request, event, body, TERMINAL_DOWN, default_wait=True)
 
     async def _post_and_follow(

@@ -21,6 +21,7 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.registry import default_config_dir
 from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.holders import group_memory
 from vllm_supervisor.gpu.nvml import Gpus, open_gpus
 from vllm_supervisor.host import locations
@@ -31,11 +32,12 @@ from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
 from vllm_supervisor.runtime import admin, logs, process
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard
+from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard, SleepPlan
 from vllm_supervisor.runtime.gpu_guard import NvmlGuard
 from vllm_supervisor.runtime.group import Group
 from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress, Prober
+from vllm_supervisor.runtime.sleep import CACHE_RESET_BY_SLEEP_SINCE, MODE_WAIT_SINCE
 from vllm_supervisor.runtime.supervisor import Supervisor
 
 
@@ -52,6 +54,21 @@ def model_setup(cfg: ModelConfig, info: EngineInfo, peers: tuple[str, ...] = ())
         gpu_memory_utilization=utilization(cfg),
         gpu_group=cfg.gpu_group,
         peers=peers,
+        sleep=sleep_plan(cfg, info),
+    )
+
+
+def sleep_plan(cfg: ModelConfig, info: EngineInfo) -> SleepPlan | None:
+    """`deactivate: sleep`, with what this vLLM needs (docs/vllm-behaviour.md, "Sleep mode")."""
+    sup = cfg.supervision
+    if sup.deactivate != "sleep":
+        return None
+    est = model_estimate(cfg) if sup.sleep_level == 1 else None
+    return SleepPlan(
+        level=sup.sleep_level,
+        mode_wait=info.release >= MODE_WAIT_SINCE,
+        reset_prefix_cache=info.release < CACHE_RESET_BY_SLEEP_SINCE,
+        weights_bytes=est.weights if isinstance(est, Estimate) else None,
     )
 
 

@@ -22,6 +22,10 @@ from vllm_supervisor.runtime.effects import GpuGuard, ProberLike, SleepPlan
 from vllm_supervisor.runtime.generation import Generation
 
 GIB = 1024**3
+MODE_WAIT_SINCE = (0, 17, 0)  # /sleep?mode= (upstream PR 34528); older ones ignore the param
+# The API server resets the prefix cache on sleep at the latest from 0.11 (upstream PR 22726,
+# August 2025, for #16234 and #20627); before, a woken engine could serve from stale blocks.
+CACHE_RESET_BY_SLEEP_SINCE = (0, 11, 0)
 SLEEP_TIMEOUT = 300.0  # level 1 copies every weight to host RAM: allow a large model
 STATE_TIMEOUT = 10.0  # GET /is_sleeping
 FREED_ENOUGH = 0.5  # less than this share of the engine's GPU memory freed is reported
