@@ -12,6 +12,13 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   flood=N           print N log lines at start, as fast as possible
   no_progress       print nothing while loading
   slow_completion=S completions take S seconds (for drain tests); /metrics counts them
+  calls=PATH        append every dev-endpoint call (method, path, body) to PATH
+  sleep_fails       POST /sleep answers 500
+  wake_garbage      after a wake, completions answer 500 (a wake that cannot generate)
+  die_asleep=S      exit 0 S seconds after falling asleep
+Sleep mode as vLLM 0.32 serves it: the dev routes (/sleep, /wake_up, /is_sleeping,
+/collective_rpc, /reset_prefix_cache) exist only with VLLM_SERVER_DEV_MODE=1 (404 without),
+sleeping needs --enable-sleep-mode, and /sleep reads the level from the query string only.
 Accepts vLLM's flags it needs (--port, --host, --served-model-name) and ignores the rest.
 """
 
@@ -24,6 +31,9 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+DEV = ("/sleep", "/wake_up", "/is_sleeping", "/collective_rpc", "/reset_prefix_cache")
 
 
 def opts() -> dict[str, str]:
@@ -57,7 +67,7 @@ def log(msg: str, level: str = "INFO") -> None:
 
 def main() -> None:
     o = opts()
-    state = {"health": 200, "running": 0}
+    state: dict[str, object] = {"health": 200, "running": 0, "asleep": set(), "garbage": False}
     lock = threading.Lock()
     if "ignore_term" in o:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -105,8 +115,40 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(data)
 
+        def dev(self, method: str, body: bytes) -> None:
+            """vLLM's dev endpoints (sleep mode)."""
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            if "calls" in o:
+                with open(o["calls"], "a") as f:
+                    f.write(f"{method} {self.path} {body.decode()}".rstrip() + "\n")
+            asleep: set[str] = state["asleep"]  # type: ignore[assignment]
+            if os.environ.get("VLLM_SERVER_DEV_MODE") != "1":
+                self.reply(404, {"detail": "Not Found"})
+            elif url.path == "/is_sleeping":
+                self.reply(200, {"is_sleeping": bool(asleep)})
+            elif url.path == "/sleep":
+                if "--enable-sleep-mode" not in sys.argv or "sleep_fails" in o:
+                    self.reply(500, {"error": "Sleep mode is not enabled"})
+                    return
+                level = int(query.get("level", ["1"])[0])  # never from the body
+                asleep.update({"weights", "kv_cache"})
+                log(f"It took 0.1 seconds to fall asleep (level {level}).")
+                self.reply(200, {"status": "sleeping", "level": level})
+                if "die_asleep" in o:
+                    threading.Timer(float(o["die_asleep"]), lambda: os._exit(0)).start()
+            elif url.path == "/wake_up":
+                tags = query.get("tags") or ["weights", "kv_cache"]
+                asleep.difference_update(tags)
+                state["garbage"] = "wake_garbage" in o
+                self.reply(200, {"status": "sleeping" if asleep else "awake", "tags": tags})
+            else:  # /collective_rpc, /reset_prefix_cache
+                self.reply(200, {"success": True})
+
         def do_GET(self) -> None:
-            if self.path == "/health":
+            if self.path.startswith(DEV):
+                self.dev("GET", b"")
+            elif self.path == "/health":
                 self.reply(state["health"], {})
             elif self.path == "/v1/models":
                 self.reply(200, {"data": [{"id": n} for n in served]})
@@ -128,7 +170,13 @@ def main() -> None:
 
         def do_POST(self) -> None:
             n = int(self.headers.get("Content-Length", "0"))
-            self.rfile.read(n)
+            body = self.rfile.read(n)
+            if self.path.startswith(DEV):
+                self.dev("POST", body)
+                return
+            if state["asleep"] or state["garbage"]:
+                self.reply(500, {"error": "the engine sleeps" if state["asleep"] else "garbage"})
+                return
             with lock:
                 state["running"] += 1
             log(f"request {self.path} started")

@@ -73,7 +73,7 @@ async def test_a_stop_waits_for_the_memory_and_says_when_it_stays_held() -> None
     rig.sup.post(ev.Deactivate())
     await rig.state(State.INACTIVE)
     assert guard.held_for == [rig.spawner.engines[0].pid] and guard.release_waits == 1
-    assert rig.trail()[-1] == f"stopping->inactive: stopped; {guard.note}"
+    assert rig.trail()[-1] == f"stopping->inactive: stopped (deactivate); {guard.note}"
     await rig.finish()
 
 

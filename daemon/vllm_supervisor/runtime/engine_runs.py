@@ -143,6 +143,7 @@ class EngineRuns:
         self._tasks.cancel_all()
         loading = self.state is State.STARTING
         self._set(State.STOPPING, reason)
+        self.life.stop_reason = reason
         engine, gen.engine = gen.engine, None
         if engine is None:
             self.post(ev.Stopped(gen.number, False, ()))
@@ -168,7 +169,8 @@ class EngineRuns:
         elif self._want_active:
             await self._start("restart")  # the start's own GPU check says what still holds it
         else:
-            self._set(State.INACTIVE, "stopped" + gpu)
+            # Keep why it was stopped (a failed sleep, a reload): INACTIVE must say why.
+            self._set(State.INACTIVE, f"stopped ({self.life.stop_reason})" + gpu)
 
     # ---- engine lines -------------------------------------------------------------------------
     def _on_lines(self, gen: Generation, lines: list[str], text: str) -> None:

@@ -36,6 +36,7 @@ class Lifecycle:
         self.time_to_ready: float | None = None  # seconds, last successful start
         self.last_start: float | None = None  # seconds the last start took, ready or failed
         self.last_wake: float | None = None  # seconds the last wake from sleep took
+        self.stop_reason = ""  # why the current (or last) stop began
         self.last_reload: ReloadResult | None = None
         self.events = 0  # events handled
 
