@@ -156,3 +156,54 @@ def test_an_engine_that_dies_asleep_leaves_the_model_inactive_and_starts_cold(
     res = sleepy.sup.ctl("activate", "m")
     assert res.returncode == 0, res.stderr
     assert sleepy.state()["pid"] != pid
+
+
+def test_a_swap_in_a_gpu_group_puts_the_peer_to_sleep_and_wakes_it_back(tmp_path: Path) -> None:
+    """The point of sleep mode on a shared card: swapping back wakes the same engine."""
+    venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
+    script = venv / "bin" / "vllm"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
+    script.chmod(0o755)
+    models = "".join(
+        f"""
+      {name}:
+        model: org/{name}
+        port: {free_port()}
+        autostart: {str(name == "a").lower()}
+"""
+        for name in "ab"
+    )
+    cfg = write_config(
+        tmp_path,
+        f"""
+    defaults:
+      venv: {venv}
+      gpu_group: card0
+      deactivate: sleep
+      env: {{FAKE_MODE: "load=0.3"}}
+      startup: {{poll_interval: 0.1}}
+      stop: {{grace: 5}}
+    models:{models}""",
+    )
+    run = tmp_path / "run"
+    sups: dict[str, SupervisorProc] = {}
+    try:
+        for name in "ab":
+            sups[name] = SupervisorProc(name, cfg, tmp_path / name, runtime_dir=run)
+            sups[name].wait_for("READY")
+
+        def state(name: str) -> dict[str, Any]:
+            return Client([run], name, timeout=5).get_json("/v1/state")
+
+        a_pid = state("a")["pid"]
+        assert sups["b"].ctl("activate", "b", "--swap").returncode == 0
+        assert state("a")["state"] == "sleeping" and state("b")["state"] == "ready"
+        b_pid = state("b")["pid"]
+        res = sups["a"].ctl("activate", "a", "--swap")
+        assert res.returncode == 0, res.stderr
+        a, b = state("a"), state("b")
+        assert (a["state"], b["state"]) == ("ready", "sleeping")
+        assert (a["pid"], b["pid"]) == (a_pid, b_pid)  # both woken or put to sleep: no restart
+    finally:
+        for p in sups.values():
+            assert p.cleanup() == [], "processes left behind"
