@@ -420,3 +420,20 @@ def test_sleep_settings_are_read_and_merged(tmp_path: Path) -> None:
     assert str(w).endswith(
         "models.yaml:5: warning: models.c.sleep_level: has no effect without deactivate: sleep"
     )
+
+
+def test_gpus_take_uuids_as_nvidia_smi_prints_them(tmp_path: Path) -> None:
+    reg = load(
+        tmp_path,
+        """
+    models:
+      a: {model: x/y, port: 8001, gpus: GPU-8932f937-d72c-4106-c12f-20bd9faed9f6}
+      b: {model: x/y, port: 8002, gpus: [MIG-4a5b6c7d-0000-1111-2222-333344445555, 1]}
+    """,
+    )
+    assert reg.models["a"].gpus == ("GPU-8932f937-d72c-4106-c12f-20bd9faed9f6",)
+    assert reg.models["b"].gpus == ("MIG-4a5b6c7d-0000-1111-2222-333344445555", 1)
+    got = errors(tmp_path, "models:\n  c: {model: x/y, port: 8003, gpus: [GPU-x, card0]}\n")
+    assert len(got) == 2 and all(
+        "or UUIDs (GPU-..., as nvidia-smi -L prints them)" in g for g in got
+    )

@@ -17,6 +17,7 @@ from vllm_supervisor.preflight.gpu_fit import (
     engine_gpus,
     fit_problems,
     model_estimate,
+    resolve,
     sleep_ram_problems,
 )
 
@@ -33,7 +34,7 @@ def engine(distribution: str = "vllm") -> EngineInfo:
 
 def gpus(*totals_gib: int) -> Recorded:
     devices = [
-        {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA L4", "total": t * GIB, "used": 0}
+        {"index": i, "uuid": f"GPU-0000000{i}", "name": "NVIDIA L4", "total": t * GIB, "used": 0}
         for i, t in enumerate(totals_gib)
     ]
     return Recorded({"devices": devices})
@@ -78,8 +79,24 @@ def test_an_estimate_over_the_budget_is_a_warning_naming_the_figures(tmp_path: P
 def test_gpus_are_checked_against_the_machine(tmp_path: Path) -> None:
     cfg = model(tmp_path, "    gpus: [1, 4]\n")
     [p] = fit_problems(cfg, engine(), gpus(24, 24), model_estimate(cfg))
-    assert p.key == "models.m.gpus" and p.message == "no GPU 4 here (GPUs: 0, 1)"
+    assert (
+        p.key == "models.m.gpus"
+        and p.message == "no GPU 4 here (GPUs: 0 (GPU-00000000), 1 (GPU-00000001))"
+    )
     assert p.severity == "error"
+
+
+def test_gpus_by_uuid_resolve_to_nvml_indexes(tmp_path: Path) -> None:
+    machine = gpus(24, 24)
+    cfg = model(tmp_path, "    gpus: [GPU-00000001, 0]\n")
+    assert cfg.gpus == ("GPU-00000001", 0)
+    assert resolve(engine_gpus(cfg, engine()), machine) == ((1, 0), [])
+    assert fit_problems(cfg, engine(), machine, model_estimate(cfg)) == []
+    gone = model(tmp_path, "    gpus: [GPU-5c8a9d2e-0000]\n")
+    [p] = fit_problems(gone, engine(), machine, model_estimate(gone))
+    assert p.message == "no GPU GPU-5c8a9d2e-0000 here (GPUs: 0 (GPU-00000000), 1 (GPU-00000001))"
+    # Without NVML a UUID can be neither resolved nor refuted.
+    assert resolve(("GPU-5c8a9d2e-0000", 2), NoGpus("no driver")) == ((2,), [])
 
 
 def test_vllmctl_check_shows_the_estimate_for_a_cuda_engine(tmp_path: Path) -> None:

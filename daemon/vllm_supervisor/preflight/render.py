@@ -95,6 +95,10 @@ def render(
         env["TRANSFORMERS_OFFLINE"] = "1"
     if cfg.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in cfg.gpus)
+        # CUDA numbers GPUs fastest first unless told otherwise; NVML (nvidia-smi, vllmctl
+        # gpus, the memory checks) by PCI bus. One order, so an index means one card (vLLM
+        # warns about mixed cards without it: platforms/cuda.py). env: may override.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if cfg.api_key_file is not None:
         env["VLLM_API_KEY"] = read_secret(cfg.api_key_file) if read_secret else REDACTED
         secrets.add("VLLM_API_KEY")

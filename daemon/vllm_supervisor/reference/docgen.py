@@ -43,9 +43,13 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "at another venv",
     ),
     "gpus": (
-        "list of indexes",
+        "list of indexes or UUIDs",
         "all visible",
-        "becomes `CUDA_VISIBLE_DEVICES`; must cover tensor x pipeline parallel size",
+        "becomes `CUDA_VISIBLE_DEVICES`; must cover tensor x pipeline parallel size. UUIDs "
+        "(`GPU-...`, as `nvidia-smi -L` prints them) name a card whatever the enumeration "
+        "order; indexes are NVML's (PCI bus order, as `nvidia-smi` shows them), and the "
+        "engine gets `CUDA_DEVICE_ORDER=PCI_BUS_ID` so CUDA counts the same way. Checked "
+        "against the machine where NVML answers",
     ),
     "gpu_group": (
         "name",

@@ -86,12 +86,18 @@ def model_properties() -> dict[str, Any]:
         "gpus": {
             "oneOf": [
                 {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": key_parsers.GPU_UUID.pattern},
                 {"type": "null"},
                 {
                     "type": "array",
                     "minItems": 1,
                     "uniqueItems": True,
-                    "items": {"type": "integer", "minimum": 0},
+                    "items": {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 0},
+                            {"type": "string", "pattern": key_parsers.GPU_UUID.pattern},
+                        ]
+                    },
                 },
             ]
         },

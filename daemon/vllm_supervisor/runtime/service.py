@@ -23,11 +23,11 @@ from vllm_supervisor.config.registry import default_config_dir
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.holders import group_memory
-from vllm_supervisor.gpu.nvml import Gpus, open_gpus
+from vllm_supervisor.gpu.nvml import Gpus, NoGpus, open_gpus
 from vllm_supervisor.host import locations
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 from vllm_supervisor.preflight.check import UnknownModel, run_check
-from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, utilization
+from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, resolve, utilization
 from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
 from vllm_supervisor.runtime import admin, logs, process
@@ -41,8 +41,11 @@ from vllm_supervisor.runtime.sleep import CACHE_RESET_BY_SLEEP_SINCE, MODE_WAIT_
 from vllm_supervisor.runtime.supervisor import Supervisor
 
 
-def model_setup(cfg: ModelConfig, info: EngineInfo, peers: tuple[str, ...] = ()) -> ModelSetup:
-    """What the supervisor needs from one good load of the config."""
+def model_setup(
+    cfg: ModelConfig, info: EngineInfo, peers: tuple[str, ...] = (), gpus: Gpus | None = None
+) -> ModelSetup:
+    """What the supervisor needs from one good load of the config. GPUS (NVML) turns the
+    configured GPU UUIDs into the indexes NVML reports memory by."""
     key = read_key_file(cfg.api_key_file) if cfg.api_key_file else None
     return ModelSetup(
         settings=cfg.supervision,
@@ -50,7 +53,7 @@ def model_setup(cfg: ModelConfig, info: EngineInfo, peers: tuple[str, ...] = ())
         endpoint=f"{cfg.host}:{cfg.port}",
         address=EngineAddress(cfg.host, cfg.port, cfg.served_model_names, key),
         facts=facts(cfg, info),
-        gpus=engine_gpus(cfg, info),
+        gpus=resolve(engine_gpus(cfg, info), gpus or NoGpus("not asked"))[0],
         gpu_memory_utilization=utilization(cfg),
         gpu_group=cfg.gpu_group,
         peers=peers,
@@ -135,7 +138,7 @@ async def _main(
     notifier = Notifier()
     gpus = open_gpus()  # NVML once; NoGpus on a host without an NVIDIA driver
     current = [loaded]  # as of the last good load: `vllmctl config` shows it
-    setup = model_setup(*loaded)
+    setup = model_setup(*loaded, gpus=gpus)
     async with aiohttp.ClientSession() as session:
         assert setup.address is not None
         prober = Prober(setup.address, session)
@@ -147,7 +150,7 @@ async def _main(
             if isinstance(got, str):
                 return got
             current[0] = got
-            return model_setup(*got)
+            return model_setup(*got, gpus=gpus)
 
         async def spawn(cmd: Command, on_lines: LinesSink) -> process.Engine:
             return await process.spawn(cmd.argv, cmd.child_env(os.environ), on_lines)
