@@ -437,3 +437,57 @@ def test_gpus_take_uuids_as_nvidia_smi_prints_them(tmp_path: Path) -> None:
     assert len(got) == 2 and all(
         "or UUIDs (GPU-..., as nvidia-smi -L prints them)" in g for g in got
     )
+
+
+def test_the_gateway_block_and_the_per_model_gateway_keys(tmp_path: Path) -> None:
+    reg = load(
+        tmp_path,
+        """
+    gateway: {listen: "0.0.0.0:9000", ttl: 300, max_queue: 8, concurrency: 4}
+    defaults: {ttl: 600}
+    models:
+      a: {model: x/y, port: 8001}
+      b: {model: x/y, port: 8002, on_demand: false, ttl: 0, max_queue: 0, concurrency: 2}
+    """,
+    )
+    gw = reg.gateway
+    assert (gw.host, gw.port, gw.ttl, gw.max_queue, gw.concurrency) == ("0.0.0.0", 9000, 300, 8, 4)
+    assert gw.load_timeout == 900 and gw.max_body == 32 * 1024**2  # defaults
+    a, b = reg.models["a"].gateway, reg.models["b"].gateway
+    assert (a.on_demand, a.ttl, a.max_queue, a.concurrency) == (True, 600.0, None, None)
+    assert (b.on_demand, b.ttl, b.max_queue, b.concurrency) == (False, 0.0, 0, 2)
+
+
+def test_gateway_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    got = errors(
+        tmp_path,
+        """
+    gateway:
+      listen: "localhost"
+      ttl: -1
+      load_timeout: 0
+      max_queue: 1.5
+      bogus: 1
+    models:
+      a: {model: x/y, port: 8001, on_demand: "yes", concurrency: -2}
+      b: {model: x/y, port: 8000}
+    """,
+        {"extra.yaml": "gateway: {ttl: 1}\n"},
+    )
+    want = [
+        "models.yaml:2: gateway.listen: expected HOST:PORT, got 'localhost'",
+        "models.yaml:3: gateway.ttl: expected seconds >= 0, got -1",
+        "models.yaml:4: gateway.load_timeout: expected seconds > 0, got 0",
+        "models.yaml:5: gateway.max_queue: expected a whole number >= 0, got 1.5",
+        "models.yaml:6: gateway.bogus: unknown key",
+        "models.yaml:8: models.a.on_demand: expected true or false, got 'yes'",
+        "models.yaml:8: models.a.concurrency: expected a whole number >= 0, got -2",
+        "extra.yaml:1: gateway: gateway belongs in models.yaml only",
+    ]
+    for w in want:
+        assert any(w in g for g in got), (w, got)
+    # No gateway block: the default port may be a model's (a host without a gateway).
+    assert load(tmp_path / "2", "models:\n  b: {model: x/y, port: 8000}\n").gateway.port == 8000
+    text = "gateway: {ttl: 5}\nmodels:\n  b: {model: x/y, port: 8000}\n"
+    clash = errors(tmp_path / "3", text)
+    assert any("gateway.listen: port 8000 is model 'b''s port" in g for g in clash), clash

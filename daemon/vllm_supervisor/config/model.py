@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vllm_supervisor.config.gateway_keys import ModelGateway
 from vllm_supervisor.config.settings import Supervision
 from vllm_supervisor.engine.options import OptionValue
 
@@ -46,6 +47,7 @@ class ModelConfig:
     supervision: Supervision = field(default_factory=Supervision)
     # Models sharing GPUs: at most one member is active at a time (runtime/group.py).
     gpu_group: str | None = None
+    gateway: ModelGateway = field(default_factory=ModelGateway)  # on_demand, ttl, ... (gateway/)
 
     def locate(self, key: str) -> tuple[str, int]:
         return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

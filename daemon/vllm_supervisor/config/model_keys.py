@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from vllm_supervisor.config import gateway_keys, settings
 from vllm_supervisor.config import key_parsers as p
-from vllm_supervisor.config import settings
 from vllm_supervisor.config.model import ModelConfig, default_venv
 from vllm_supervisor.config.problems import Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode
@@ -51,6 +51,7 @@ MODEL_KEYS = (
     "deprecated",
     "engine",
     "extra_args",
+    *gateway_keys.MODEL_KEYS,
     "autostart",
     "deactivate",
     "sleep_level",
@@ -128,6 +129,7 @@ def build_model(
         extra_args=p.as_tuple(extra),
         where=where,
         supervision=_supervision(ctx, defaults, own),
+        gateway=gateway_keys.model_gateway(ctx, merged),
     )
     if cfg.deprecated:
         f, ln = cfg.locate("deprecated")

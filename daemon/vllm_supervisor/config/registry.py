@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vllm_supervisor.config import model_keys
+from vllm_supervisor.config.gateway_keys import GatewaySettings, parse_gateway
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import ConfigInvalid, Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode, load
@@ -29,7 +30,7 @@ def default_config_dir() -> Path:
 # a plain slug (docs/systemd-behaviour.md).
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
-TOP_KEYS = ("defaults", "models")
+TOP_KEYS = ("defaults", "models", "gateway")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Registry:
     files: tuple[str, ...]
     models: dict[str, ModelConfig]
     warnings: tuple[Problem, ...] = ()
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
 def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
@@ -51,6 +53,7 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
         )
         raise ConfigInvalid([Problem(str(main), 0, "", why)])
     defaults: dict[str, YNode] = {}
+    gateway, gateway_at = GatewaySettings(), None
     raw_models: dict[str, tuple[YNode, str, int]] = {}
     for path in files:
         root = _read(path, problems)
@@ -71,15 +74,20 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
                         str(path), line, key, "unknown top-level key" + did_you_mean(key, TOP_KEYS)
                     )
                 )
-            elif key == "defaults" and path != main:
+            elif key in ("defaults", "gateway") and path != main:
                 problems.append(
                     Problem(
                         str(path),
                         line,
                         key,
-                        "defaults belong in models.yaml only, so one file decides them",
+                        f"{key} belong{'s' if key == 'gateway' else ''} in models.yaml "
+                        "only, so one file decides " + ("it" if key == "gateway" else "them"),
                     )
                 )
+            elif key == "gateway":
+                gateway = parse_gateway(node, problems)
+                listen = node.mapping.get("listen") if node.mapping else None
+                gateway_at = (str(path), listen.line if listen else line)
             elif key == "defaults":
                 defaults = _defaults(node, problems)
             else:
@@ -92,6 +100,8 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
         if cfg is not None:
             models[name] = cfg
     _cross_checks(models, problems)
+    if gateway_at is not None:  # a host that runs no gateway may use its default port
+        _gateway_port(gateway, gateway_at, models, problems)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ConfigInvalid(problems)
@@ -100,6 +110,7 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
         tuple(str(f) for f in files),
         models,
         tuple(p for p in problems if p.severity == "warning"),
+        gateway,
     )
 
 
@@ -244,6 +255,27 @@ def _cross_checks(models: dict[str, ModelConfig], problems: list[Problem]) -> No
                     )
                 )
             names.setdefault(n, cfg.name)
+
+
+def _gateway_port(
+    gateway: GatewaySettings,
+    at: tuple[str, int],
+    models: dict[str, ModelConfig],
+    problems: list[Problem],
+) -> None:
+    """The gateway listens beside the engines: it cannot take one's port. Only checked with a
+    gateway: block: an invalid listen is reported already, and the default is then used."""
+    for cfg in models.values():
+        same_host = gateway.host == cfg.host or "0.0.0.0" in (gateway.host, cfg.host)
+        if cfg.port == gateway.port and same_host:
+            problems.append(
+                Problem(
+                    at[0],
+                    at[1],
+                    "gateway.listen",
+                    f"port {gateway.port} is model '{cfg.name}''s port",
+                )
+            )
 
 
 def _gpus(cfg: ModelConfig) -> str:

@@ -12,6 +12,7 @@ import sys
 from dataclasses import fields
 
 from vllm_supervisor.config import model_keys, settings
+from vllm_supervisor.config.gateway_keys import GatewaySettings
 from vllm_supervisor.engine import flags
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.versions import show
@@ -96,6 +97,28 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "`[]`",
         "raw vLLM flags for what has no typed key; checked against the installed vLLM's flag list",
     ),
+    "on_demand": (
+        "bool",
+        "`true`",
+        "host gateway: a request naming the model activates it (swapping in a `gpu_group`); "
+        "`false`: the gateway only forwards to it while it is ready",
+    ),
+    "ttl": (
+        "seconds",
+        "`gateway.ttl`",
+        "host gateway: deactivate the model after this long with no request in flight "
+        "(counted from the end of the last one); 0: never",
+    ),
+    "max_queue": (
+        "whole number",
+        "`gateway.max_queue`",
+        "host gateway: requests that may wait for the model; beyond, 429 with `Retry-After`",
+    ),
+    "concurrency": (
+        "whole number",
+        "`gateway.concurrency`",
+        "host gateway: requests in flight to the model at once; more wait in its queue. 0: no cap",
+    ),
     "autostart": (
         "bool",
         "`true`",
@@ -151,6 +174,18 @@ SUPERVISION_DOCS: dict[str, str] = {
 }
 
 
+GATEWAY_DOCS: dict[str, str] = {
+    "listen": "`HOST:PORT` of the OpenAI front door (`--listen` overrides); not a model's port",
+    "ttl": "seconds with no request in flight before a model is deactivated; 0: never",
+    "max_queue": "requests that may wait per model (for its activation, or its concurrency "
+    "cap); beyond, 429 with `Retry-After`",
+    "load_timeout": "seconds a request waits for its model to be ready; then 503 (with the "
+    "model's diagnosis when its start failed)",
+    "concurrency": "requests in flight per model; 0: no cap (vLLM queues them itself)",
+    "max_body": "bytes of a request body; beyond, 413",
+}
+
+
 def render() -> str:
     out = [
         "# Configuration reference",
@@ -200,6 +235,20 @@ def render() -> str:
         for f in fields(cls):
             key = f"{block}.{f.name}"
             out.append(f"| `{key}` | `{_show(getattr(cls(), f.name))}` | {SUPERVISION_DOCS[key]} |")
+    out += [
+        "",
+        "## `gateway:` block",
+        "",
+        "The host gateway's settings (`vllm-supervisor gateway`, `vllm-gateway.service`), in "
+        "`models.yaml` only. The per-model keys `ttl`, `max_queue` and `concurrency` override "
+        "the defaults below.",
+        "",
+        "| key | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for f in fields(GatewaySettings):
+        value = getattr(GatewaySettings(), f.name)
+        out.append(f"| `gateway.{f.name}` | `{_show(value)}` | {GATEWAY_DOCS[f.name]} |")
     out += [
         "",
         "## `extra_args:` refusals",

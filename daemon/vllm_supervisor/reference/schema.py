@@ -120,6 +120,10 @@ def model_properties() -> dict[str, Any]:
             "properties": {o.name: _option(o) for o in engine_options.OPTIONS},
         },
         "extra_args": {"type": "array", "items": {"type": ["string", "number"]}},
+        "on_demand": {"type": "boolean", "default": True},
+        "ttl": {"type": "number", "minimum": 0},
+        "max_queue": {"type": "integer", "minimum": 0},
+        "concurrency": {"type": "integer", "minimum": 0},
         "autostart": {"type": "boolean", "default": True},
         "deactivate": {"enum": list(settings.DEACTIVATE), "default": "stop"},
         "sleep_level": {"enum": list(settings.SLEEP_LEVELS), "default": 1},
@@ -147,6 +151,18 @@ def render() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "defaults": defaults,
+            "gateway": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "listen": {"type": "string", "pattern": r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d+$"},
+                    "ttl": {"type": "number", "minimum": 0, "default": 0},
+                    "max_queue": {"type": "integer", "minimum": 0, "default": 64},
+                    "load_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 900},
+                    "concurrency": {"type": "integer", "minimum": 0, "default": 0},
+                    "max_body": {"type": "integer", "minimum": 1, "default": 32 * 1024**2},
+                },
+            },
             "models": {
                 "type": "object",
                 "propertyNames": {"pattern": SLUG.pattern},
