@@ -9,9 +9,9 @@ from typing import Any
 
 from vllm_supervisor.config.settings import Health, RestartPolicy, Startup, Stop, Supervision
 from vllm_supervisor.preflight.render import Command
-from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
+from vllm_supervisor.systemd.notify import Notifier
 
 
 class FakeEngine:

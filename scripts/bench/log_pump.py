@@ -22,8 +22,8 @@ from collections import deque
 import uvloop
 from vllm_supervisor.runtime import process
 from vllm_supervisor.runtime.diagnose import first_fatal_line
-from vllm_supervisor.runtime.logs import EngineLineWriter
 from vllm_supervisor.runtime.progress import Progress
+from vllm_supervisor.systemd.logs import EngineLineWriter
 
 CHILD = (
     "import sys,time\nn=int(sys.argv[1])\nline='(EngineCore pid=1) INFO 11-22 00:00:00 "

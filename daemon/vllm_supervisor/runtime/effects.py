@@ -19,9 +19,9 @@ from vllm_supervisor.host import meminfo
 from vllm_supervisor.preflight.render import Command
 from vllm_supervisor.runtime.diagnose import Finding
 from vllm_supervisor.runtime.group import NoGroup
-from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
+from vllm_supervisor.systemd.notify import Notifier
 
 # Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
 LinesSink = Callable[[list[str], str], None]

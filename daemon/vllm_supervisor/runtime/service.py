@@ -30,15 +30,16 @@ from vllm_supervisor.preflight.check import UnknownModel, run_check
 from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, resolve, utilization
 from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
-from vllm_supervisor.runtime import admin, logs, process
+from vllm_supervisor.runtime import admin, process
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard, SleepPlan
 from vllm_supervisor.runtime.gpu_guard import NvmlGuard
 from vllm_supervisor.runtime.group import Group
-from vllm_supervisor.runtime.notify import Notifier
 from vllm_supervisor.runtime.probes import EngineAddress, Prober
 from vllm_supervisor.runtime.sleep import CACHE_RESET_BY_SLEEP_SINCE, MODE_WAIT_SINCE
 from vllm_supervisor.runtime.supervisor import Supervisor
+from vllm_supervisor.systemd import logs
+from vllm_supervisor.systemd.notify import Notifier
 
 
 def model_setup(

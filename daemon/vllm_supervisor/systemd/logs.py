@@ -21,7 +21,7 @@ _VLLM_LEVEL = re.compile(r"^(?:\(\w+ pid=\d+\) )?(DEBUG|INFO|WARNING|ERROR|CRITI
 _UVICORN = re.compile(r"^(INFO|WARNING|ERROR|CRITICAL):\s")
 _ERRORISH = re.compile(r"^Traceback \(most recent call last\)|^[\w.]+(?:Error|Exception)\b")
 # engine_priority answers anything but 6 only for a line holding one of these words (see the
-# three patterns above; tests/runtime/test_logs.py checks it): a batch without any is all info.
+# three patterns above; tests/systemd/test_logs.py checks it): a batch without any is all info.
 NOT_INFO = ("WARNING", "ERROR", "CRITICAL", "DEBUG", "Traceback", "Error", "Exception")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from vllm_supervisor.runtime import logs
+from vllm_supervisor.systemd import logs
 
 
 def test_engine_priorities() -> None:

@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from vllm_supervisor.runtime.notify import MAX_STATUS, Notifier
+from vllm_supervisor.systemd.notify import MAX_STATUS, Notifier
 
 
 def listener(addr: str | bytes) -> socket.socket:

@@ -1,0 +1,1 @@
+"""What a systemd service speaks: sd_notify(3), and structured logs for journald."""
