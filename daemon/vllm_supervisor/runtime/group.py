@@ -16,15 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
-
-from vllm_supervisor.host.locations import socket_path
+from vllm_supervisor.gateway.instances import DOWN, Instances
 
 FREE = ("inactive", "failed", "sleeping")  # a sleeping engine gave its GPU memory back
 LOCK_WAIT = 300.0  # a swap holds the lock through the peer's drain, stop and memory release
@@ -33,34 +30,12 @@ DEACTIVATE_WAIT = 300.0
 
 class Group:
     def __init__(self, runtime_base: Path, lock_dir: Path) -> None:
-        self.base, self.lock_dir = runtime_base, lock_dir
-
-    async def _call(
-        self, peer: str, method: str, path: str, body: dict[str, object] | None, timeout: float
-    ) -> list[dict[str, object]]:
-        """The peer's JSON answer (NDJSON: every line), or [] when its service is not running."""
-        sock = socket_path(self.base, peer)
-        if not sock.exists():
-            return []
-        try:
-            async with (
-                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s,
-                s.request(
-                    method,
-                    f"http://localhost{path}",
-                    json=body,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as r,
-            ):
-                text = await r.text()
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        self.instances, self.lock_dir = Instances(runtime_base), lock_dir
 
     async def _state(self, peer: str) -> str:
         """The peer's state; "inactive" when its service does not answer."""
-        answers = await self._call(peer, "GET", "/v1/state", None, 3.0)
-        return str(answers[-1].get("state")) if answers else "inactive"
+        seen = await self.instances.state(peer)
+        return "inactive" if seen.state == DOWN else seen.state
 
     async def active_peer(self, peers: tuple[str, ...]) -> tuple[str, str] | None:
         """(name, state) of a peer that holds the group, or None."""
@@ -71,10 +46,9 @@ class Group:
         return None
 
     async def deactivate(self, peer: str) -> str | None:
-        """Deactivate PEER (its own drain, stop and GPU memory release) and wait until it is
-        inactive; None on success, else why not."""
-        body: dict[str, object] = {"wait": True, "timeout": DEACTIVATE_WAIT}
-        await self._call(peer, "POST", "/v1/deactivate", body, DEACTIVATE_WAIT + 10)
+        """Deactivate PEER (its own drain, then stop or sleep, and its GPU memory release)
+        and wait until it is free; None on success, else why not."""
+        await self.instances.deactivate(peer, DEACTIVATE_WAIT)
         state = await self._state(peer)
         return None if state in FREE else f"peer {peer} did not deactivate (it is {state})"
 

@@ -1,0 +1,92 @@
+"""The model instances through their admin sockets (runtime/admin.py's protocol): what the
+gateway uses them by, and what an instance uses to see its gpu_group peers (runtime/group.py).
+
+A socket that is absent or refuses means the instance's service is not running: "down".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from vllm_supervisor.host.locations import socket_path
+
+DOWN = "down"  # the instance's service does not answer
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An instance's state as its admin socket last answered it."""
+
+    state: str  # runtime/states.py's value, or DOWN
+    reason: str = ""
+    diagnosis: dict[str, Any] | None = None
+    refused: str | None = None  # a 409: the gpu_group peer that holds the group
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, status: int, answers: list[dict[str, Any]]) -> Seen:
+        last = answers[-1] if answers else {}
+        return cls(
+            str(last.get("state") or DOWN),
+            str(last.get("reason") or ""),
+            last.get("diagnosis") if isinstance(last.get("diagnosis"), dict) else None,
+            str(last.get("error")) if status == 409 else None,
+            last,
+        )
+
+
+class Instances:
+    def __init__(self, runtime_base: Path) -> None:
+        self.base = runtime_base
+
+    async def call(
+        self, model: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+    ) -> tuple[int, list[dict[str, Any]]] | None:
+        """(HTTP status, every JSON line of the answer), or None when the service is down."""
+        sock = socket_path(self.base, model)
+        if not sock.exists():
+            return None
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s,
+                s.request(
+                    method,
+                    f"http://localhost{path}",
+                    json=body,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as r,
+            ):
+                text = await r.text()
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+        answers = []
+        for line in text.splitlines():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                answers.append(value)
+        return status, answers
+
+    async def state(self, model: str, timeout: float = 3.0) -> Seen:
+        got = await self.call(model, "GET", "/v1/state", None, timeout)
+        return Seen(DOWN) if got is None else Seen.of(*got)
+
+    async def activate(self, model: str, swap: bool, timeout: float) -> Seen:
+        """Activate and wait until ready (or failed, or refused): the last state seen."""
+        body = {"wait": True, "timeout": timeout, "swap": swap}
+        got = await self.call(model, "POST", "/v1/activate", body, timeout + 10)
+        return Seen(DOWN) if got is None else Seen.of(*got)
+
+    async def deactivate(self, model: str, timeout: float) -> Seen:
+        """Deactivate (its drain, then stop or sleep as configured) and wait until it ends."""
+        body = {"wait": True, "timeout": timeout}
+        got = await self.call(model, "POST", "/v1/deactivate", body, timeout + 10)
+        return Seen(DOWN) if got is None else Seen.of(*got)

@@ -1,0 +1,315 @@
+"""The gateway's one owner of routing state: which model may take a request now, which must be
+activated (or swapped in), and which has idled past its TTL.
+
+Request handlers only post messages and await their answer (a Lease or a Denial); one task
+(`Router.run`) handles every message in order and alone starts activations and
+deactivations, through the instances' admin sockets (InstancePort). That is llama-swap's
+rule with its failure fixed: its #946 deadlocked a request that arrived during a TTL unload,
+because handlers took decisions under scattered locks. The rules (docs/design.md, "The host
+gateway"):
+- a request for a model that is being activated joins that activation;
+- a model is never deactivated (TTL or swap) while it has requests in flight or waiting;
+- a model that just became ready serves the requests that were waiting for it before a
+  gpu_group peer may swap it out (two clients alternating models cannot thrash the GPU,
+  llama-swap #19): later arrivals wait their turn behind the peer;
+- waiting is bounded: `max_queue` (429), the load timeout and a client's disconnect
+  (handlers cancel their wait), `concurrency` in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from vllm_supervisor.gateway.instances import DOWN, Seen
+from vllm_supervisor.gateway.slots import (
+    COMING,
+    FREE,
+    UNKNOWN,
+    Acquire,
+    Cancel,
+    Denial,
+    InstancePort,
+    Lease,
+    Message,
+    Outcome,
+    Policy,
+    Release,
+    Slot,
+    Tick,
+    Waiter,
+)
+
+
+class Router:
+    def __init__(
+        self,
+        policies: dict[str, Policy],
+        instances: InstancePort,
+        clock: Callable[[], float],
+        load_timeout: float,
+        refresh: float = 2.0,
+    ) -> None:
+        self.slots = {name: Slot(name, p) for name, p in policies.items()}
+        self.instances, self.clock = instances, clock
+        self.load_timeout, self.refresh = load_timeout, refresh
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refreshed = -refresh
+        self.activations = 0  # admin activations started (metrics, tests)
+        self.swaps = 0
+
+    # ---- what handlers call (they only post) -------------------------------------------------
+    async def acquire(self, model: str) -> Lease | Denial:
+        """Wait for a slot on MODEL: a Lease (Release it when the request ends) or a Denial.
+        A cancelled wait (the client went away, the load timeout) leaves the queue."""
+        waiter = Waiter(asyncio.get_running_loop().create_future(), self.clock())
+        self.inbox.put_nowait(Acquire(model, waiter))
+        try:
+            return await waiter.answer
+        except asyncio.CancelledError:
+            self.inbox.put_nowait(Cancel(model, waiter))
+            raise
+
+    def release(self, lease: Lease) -> None:
+        self.inbox.put_nowait(Release(lease.model))
+
+    def stale(self, model: str) -> None:
+        """A forward found the engine gone: look again now."""
+        self._start(self._look(model))
+
+    # ---- the owner ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            while True:
+                self.handle(await self.inbox.get())
+        finally:
+            ticker.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+
+    def handle(self, msg: Message) -> None:
+        match msg:
+            case Acquire(model, waiter):
+                self._acquire(self.slots[model], waiter)
+            case Release(model):
+                slot = self.slots[model]
+                slot.in_flight -= 1
+                slot.last_done = self.clock()
+                self._pump_group(slot)
+            case Cancel(model, waiter):
+                slot = self.slots[model]
+                if waiter in slot.queue:
+                    slot.queue.remove(waiter)
+                self._pump_group(slot)
+            case Outcome(model, seen, done):
+                self._outcome(self.slots[model], seen, done)
+            case Tick():
+                self._on_tick()
+
+    def _acquire(self, slot: Slot, waiter: Waiter) -> None:
+        if len(slot.queue) >= slot.policy.max_queue and not self._grantable(slot):
+            retry = 1.0 if slot.seen.state == "ready" else 5.0
+            self._answer(
+                waiter,
+                Denial(
+                    429,
+                    f"model {slot.name}: {len(slot.queue)} requests already wait "
+                    f"(max_queue {slot.policy.max_queue}); retry later",
+                    "queue_full",
+                    retry,
+                ),
+            )
+            return
+        slot.queue.append(waiter)
+        self._pump(slot)
+
+    # ---- decisions -------------------------------------------------------------------------------
+    def _ready(self, slot: Slot) -> bool:
+        return slot.seen.state == "ready" and slot.busy is None
+
+    def _grantable(self, slot: Slot) -> bool:
+        cap = slot.policy.concurrency
+        return self._ready(slot) and (cap == 0 or slot.in_flight < cap)
+
+    def _peers(self, slot: Slot) -> list[Slot]:
+        group = slot.policy.group
+        if group is None:
+            return []
+        return [s for s in self.slots.values() if s is not slot and s.policy.group == group]
+
+    def _turn(self, slot: Slot, waiter: Waiter) -> bool:
+        """May this waiter be served now? Yes, unless a gpu_group peer waits for the GPU and
+        the waiter came after this model became ready (its batch is served, then the peer's)."""
+        if waiter.since <= slot.ready_at:
+            return True
+        return not any(p.queue for p in self._peers(slot))
+
+    def _pump(self, slot: Slot) -> None:
+        while slot.queue and self._grantable(slot) and self._turn(slot, slot.queue[0]):
+            waiter = slot.queue.popleft()
+            if self._answer(waiter, Lease(slot.name)):
+                slot.in_flight += 1
+                slot.served += 1
+        if not slot.queue or slot.busy is not None or self._ready(slot):
+            return
+        state = slot.seen.state
+        if state == DOWN:
+            self._deny_all(slot, self._down(slot))
+        elif state == "failed":
+            self._deny_all(slot, self._failed(slot))
+        elif not slot.policy.on_demand and state not in COMING:
+            self._deny_all(
+                slot,
+                Denial(
+                    503,
+                    f"model {slot.name} is {state} and not started on demand (on_demand: "
+                    f"false): vllmctl activate {slot.name}",
+                    "model_not_active",
+                ),
+            )
+        else:
+            self._maybe_activate(slot)
+
+    def _maybe_activate(self, slot: Slot) -> None:
+        """Activate SLOT, swapping out its gpu_group's active member, but only once that
+        member is idle: nothing in flight, nothing of its turn waiting, no call under way."""
+        peers = self._peers(slot)
+        active = [p for p in peers if p.busy or p.seen.state not in (*FREE, UNKNOWN)]
+        # A peer not seen yet (the gateway just started) has nothing of ours in flight; the
+        # instance's own group check (runtime/group.py) sees its real state.
+        unseen = any(p.seen.state == UNKNOWN and not p.busy for p in peers)
+        for peer in active:
+            waiting = any(self._turn(peer, w) for w in peer.queue)
+            if peer.in_flight or waiting or peer.busy:
+                return  # its requests first; a Release or an Outcome pumps us again
+        slot.busy = "activating"
+        self.activations += 1
+        if active:  # the instance's --swap deactivates them; none may serve meanwhile
+            self.swaps += 1
+            slot.evicting = [p.name for p in active]
+            for peer in active:
+                peer.busy = "swapped out"
+        self._start(self._activate(slot.name, swap=bool(active) or unseen))
+
+    def _pump_group(self, slot: Slot) -> None:
+        """Pump SLOT and its peers, twice: a peer's queue emptied in the first pass (denied)
+        can give SLOT its turn in the second."""
+        for _ in range(2):
+            for s in (slot, *self._peers(slot)):
+                self._pump(s)
+
+    def _outcome(self, slot: Slot, seen: Seen, done: str | None) -> None:
+        if done is not None:
+            slot.busy = None
+            for name in slot.evicting:  # swapped out (or not): unknown until seen afresh
+                peer = self.slots[name]
+                peer.busy, peer.seen = None, Seen(UNKNOWN, f"swapped out for {slot.name}")
+                self._start(self._look(name))
+            slot.evicting = []
+        elif slot.busy is not None:
+            return  # a refresh raced a call under way: the call's answer counts
+        was = slot.seen.state
+        slot.seen = seen
+        if seen.state == "ready" and was != "ready":
+            slot.ready_at = slot.last_done = self.clock()
+        if done == "activating" and seen.state != "ready":
+            if seen.state == "failed":
+                self._deny_all(slot, self._failed(slot))
+            elif seen.state == DOWN:
+                self._deny_all(slot, self._down(slot))
+            elif seen.refused:
+                self._deny_all(slot, Denial(503, f"model {slot.name}: {seen.refused}", "busy"))
+            else:
+                why = f"model {slot.name} did not become ready: it is {seen.state}"
+                self._deny_all(slot, Denial(503, f"{why} ({seen.reason})", "model_not_ready"))
+        self._pump_group(slot)
+
+    def _on_tick(self) -> None:
+        now = self.clock()
+        for slot in self.slots.values():
+            idle = now - slot.last_done
+            ttl = slot.policy.ttl
+            if (
+                ttl > 0
+                and self._ready(slot)
+                and not slot.in_flight
+                and not slot.queue
+                and idle >= ttl
+            ):
+                slot.busy = "deactivating"
+                self._start(self._deactivate(slot.name, f"idle {idle:.0f} s (ttl {ttl:g} s)"))
+        for slot in self.slots.values():  # a safety net: no wakeup can be missed for long
+            if slot.queue:
+                self._pump(slot)
+        if now - self._refreshed >= self.refresh:
+            self._refreshed = now
+            for slot in self.slots.values():
+                if slot.busy is None:
+                    self._start(self._look(slot.name))
+
+    # ---- answers ---------------------------------------------------------------------------------
+    def _answer(self, waiter: Waiter, answer: Lease | Denial) -> bool:
+        if waiter.answer.done():  # its handler gave up (timeout, disconnect)
+            return False
+        waiter.answer.set_result(answer)
+        return True
+
+    def _deny_all(self, slot: Slot, denial: Denial) -> None:
+        while slot.queue:
+            self._answer(slot.queue.popleft(), denial)
+
+    def _down(self, slot: Slot) -> Denial:
+        return Denial(
+            503,
+            f"model {slot.name}: its service is not running; start it with "
+            f"systemctl start vllm-supervisor@{slot.name}",
+            "service_not_running",
+        )
+
+    def _failed(self, slot: Slot) -> Denial:
+        diag = slot.seen.diagnosis or {}
+        what = f"{diag.get('title')}: {diag.get('cause')}; fix: {diag.get('fix')}" if diag else ""
+        return Denial(503, f"model {slot.name} failed: {what or slot.seen.reason}", "model_failed")
+
+    # ---- admin calls, as tasks that post their outcome -------------------------------------
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _activate(self, model: str, swap: bool) -> None:
+        seen = await self.instances.activate(model, swap, self.load_timeout)
+        self.inbox.put_nowait(Outcome(model, seen, "activating"))
+
+    async def _deactivate(self, model: str, why: str) -> None:
+        seen = await self.instances.deactivate(model, self.load_timeout)
+        self.inbox.put_nowait(Outcome(model, seen, "deactivating"))
+
+    async def _look(self, model: str) -> None:
+        self.inbox.put_nowait(Outcome(model, await self.instances.state(model)))
+
+    async def _tick(self) -> None:
+        while True:
+            self.inbox.put_nowait(Tick())
+            await asyncio.sleep(min(1.0, self.refresh))
+
+    # ---- the read side ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        now = self.clock()
+        out = {}
+        for name, s in self.slots.items():
+            ttl_left = None
+            if s.policy.ttl > 0 and s.seen.state == "ready" and not s.in_flight:
+                ttl_left = max(0.0, s.policy.ttl - (now - s.last_done))
+            out[name] = {
+                "state": s.busy or s.seen.state,
+                "in_flight": s.in_flight,
+                "queued": len(s.queue),
+                "served": s.served,
+                "idle": round(now - s.last_done, 1) if s.last_done else None,
+                "ttl_left": ttl_left,
+            }
+        return out

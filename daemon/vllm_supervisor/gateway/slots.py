@@ -1,0 +1,100 @@
+"""The gateway's routing values: a model's policy and slot, what a request is answered (a
+Lease or a Denial), and the messages the router's one task handles (router.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vllm_supervisor.gateway.instances import DOWN, Seen
+
+UNKNOWN = "unknown"  # not seen yet
+FREE = ("inactive", "failed", "sleeping", DOWN)  # holds no GPU memory for its group
+COMING = ("starting", "probing", "restarting")  # on its way to ready: an activate joins it
+
+
+class InstancePort(Protocol):
+    async def state(self, model: str, timeout: float = 3.0) -> Seen: ...
+    async def activate(self, model: str, swap: bool, timeout: float) -> Seen: ...
+    async def deactivate(self, model: str, timeout: float) -> Seen: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    on_demand: bool = True
+    ttl: float = 0.0  # 0: never
+    max_queue: int = 64
+    concurrency: int = 0  # 0: no cap
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    model: str
+
+
+@dataclass(frozen=True)
+class Denial:
+    status: int  # 429 or 503
+    message: str
+    code: str
+    retry_after: float | None = None
+
+
+Answer = asyncio.Future[Lease | Denial]
+
+
+@dataclass
+class Waiter:
+    answer: Answer
+    since: float
+
+
+@dataclass
+class Slot:
+    name: str
+    policy: Policy
+    seen: Seen = field(default_factory=lambda: Seen(UNKNOWN))
+    in_flight: int = 0
+    queue: deque[Waiter] = field(default_factory=deque)
+    busy: str | None = None  # "activating", "deactivating", "swapped out": a call under way
+    evicting: list[str] = field(default_factory=list)  # peers this activation swaps out
+    ready_at: float = 0.0  # when the gateway last saw it become ready
+    last_done: float = 0.0  # the end of its last request (TTL counts from here)
+    served: int = 0
+
+
+@dataclass(frozen=True)
+class Acquire:
+    model: str
+    waiter: Waiter
+
+
+@dataclass(frozen=True)
+class Release:
+    model: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    model: str
+    waiter: Waiter
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an admin call (or a state refresh) found."""
+
+    model: str
+    seen: Seen
+    done: str | None = None  # the busy call that ended ("activating", "deactivating")
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+Message = Acquire | Release | Cancel | Outcome | Tick

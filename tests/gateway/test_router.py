@@ -1,0 +1,226 @@
+"""The gateway's state owner against fake instances whose admin calls the test completes by
+hand: every routing rule, and the races (a request during a TTL unload, alternating clients,
+a disconnect while queued)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from vllm_supervisor.gateway.instances import DOWN, Seen
+from vllm_supervisor.gateway.router import Router
+from vllm_supervisor.gateway.slots import Denial, Lease, Policy
+
+
+class Instances:
+    """Admin calls that wait until the test answers them (complete())."""
+
+    def __init__(self, states: dict[str, str]) -> None:
+        self.states = states
+        self.calls: list[str] = []
+        self.pending: dict[str, asyncio.Future[Seen]] = {}
+
+    async def state(self, model: str, timeout: float = 3.0) -> Seen:
+        return Seen(self.states[model])
+
+    async def activate(self, model: str, swap: bool, timeout: float) -> Seen:
+        self.calls.append(f"activate {model}" + (" --swap" if swap else ""))
+        return await self._wait(model)
+
+    async def deactivate(self, model: str, timeout: float) -> Seen:
+        self.calls.append(f"deactivate {model}")
+        return await self._wait(model)
+
+    async def _wait(self, model: str) -> Seen:
+        fut = self.pending[model] = asyncio.get_running_loop().create_future()
+        return await fut
+
+    def complete(self, model: str, state: str, **kw: object) -> None:
+        self.states[model] = state
+        self.pending.pop(model).set_result(Seen(state, **kw))  # type: ignore[arg-type]
+
+
+class Rig:
+    def __init__(self, states: dict[str, str], **policy: object) -> None:
+        self.inst = Instances(states)
+        group = policy.pop("group", None)
+        base = replace(Policy(), **policy)  # type: ignore[arg-type]
+        self.router = Router(
+            {m: replace(base, group=group) for m in states},
+            self.inst,
+            time.monotonic,
+            load_timeout=60,
+            refresh=0.05,
+        )
+        self.task = asyncio.ensure_future(self.router.run())
+
+    def ask(self, model: str) -> asyncio.Task[Lease | Denial]:
+        return asyncio.ensure_future(self.router.acquire(model))
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, (self.inst.calls, self.router.snapshot())
+            await asyncio.sleep(0.005)
+
+    async def settle(self) -> None:
+        await asyncio.sleep(0.12)  # two refreshes: the router has seen every state
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_a_request_activates_and_the_next_ones_join_that_activation() -> None:
+    rig = Rig({"a": "inactive"})
+    first, second = rig.ask("a"), rig.ask("a")
+    await rig.until(lambda: "a" in rig.inst.pending)
+    third = rig.ask("a")
+    await asyncio.sleep(0.1)
+    assert rig.inst.calls == ["activate a"]  # one activation for all three
+    rig.inst.complete("a", "ready")
+    assert [await t for t in (first, second, third)] == [Lease("a")] * 3
+    assert rig.router.snapshot()["a"]["in_flight"] == 3
+    await rig.close()
+
+
+async def test_a_full_queue_is_429_with_retry_after_and_a_cancelled_wait_leaves_it() -> None:
+    rig = Rig({"a": "inactive"}, max_queue=2)
+    waiting = [rig.ask("a"), rig.ask("a")]
+    await rig.until(lambda: rig.router.snapshot()["a"]["queued"] == 2)
+    denial = await rig.ask("a")
+    assert isinstance(denial, Denial) and denial.status == 429 and denial.retry_after
+    assert "2 requests already wait (max_queue 2)" in denial.message
+    waiting[0].cancel()  # the client went away
+    await rig.until(lambda: rig.router.snapshot()["a"]["queued"] == 1)
+    late = rig.ask("a")  # room again
+    await rig.until(lambda: rig.router.snapshot()["a"]["queued"] == 2)
+    rig.inst.complete("a", "ready")
+    assert await waiting[1] == Lease("a") and await late == Lease("a")
+    assert rig.router.snapshot()["a"]["in_flight"] == 2
+    await rig.close()
+
+
+async def test_concurrency_caps_requests_in_flight() -> None:
+    rig = Rig({"a": "ready"}, concurrency=2)
+    await rig.settle()
+    leases = [await rig.ask("a"), await rig.ask("a")]
+    third = rig.ask("a")
+    await asyncio.sleep(0.1)
+    assert not third.done() and rig.router.snapshot()["a"]["queued"] == 1
+    rig.router.release(leases[0])  # type: ignore[arg-type]
+    assert await third == Lease("a")
+    await rig.close()
+
+
+async def test_failed_down_and_not_on_demand_models_answer_503_saying_why() -> None:
+    rig = Rig({"f": "failed", "d": DOWN, "o": "inactive"})
+    rig.router.slots["o"].policy = replace(rig.router.slots["o"].policy, on_demand=False)
+    rig.inst.states["f"] = "failed"
+    await rig.settle()
+    rig.router.slots["f"].seen = Seen("failed", diagnosis={"title": "T", "cause": "C", "fix": "X"})
+    failed, down, off = await rig.ask("f"), await rig.ask("d"), await rig.ask("o")
+    assert isinstance(failed, Denial) and failed.message == "model f failed: T: C; fix: X"
+    assert isinstance(down, Denial) and "systemctl start vllm-supervisor@d" in down.message
+    assert isinstance(off, Denial) and "on_demand: false): vllmctl activate o" in off.message
+    assert rig.inst.calls == []  # none of them was activated
+    await rig.close()
+
+
+async def test_an_activation_that_fails_answers_its_waiters_with_the_diagnosis() -> None:
+    rig = Rig({"a": "inactive"})
+    waiting = rig.ask("a")
+    await rig.until(lambda: "a" in rig.inst.pending)
+    diag = {"title": "GPU out of memory", "cause": "c", "fix": "lower max_model_len"}
+    rig.inst.complete("a", "failed", diagnosis=diag)
+    got = await waiting
+    assert isinstance(got, Denial) and got.status == 503 and "lower max_model_len" in got.message
+    await rig.close()
+
+
+async def test_a_swap_waits_for_the_active_peers_requests_then_swaps() -> None:
+    rig = Rig({"a": "ready", "b": "inactive"}, group="card0")
+    await rig.settle()
+    lease = await rig.ask("a")
+    for_b = rig.ask("b")
+    await asyncio.sleep(0.1)
+    assert rig.inst.calls == []  # a still serves one: b waits, a is not evicted
+    rig.router.release(lease)  # type: ignore[arg-type]
+    await rig.until(lambda: rig.inst.calls == ["activate b --swap"])
+    late_a = rig.ask("a")  # a is being swapped out: it waits
+    await asyncio.sleep(0.1)
+    assert not late_a.done()
+    rig.inst.complete("b", "ready")
+    rig.inst.states["a"] = "inactive"
+    assert await for_b == Lease("b")
+    assert not late_a.done()  # b serves what waited for it first; a waits for the GPU
+    rig.router.release(Lease("b"))
+    await rig.until(lambda: rig.inst.calls[-1:] == ["activate a --swap"])
+    rig.inst.complete("a", "ready")
+    rig.inst.states["b"] = "inactive"
+    assert await late_a == Lease("a")
+    assert rig.router.swaps == 2
+    await rig.close()
+
+
+async def test_a_model_that_just_became_ready_serves_its_waiters_before_a_swap() -> None:
+    """Two clients alternating models get batches, not a swap per request (llama-swap #19)."""
+    rig = Rig({"a": "inactive", "b": "inactive"}, group="card0")
+    await rig.settle()
+    a1, a2 = rig.ask("a"), rig.ask("a")
+    await rig.until(lambda: "a" in rig.inst.pending)
+    b1 = rig.ask("b")  # arrives while a loads
+    rig.inst.complete("a", "ready")
+    assert await a1 == Lease("a") and await a2 == Lease("a")  # a's batch, despite b waiting
+    a3 = rig.ask("a")  # after a became ready, with b waiting: not its turn
+    await asyncio.sleep(0.1)
+    assert not a3.done() and not b1.done() and rig.inst.calls == ["activate a"]
+    rig.router.release(Lease("a"))
+    rig.router.release(Lease("a"))
+    await rig.until(lambda: rig.inst.calls[-1:] == ["activate b --swap"])
+    rig.inst.complete("b", "ready")
+    assert await b1 == Lease("b")
+    a3.cancel()
+    await rig.close()
+
+
+async def test_the_idle_ttl_counts_from_the_end_of_the_last_request() -> None:
+    rig = Rig({"a": "ready"}, ttl=0.3)
+    await rig.settle()
+    lease = await rig.ask("a")
+    await asyncio.sleep(0.5)  # longer than the ttl, but in flight: no deactivation
+    assert rig.inst.calls == []
+    rig.router.release(lease)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    await rig.until(lambda: rig.inst.calls == ["deactivate a"])
+    assert time.monotonic() - t0 >= 0.25
+    await rig.close()
+
+
+async def test_a_request_during_a_ttl_deactivation_waits_and_reactivates() -> None:
+    """llama-swap #946: a request that arrived during a TTL unload deadlocked."""
+    rig = Rig({"a": "ready"}, ttl=0.1)
+    await rig.settle()
+    await rig.until(lambda: rig.inst.calls == ["deactivate a"])
+    during = rig.ask("a")
+    await asyncio.sleep(0.05)
+    assert not during.done()
+    rig.inst.complete("a", "inactive")
+    await rig.until(lambda: rig.inst.calls == ["deactivate a", "activate a"])
+    rig.inst.complete("a", "ready")
+    assert await during == Lease("a")
+    await rig.close()
+
+
+async def test_a_model_deactivated_elsewhere_is_seen_and_activated_on_the_next_request() -> None:
+    rig = Rig({"a": "ready"})
+    await rig.settle()
+    rig.inst.states["a"] = "inactive"  # an operator ran vllmctl deactivate
+    await rig.settle()
+    waiting = rig.ask("a")
+    await rig.until(lambda: rig.inst.calls == ["activate a"])
+    rig.inst.complete("a", "ready")
+    assert await waiting == Lease("a")
+    await rig.close()
