@@ -16,6 +16,8 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   sleep_fails       POST /sleep answers 500
   wake_garbage      after a wake, completions answer 500 (a wake that cannot generate)
   die_asleep=S      exit 0 S seconds after falling asleep
+  chunks=N          a streamed answer ("stream": true) has N chunks (5), chunk_delay=S apart
+  stream_die=N      exit 0 after N chunks of a stream (an engine that dies mid-stream)
 Sleep mode as vLLM 0.32 serves it: the dev routes (/sleep, /wake_up, /is_sleeping,
 /collective_rpc, /reset_prefix_cache) exist only with VLLM_SERVER_DEV_MODE=1 (404 without),
 sleeping needs --enable-sleep-mode, and /sleep reads the level from the query string only.
@@ -65,6 +67,24 @@ def log(msg: str, level: str = "INFO") -> None:
     print(f"(APIServer pid={os.getpid()}) {level} 11-22 00:00:00 [fake.py:1] {msg}", flush=True)
 
 
+def answer(name: str, path: str) -> dict[str, object]:
+    """A completion or chat completion with the fields openai-python reads."""
+    chat = "chat" in path
+    choice: dict[str, object] = {"index": 0, "finish_reason": "length", "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": "x"}
+    else:
+        choice["text"] = "x"
+    return {
+        "id": f"cmpl-{os.getpid()}-{time.monotonic_ns()}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": name,
+        "choices": [choice],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
 def main() -> None:
     o = opts()
     state: dict[str, object] = {"health": 200, "running": 0, "asleep": set(), "garbage": False}
@@ -104,6 +124,8 @@ def main() -> None:
     served = names()
 
     class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # chunked streams; every other answer has a length
+
         def log_message(self, *a: object) -> None:
             pass
 
@@ -177,13 +199,52 @@ def main() -> None:
             if state["asleep"] or state["garbage"]:
                 self.reply(500, {"error": "the engine sleeps" if state["asleep"] else "garbage"})
                 return
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError:
+                self.reply(400, {"error": {"message": "bad JSON", "type": "BadRequestError"}})
+                return
+            name = req.get("model", served[0]) if isinstance(req, dict) else served[0]
+            if name not in served:  # as vLLM: 404 for a name it does not serve
+                self.reply(404, {"error": {"message": f"The model `{name}` does not exist."}})
+                return
             with lock:
                 state["running"] += 1
             log(f"request {self.path} started")
-            time.sleep(float(o.get("slow_completion", "0")))
-            with lock:
-                state["running"] -= 1
-            self.reply(200, {"choices": [{"text": "x", "message": {"content": "x"}}]})
+            try:
+                time.sleep(float(o.get("slow_completion", "0")))
+                if req.get("stream"):
+                    self.stream(name, int(o.get("chunks", "5")))
+                else:
+                    self.reply(200, answer(name, self.path))
+            finally:
+                with lock:
+                    state["running"] -= 1
+
+        def stream(self, name: str, chunks: int) -> None:
+            """Server-sent events as vLLM sends them; stream_die=N exits after N chunks."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")  # as uvicorn: a death is visible
+            self.end_headers()
+
+            def send(data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            for i in range(chunks):
+                if "stream_die" in o and i == int(o["stream_die"]):
+                    os._exit(0)
+                delta = (
+                    {"role": "assistant", "content": f"t{i} "} if i == 0 else {"content": f"t{i} "}
+                )
+                event = {**answer(name, "/v1/chat/completions"), "object": "chat.completion.chunk"}
+                event["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+                send(b"data: " + json.dumps(event).encode() + b"\n\n")
+                time.sleep(float(o.get("chunk_delay", "0.01")))
+            send(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
     srv = ThreadingHTTPServer((arg("--host", "127.0.0.1"), int(arg("--port", "8000"))), H)
     log(f"Starting vLLM server on http://127.0.0.1:{arg('--port', '8000')}")

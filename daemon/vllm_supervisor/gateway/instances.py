@@ -41,15 +41,16 @@ class Seen:
 
 
 class Instances:
-    def __init__(self, runtime_base: Path) -> None:
-        self.base = runtime_base
+    def __init__(self, runtime_bases: Path | list[Path]) -> None:
+        # Where to look, in order (host/locations.runtime_dirs: the user's, then the system's).
+        self.bases = [runtime_bases] if isinstance(runtime_bases, Path) else runtime_bases
 
     async def call(
         self, model: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
     ) -> tuple[int, list[dict[str, Any]]] | None:
         """(HTTP status, every JSON line of the answer), or None when the service is down."""
-        sock = socket_path(self.base, model)
-        if not sock.exists():
+        sock = next((p for b in self.bases if (p := socket_path(b, model)).exists()), None)
+        if sock is None:
             return None
         try:
             async with (

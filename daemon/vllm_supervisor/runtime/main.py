@@ -11,7 +11,8 @@ from vllm_supervisor import exitcodes
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="vllm-supervisor", description="Supervise one vLLM model server."
+        prog="vllm-supervisor",
+        description="Supervise one vLLM model server, or run the host gateway.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("check", help="validate one model's config (exit 78 when invalid)")
@@ -39,7 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--admin-group", default=None, help="group allowed on the admin socket (default vllm-admin)"
     )
+    g = sub.add_parser(
+        "gateway",
+        help="the host gateway: one OpenAI endpoint for every model, started on demand",
+    )
+    g.add_argument("--config-dir", type=Path, default=None)
+    g.add_argument("--listen", default=None, help="HOST:PORT (default: gateway.listen)")
+    g.add_argument(
+        "--runtime-dir",
+        type=Path,
+        default=None,
+        help="where the instances' MODEL/admin.sock are (default: where vllmctl looks)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "gateway":
+        from vllm_supervisor.gateway.service import run as run_gateway
+
+        return run_gateway(args.config_dir, args.listen, args.runtime_dir)
     if args.command == "run":
         from vllm_supervisor.runtime.service import run
 

@@ -1,0 +1,148 @@
+"""The gateway's HTTP side: find the model a request names, wait for the router's Lease, and
+relay the engine's answer chunk by chunk.
+
+The body is read once, bounded by `gateway.max_body` (413 beyond), parsed only to find
+`model` (JSON keys have no order, so the whole body is needed), and forwarded as the same
+bytes. Streams are relayed as they come (`X-Accel-Buffering: no` tells nginx-like proxies
+in front not to buffer either). An engine that dies mid-stream ends the client's stream
+with an error event; nothing waits on a dead connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from vllm_supervisor.gateway import errors
+from vllm_supervisor.gateway.catalogue import Catalogue, Route
+from vllm_supervisor.gateway.router import Router
+from vllm_supervisor.gateway.slots import Denial
+
+# Request headers the engine gets from the client; the rest (its Authorization above all:
+# a gateway key is not an engine key) stay here.
+FORWARDED = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent", "OpenAI-Organization")
+HOP = {"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Content-Encoding"}
+
+
+class Proxy:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        router: Router,
+        session: aiohttp.ClientSession,
+        load_timeout: float,
+        max_body: int,
+    ) -> None:
+        self.catalogue, self.router, self.session = catalogue, router, session
+        self.load_timeout, self.max_body = load_timeout, max_body
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_route("*", "/{path:.*}", self.forward)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def models(self, request: web.Request) -> web.Response:
+        """Every configured, non-deprecated name, with its model's state (an extension)."""
+        snap = self.router.snapshot()
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "vllm-supervisor",
+                "x_vllm_supervisor": {"model": r.model, **snap.get(r.model, {})},
+            }
+            for r in self.catalogue.routes.values()
+            if not r.deprecated
+            for name in r.names
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.content.read(self.max_body + 1)
+        if len(raw) > self.max_body:
+            return errors.answer(413, f"request body over {self.max_body} bytes", "body_too_large")
+        route = self._route(raw)
+        if isinstance(route, web.Response):
+            return route
+        try:
+            got = await asyncio.wait_for(self.router.acquire(route.model), self.load_timeout)
+        except TimeoutError:
+            state = self.router.snapshot()[route.model]["state"]
+            return errors.answer(
+                503,
+                f"model {route.model} was not ready within {self.load_timeout:g} s "
+                f"(gateway.load_timeout); it is {state}",
+                "load_timeout",
+            )
+        if isinstance(got, Denial):
+            return errors.answer(got.status, got.message, got.code, got.retry_after)
+        try:
+            return await self._relay(request, route, raw)
+        finally:
+            self.router.release(got)
+
+    def _route(self, raw: bytes) -> Route | web.Response:
+        try:
+            body: Any = json.loads(raw) if raw.strip() else None
+        except ValueError as exc:
+            return errors.answer(400, f"malformed JSON: {exc}", "invalid_json")
+        name = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            return errors.answer(400, "the body must be a JSON object naming a 'model'", "no_model")
+        route = self.catalogue.find(name)
+        if route is None:
+            known = ", ".join(self.catalogue.known())
+            return errors.answer(
+                404, f"model '{name}' does not exist here; known: {known}", "model_not_found"
+            )
+        return route
+
+    async def _relay(self, request: web.Request, route: Route, raw: bytes) -> web.StreamResponse:
+        headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
+        key = self.catalogue.engine_key(route)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        url = route.base + request.rel_url.path_qs
+        started = time.monotonic()
+        try:
+            upstream = await self.session.request(
+                request.method, url, data=raw, headers=headers, allow_redirects=False
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            self.router.stale(route.model)  # it was ready a moment ago: look again
+            return errors.answer(
+                502, f"model {route.model}: the engine is unreachable ({exc})", "engine_unreachable"
+            )
+        async with upstream:
+            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for k, v in upstream.headers.items():
+                if k not in HOP:
+                    out.headers[k] = v
+            out.headers["X-Accel-Buffering"] = "no"
+            out.headers["X-Vllm-Supervisor-Model"] = route.model
+            await out.prepare(request)
+            sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await out.write(chunk)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                # The engine died mid-answer: tell a streaming client, and end the answer.
+                self.router.stale(route.model)
+                if not sse:  # a cut connection, not a short answer that looks whole
+                    if request.transport is not None:
+                        request.transport.close()
+                    return out
+                msg = f"model {route.model}: the engine failed mid-stream ({exc})"
+                await out.write(errors.sse_event(502, msg, "engine_failed"))
+            await out.write_eof()
+        request["upstream_s"] = time.monotonic() - started
+        return out

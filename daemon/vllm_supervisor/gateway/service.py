@@ -1,0 +1,91 @@
+"""`vllm-supervisor gateway`: load the config, serve the OpenAI front door on uvloop, tell
+systemd READY once it listens, and stop on SIGTERM without touching any instance (restarting
+the gateway never disturbs a serving engine: the engines are the instances' children)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import uvloop
+from aiohttp import web
+
+from vllm_supervisor import exitcodes
+from vllm_supervisor.config.gateway_keys import split_listen
+from vllm_supervisor.config.problems import ConfigInvalid
+from vllm_supervisor.config.registry import Registry, default_config_dir, load_registry
+from vllm_supervisor.gateway.catalogue import Catalogue
+from vllm_supervisor.gateway.instances import Instances
+from vllm_supervisor.gateway.proxy import Proxy
+from vllm_supervisor.gateway.router import Router
+from vllm_supervisor.host import locations
+from vllm_supervisor.systemd import logs
+from vllm_supervisor.systemd.notify import Notifier
+
+STOP_GRACE = 30.0  # seconds in-flight requests get to finish on SIGTERM
+
+
+def run(config_dir: Path | None, listen: str | None, runtime_dir: Path | None) -> int:
+    config_dir = config_dir or default_config_dir()
+    try:
+        reg = load_registry(config_dir)
+        host, port = split_listen(listen or reg.gateway.listen)
+    except ConfigInvalid as exc:
+        for problem in exc.problems:
+            print(f"<3>{problem}", file=sys.stderr)
+        print("<3>vllm-supervisor gateway: config invalid; nothing started", file=sys.stderr)
+        return exitcodes.CONFIG
+    except ValueError:
+        print(
+            f"<3>vllm-supervisor gateway: --listen {listen!r}: expected HOST:PORT", file=sys.stderr
+        )
+        return exitcodes.USAGE
+    logs.setup()
+    bases = [runtime_dir] if runtime_dir else locations.runtime_dirs()
+    return uvloop.run(serve(reg, host, port, bases))
+
+
+async def serve(reg: Registry, host: str, port: int, bases: list[Path]) -> int:
+    log = logs.get()
+    notifier = Notifier()
+    catalogue = Catalogue(reg)
+    gw = reg.gateway
+    router = Router(catalogue.policies, Instances(bases), time.monotonic, gw.load_timeout)
+    owner = asyncio.ensure_future(router.run())
+    # No total timeout: a long generation streams for as long as it takes; connecting is quick.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    connector = aiohttp.TCPConnector(limit=0)  # concurrency is the router's to cap
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        app = web.Application(client_max_size=gw.max_body + 1)
+        Proxy(catalogue, router, session, gw.load_timeout, gw.max_body).routes(app)
+        # handler_cancellation: a client that goes away cancels its handler, so a queued
+        # request leaves the queue (router.acquire) and a relay stops at once.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port, shutdown_timeout=STOP_GRACE).start()
+        except OSError as exc:
+            log.error("cannot listen; nothing started", listen=f"{host}:{port}", error=str(exc))
+            await runner.cleanup()
+            owner.cancel()
+            return exitcodes.FAILED
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        models = ", ".join(catalogue.routes) or "none"
+        log.info("gateway listening", listen=f"{host}:{port}", models=models)
+        notifier.ready(f"listening on {host}:{port} for {len(catalogue.routes)} model(s)")
+        await stop.wait()
+        notifier.stopping("stopping: no new requests; in-flight ones may finish")
+        log.info("gateway stopping")
+        await runner.cleanup()
+        owner.cancel()
+        await asyncio.gather(owner, return_exceptions=True)
+    return exitcodes.OK

@@ -1,0 +1,73 @@
+"""Run the real `vllm-supervisor gateway` as a subprocess, and the fake-engine instances it
+fronts (tests/e2e/test_gateway.py, tests/e2e/test_gateway_real_engine.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.supervisor_proc import NotifyListener
+from tests.procs import group_members
+
+
+class GatewayProc:
+    def __init__(self, config_dir: Path, runtime_dir: Path, port: int, tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port, self.log = port, tmp / "gateway.log"
+        self.notify = NotifyListener(tmp / "notify.sock")
+        env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vllm_supervisor.runtime.main",
+                    "gateway",
+                    "--config-dir",
+                    str(config_dir),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--runtime-dir",
+                    str(runtime_dir),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.notify.count("READY") < 1:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"gateway not ready (exit {self.proc.poll()}):\n{self.text()}")
+            time.sleep(0.05)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        """/v1/models' extension field, per model (state, in_flight, queued, ...)."""
+        with urllib.request.urlopen(self.url + "/v1/models", timeout=10) as r:
+            data = json.load(r)["data"]
+        return {m["x_vllm_supervisor"]["model"]: m["x_vllm_supervisor"] for m in data}
+
+    def cleanup(self) -> list[int]:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        self.notify.close()
+        return group_members(self.proc.pid)

@@ -1,0 +1,252 @@
+"""The host gateway between the official openai client and real supervisor processes whose
+engines are the fake one: on-demand activation, swaps in a gpu_group, queue bounds, the idle
+TTL, errors in OpenAI's shape, an engine dying mid-stream, and a gateway restart that leaves
+the engines alone. tests/e2e/test_gateway_real_engine.py does the same on the real engine."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+import urllib3
+from vllm_supervisor.ctl.client import Client, CtlError
+
+from tests.e2e.engine_proc import free_port
+from tests.e2e.gateway_proc import GatewayProc
+from tests.e2e.supervisor_proc import SupervisorProc
+from tests.helpers import fake_venv, write_config
+
+FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+MODES = {  # FAKE_MODE per model
+    "a": "load=0.5",
+    "b": "load=0.5",
+    "c": "load=0.3,stream_die=2",
+    "slow": "load=4",
+}
+
+
+class House:
+    def __init__(self, tmp: Path, models: list[str], gateway: str) -> None:
+        venv = fake_venv(tmp, "vllm", "0.32.0", script=True)
+        script = venv / "bin" / "vllm"
+        script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
+        script.chmod(0o755)
+        body = "".join(
+            f"""
+      {m}:
+        model: org/{m}
+        served_model_name: [{m}-served]
+        port: {free_port()}
+        autostart: false
+        env: {{FAKE_MODE: "{MODES[m]}"}}
+        {"gpu_group: card0" if m in "ab" else ""}
+"""
+            for m in models
+        )
+        self.config = write_config(
+            tmp,
+            f"""
+    gateway: {gateway}
+    defaults:
+      venv: {venv}
+      startup: {{poll_interval: 0.1}}
+      health: {{interval: 0.5, timeout: 2, failures: 2}}
+      restart: {{backoff_initial: 0.2}}
+      stop: {{grace: 5}}
+    models:{body}""",
+        )
+        self.run = tmp / "run"
+        self.sups: dict[str, SupervisorProc] = {}
+        for m in models:
+            self.sups[m] = SupervisorProc(m, self.config, tmp / m, runtime_dir=self.run)
+        for sup in self.sups.values():
+            sup.wait_for("READY")  # the service is up; its engine is inactive
+        self.tmp = tmp
+        self.gateway = self.start_gateway()
+
+    def start_gateway(self) -> GatewayProc:
+        gw = GatewayProc(self.config, self.run, free_port(), self.tmp / f"gw{time.monotonic_ns()}")
+        gw.wait_ready()
+        return gw
+
+    def client(self, **kw: object) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key="none", **kw)  # type: ignore[arg-type]
+
+    def state(self, model: str) -> str:
+        try:
+            return str(Client([self.run], model, timeout=3).get_json("/v1/state")["state"])
+        except CtlError:
+            return "down"
+
+    def cleanup(self) -> None:
+        assert self.gateway.cleanup() == [], "gateway processes left behind"
+        for sup in self.sups.values():
+            assert sup.cleanup() == [], "processes left behind"
+
+
+@pytest.fixture
+def house(tmp_path: Path) -> Iterator[Callable[..., House]]:
+    made: list[House] = []
+
+    def make(models: list[str], gateway: str = "{max_queue: 8, max_body: 4096}") -> House:
+        made.append(House(tmp_path, models, gateway))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.cleanup()
+
+
+def chat(c: openai.OpenAI, model: str, **kw: object) -> openai.types.chat.ChatCompletion:
+    return c.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_the_first_request_activates_the_model_streaming_or_not(
+    house: Callable[..., House],
+) -> None:
+    h = house(["a"])
+    assert h.state("a") == "inactive"
+    raw = h.client().chat.completions.with_raw_response.create(
+        model="a-served", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    assert raw.headers["x-accel-buffering"] == "no"
+    assert raw.parse().model == "a-served" and h.state("a") == "ready"
+    chunks = list(chat(h.client(), "a-served", stream=True))
+    assert len(chunks) == 5 and all(c.model == "a-served" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "t0 t1 t2 t3 t4 "
+    assert h.gateway.models()["a"]["served"] == 2
+
+
+def test_a_request_for_the_other_member_swaps_with_no_moment_of_both(
+    house: Callable[..., House],
+) -> None:
+    h = house(["a", "b"])
+    assert chat(h.client(), "a-served").model == "a-served"
+    both: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            b, a = h.state("b"), h.state("a")
+            if b not in ("inactive", "down") and a not in ("inactive", "down"):
+                both.append((a, b))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert chat(h.client(), "b-served").model == "b-served"
+    finally:
+        done.set()
+        watcher.join()
+    assert (h.state("a"), h.state("b")) == ("inactive", "ready")
+    assert both == [], f"two members active at once: {both}"
+
+
+def test_twenty_concurrent_requests_across_a_swap_all_end_and_none_goes_astray(
+    house: Callable[..., House],
+) -> None:
+    h = house(["a", "b"])
+    c = h.client(max_retries=0, timeout=60)
+
+    def one(i: int) -> str:
+        model = "a-served" if i % 2 else "b-served"
+        try:
+            got = chat(c, model)
+        except openai.RateLimitError:
+            return "429"
+        assert got.model == model  # never answered by the other model
+        return "200"
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assert set(results) <= {"200", "429"} and results.count("200") >= 16, results
+    assert time.monotonic() - t0 < 60
+    models = h.gateway.models()
+    assert models["a"]["in_flight"] == models["b"]["in_flight"] == 0
+    assert models["a"]["queued"] == models["b"]["queued"] == 0
+
+
+def test_a_client_that_disconnects_while_queued_leaves_the_queue(
+    house: Callable[..., House],
+) -> None:
+    h = house(["slow"])
+    body = b'{"model": "slow-served", "prompt": "hi", "max_tokens": 1}'
+    s = socket.create_connection(("127.0.0.1", h.gateway.port))
+    s.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    deadline = time.monotonic() + 5
+    while h.gateway.models()["slow"]["queued"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.close()
+    while h.gateway.models()["slow"]["queued"] != 0:
+        assert time.monotonic() < deadline + 5, h.gateway.models()
+        time.sleep(0.05)
+
+
+def test_the_idle_ttl_deactivates_after_the_last_request(house: Callable[..., House]) -> None:
+    h = house(["a"], "{ttl: 1.5}")
+    chat(h.client(), "a-served")
+    ended = time.monotonic()
+    while h.state("a") != "inactive":
+        assert time.monotonic() - ended < 15, h.gateway.models()
+        time.sleep(0.1)
+    assert time.monotonic() - ended >= 1.4
+
+
+def test_the_gateways_own_errors_are_in_openais_shape(house: Callable[..., House]) -> None:
+    h = house(["a"])
+    c = h.client(max_retries=0)
+    with pytest.raises(openai.NotFoundError) as nf:
+        chat(c, "nope")
+    assert "model 'nope' does not exist here; known: a-served" in str(nf.value)
+    http = urllib3.PoolManager()
+    bad = http.request("POST", h.gateway.url + "/v1/completions", body=b"{not json")
+    assert bad.status == 400 and bad.json()["error"]["code"] == "invalid_json"
+    big = http.request("POST", h.gateway.url + "/v1/completions", body=b"x" * 5000)
+    assert big.status == 413 and big.json()["error"]["type"] == "invalid_request_error"
+    nomodel = http.request("POST", h.gateway.url + "/v1/completions", body=b"{}")
+    assert nomodel.status == 400 and "naming a 'model'" in nomodel.json()["error"]["message"]
+
+
+def test_an_engine_that_dies_mid_stream_ends_the_stream_and_the_next_request_is_served(
+    house: Callable[..., House],
+) -> None:
+    h = house(["c"])
+    c = h.client(max_retries=0, timeout=30)
+    got: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in chat(c, "c-served", stream=True):
+            got.append(chunk.choices[0].delta.content or "")
+    assert got == ["t0 ", "t1 "]
+    assert chat(h.client(timeout=60), "c-served").model == "c-served"  # after the restart
+
+
+def test_restarting_the_gateway_leaves_a_serving_engine_alone(house: Callable[..., House]) -> None:
+    h = house(["a"])
+    chat(h.client(), "a-served")
+    pid = Client([h.run], "a", timeout=3).get_json("/v1/state")["pid"]
+    h.gateway.proc.terminate()
+    assert h.gateway.proc.wait(15) == 0
+    h.gateway.cleanup()
+    h.gateway = h.start_gateway()
+    assert chat(h.client(), "a-served").model == "a-served"
+    st = Client([h.run], "a", timeout=3).get_json("/v1/state")
+    assert st["state"] == "ready" and st["pid"] == pid
