@@ -44,12 +44,16 @@ systemd_runs() { [ -z "$root" ] && [ -d /run/systemd/system ]; }
 units=$root/etc/systemd/system
 if [ $uninstall = 1 ]; then
   if systemd_runs; then
-    run systemctl stop vllm-supervisor.target 'vllm-supervisor@*.service' || true
+    run systemctl stop vllm-supervisor.target 'vllm-supervisor@*.service' vllm-gateway.service || true
   fi
   if [ -e "$units/vllm-supervisor.target" ]; then
     run systemctl ${root:+--root="$root"} disable --quiet vllm-supervisor.target || true
   fi
+  if [ -e "$units/vllm-gateway.service" ]; then
+    run systemctl ${root:+--root="$root"} disable --quiet vllm-gateway.service || true
+  fi
   for f in "$units/vllm-supervisor@.service" "$units/vllm-supervisor.target" \
+           "$units/vllm-gateway.service" \
            "$root/etc/sysusers.d/vllm-supervisor.conf" \
            "$root/usr/share/bash-completion/completions/vllmctl" \
            "$root/usr/local/bin/vllmctl" "$root/usr/local/bin/vllm-supervisor"; do
@@ -132,6 +136,8 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 esc=$(printf '%s' "$prefix" | sed 's/[\\&|]/\\&/g')
 sed "s|/opt/vllm-supervisor|$esc|g" "$src/units/vllm-supervisor@.service" > "$tmp/unit"
 run install -D -m 0644 "$tmp/unit" "$units/vllm-supervisor@.service"
+sed "s|/opt/vllm-supervisor|$esc|g" "$src/units/vllm-gateway.service" > "$tmp/gateway"
+run install -D -m 0644 "$tmp/gateway" "$units/vllm-gateway.service"
 run install -D -m 0644 "$src/units/vllm-supervisor.target" "$units/vllm-supervisor.target"
 run install -D -m 0644 "$src/units/vllm-supervisor.sysusers.conf" \
   "$root/etc/sysusers.d/vllm-supervisor.conf"
@@ -163,3 +169,4 @@ run systemctl ${root:+--root="$root"} enable --quiet vllm-supervisor.target
 say "done. Next: edit /etc/vllm-supervisor/models.yaml, check it with"
 say "  vllmctl check        (as root: it also checks paths as the unit's user)"
 say "then: systemctl enable --now vllm-supervisor@MODEL (docs/deployment.md)"
+say "and, for one OpenAI endpoint that starts models on demand: systemctl enable --now vllm-gateway"

@@ -49,6 +49,8 @@ def test_install_rerun_and_uninstall(tmp_path: Path) -> None:
     unit = (tmp_path / "etc/systemd/system/vllm-supervisor@.service").read_text()
     assert "ExecStart=/opt/vllm-supervisor/venv/bin/vllm-supervisor run %i" in unit
     assert (tmp_path / "etc/systemd/system/vllm-supervisor.target").exists()
+    gateway = (tmp_path / "etc/systemd/system/vllm-gateway.service").read_text()
+    assert "ExecStart=/opt/vllm-supervisor/venv/bin/vllm-supervisor gateway" in gateway
     # boot starts the target, and enabled models hang on it (the systemd tier reboots)
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants/vllm-supervisor.target"
     assert wants.is_symlink()

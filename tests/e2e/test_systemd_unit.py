@@ -607,3 +607,38 @@ def test_a_gpu_group_refuses_and_swaps_between_two_units(host: Host) -> None:
     finally:
         c.sh("systemctl stop vllm-supervisor@g1 vllm-supervisor@g2", timeout=120, check=False)
         c.write("/etc/vllm-supervisor/models.yaml", config(host.port, "tiny, tiny-b"))
+
+
+def test_the_gateway_unit_starts_a_model_on_demand_and_restarts_without_touching_it(
+    host: Host,
+) -> None:
+    """vllm-gateway.service as shipped (User=vllm, vllm-admin, hardened): a request through it
+    activates an inactive instance over its admin socket, and restarting the gateway leaves
+    the engine's processes as they were."""
+    c = host.c
+    gw = free_port()
+    text = config(host.port).replace(
+        "    offline: true\n", "    offline: true\n    autostart: false\n"
+    )
+    c.write("/etc/vllm-supervisor/models.yaml", f'gateway: {{listen: "127.0.0.1:{gw}"}}\n' + text)
+    try:
+        c.sh("systemctl start vllm-supervisor@tiny vllm-gateway", timeout=120)
+        assert host.prop("ActiveState", "vllm-gateway.service") == "active"
+        assert not host.ready()  # the instance's service is up, its engine is not
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{gw}/v1", api_key="x", timeout=600, max_retries=0
+        )
+        res = client.completions.create(model="tiny", prompt="Hello", max_tokens=4)
+        assert res.model == "tiny" and host.ready()
+        engine = set(host.engine_pids())
+        c.sh("systemctl restart vllm-gateway", timeout=60)
+        assert set(host.engine_pids()) == engine  # the gateway is not the engine's parent
+        assert client.completions.create(model="tiny", prompt="Hi", max_tokens=2).model == "tiny"
+        score = c.sh("systemd-analyze security vllm-gateway.service --no-pager", check=False)
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", score.stdout + score.stderr)
+        print(f"vllm-gateway.service exposure under systemd: {m.group(1) if m else '?'}")
+        journal = c.journal("vllm-gateway.service").lower()
+        assert "permission denied" not in journal and "traceback" not in journal, journal
+    finally:
+        c.sh("systemctl stop vllm-gateway vllm-supervisor@tiny", timeout=120, check=False)
+        c.write("/etc/vllm-supervisor/models.yaml", config(host.port, "tiny, tiny-b"))
