@@ -19,11 +19,12 @@ class Instances:
 
     def __init__(self, states: dict[str, str]) -> None:
         self.states = states
+        self.diagnosis: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
         self.pending: dict[str, asyncio.Future[Seen]] = {}
 
     async def state(self, model: str, timeout: float = 3.0) -> Seen:
-        return Seen(self.states[model])
+        return Seen(self.states[model], diagnosis=self.diagnosis.get(model))
 
     async def activate(self, model: str, swap: bool, timeout: float) -> Seen:
         self.calls.append(f"activate {model}" + (" --swap" if swap else ""))
@@ -118,14 +119,27 @@ async def test_concurrency_caps_requests_in_flight() -> None:
 async def test_failed_down_and_not_on_demand_models_answer_503_saying_why() -> None:
     rig = Rig({"f": "failed", "d": DOWN, "o": "inactive"})
     rig.router.slots["o"].policy = replace(rig.router.slots["o"].policy, on_demand=False)
-    rig.inst.states["f"] = "failed"
+    rig.inst.diagnosis["f"] = {"title": "T", "cause": "C", "fix": "X"}
     await rig.settle()
-    rig.router.slots["f"].seen = Seen("failed", diagnosis={"title": "T", "cause": "C", "fix": "X"})
     failed, down, off = await rig.ask("f"), await rig.ask("d"), await rig.ask("o")
     assert isinstance(failed, Denial) and failed.message == "model f failed: T: C; fix: X"
     assert isinstance(down, Denial) and "systemctl start vllm-supervisor@d" in down.message
     assert isinstance(off, Denial) and "on_demand: false): vllmctl activate o" in off.message
     assert rig.inst.calls == []  # none of them was activated
+    await rig.close()
+
+
+async def test_a_service_started_since_the_last_look_is_looked_at_before_a_denial() -> None:
+    """systemctl start of an instance and the gateway at once: the gateway's first look says
+    the instance is down; a request after it started must not be denied on that view."""
+    rig = Rig({"a": DOWN})
+    await rig.settle()
+    rig.router.refresh = 3600.0  # no periodic look from now on: only the request's own
+    rig.inst.states["a"] = "inactive"
+    waiting = rig.ask("a")
+    await rig.until(lambda: rig.inst.calls == ["activate a"])
+    rig.inst.complete("a", "ready")
+    assert await waiting == Lease("a")
     await rig.close()
 
 

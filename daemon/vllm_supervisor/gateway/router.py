@@ -104,8 +104,8 @@ class Router:
                 if waiter in slot.queue:
                     slot.queue.remove(waiter)
                 self._pump_group(slot)
-            case Outcome(model, seen, done):
-                self._outcome(self.slots[model], seen, done)
+            case Outcome(model, seen, done, asked):
+                self._outcome(self.slots[model], seen, done, asked)
             case Tick():
                 self._on_tick()
 
@@ -156,6 +156,14 @@ class Router:
         if not slot.queue or slot.busy is not None or self._ready(slot):
             return
         state = slot.seen.state
+        final = state in (DOWN, "failed") or not (slot.policy.on_demand or state in COMING)
+        if final and slot.seen_at < slot.queue[-1].since:
+            # A denial must rest on a view taken after the request came: the service may
+            # have started since the last refresh (systemctl start of both at once).
+            if not slot.looking:
+                slot.looking = True
+                self._start(self._look(slot.name))
+            return
         if state == DOWN:
             self._deny_all(slot, self._down(slot))
         elif state == "failed":
@@ -201,7 +209,7 @@ class Router:
             for s in (slot, *self._peers(slot)):
                 self._pump(s)
 
-    def _outcome(self, slot: Slot, seen: Seen, done: str | None) -> None:
+    def _outcome(self, slot: Slot, seen: Seen, done: str | None, asked: float) -> None:
         if done is not None:
             slot.busy = None
             for name in slot.evicting:  # swapped out (or not): unknown until seen afresh
@@ -209,10 +217,12 @@ class Router:
                 peer.busy, peer.seen = None, Seen(UNKNOWN, f"swapped out for {slot.name}")
                 self._start(self._look(name))
             slot.evicting = []
-        elif slot.busy is not None:
-            return  # a refresh raced a call under way: the call's answer counts
+        else:
+            slot.looking = False
+            if slot.busy is not None:
+                return  # a refresh raced a call under way: the call's answer counts
         was = slot.seen.state
-        slot.seen = seen
+        slot.seen, slot.seen_at = seen, max(slot.seen_at, asked)
         if seen.state == "ready" and was != "ready":
             slot.ready_at = slot.last_done = self.clock()
         if done == "activating" and seen.state != "ready":
@@ -281,15 +291,18 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     async def _activate(self, model: str, swap: bool) -> None:
+        asked = self.clock()
         seen = await self.instances.activate(model, swap, self.load_timeout)
-        self.inbox.put_nowait(Outcome(model, seen, "activating"))
+        self.inbox.put_nowait(Outcome(model, seen, "activating", asked))
 
     async def _deactivate(self, model: str, why: str) -> None:
+        asked = self.clock()
         seen = await self.instances.deactivate(model, self.load_timeout)
-        self.inbox.put_nowait(Outcome(model, seen, "deactivating"))
+        self.inbox.put_nowait(Outcome(model, seen, "deactivating", asked))
 
     async def _look(self, model: str) -> None:
-        self.inbox.put_nowait(Outcome(model, await self.instances.state(model)))
+        asked = self.clock()
+        self.inbox.put_nowait(Outcome(model, await self.instances.state(model), asked=asked))
 
     async def _tick(self) -> None:
         while True:

@@ -64,6 +64,8 @@ class Slot:
     ready_at: float = 0.0  # when the gateway last saw it become ready
     last_done: float = 0.0  # the end of its last request (TTL counts from here)
     served: int = 0
+    seen_at: float = -1.0  # when the admin call behind `seen` was made
+    looking: bool = False  # a look (GET state) is under way
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Outcome:
     model: str
     seen: Seen
     done: str | None = None  # the busy call that ended ("activating", "deactivating")
+    asked: float = 0.0  # when the call was made: a view older than a request is not final
 
 
 @dataclass(frozen=True)
