@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
+import prometheus_client.parser
 import pytest
 import urllib3
 from vllm_supervisor.ctl.client import Client, CtlError
@@ -250,3 +251,31 @@ def test_restarting_the_gateway_leaves_a_serving_engine_alone(house: Callable[..
     assert chat(h.client(), "a-served").model == "a-served"
     st = Client([h.run], "a", timeout=3).get_json("/v1/state")
     assert st["state"] == "ready" and st["pid"] == pid
+
+
+def test_one_metrics_scrape_covers_the_gateway_and_every_instance(
+    house: Callable[..., House],
+) -> None:
+    h = house(["a", "b"])
+    chat(h.client(), "a-served")
+    chat(h.client(), "b-served")  # a swap
+    with pytest.raises(openai.NotFoundError):
+        chat(h.client(max_retries=0), "nope")
+    text = urllib3.PoolManager().request("GET", h.gateway.url + "/metrics").data.decode()
+    families = {f.name: f for f in prometheus_client.parser.text_string_to_metric_families(text)}
+    value = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert value[("vllm_gateway_requests_total", (("code", "200"), ("model", "a")))] == 1
+    assert value[("vllm_gateway_requests_total", (("code", "200"), ("model", "b")))] == 1
+    swap_in = (("model", "b"), ("outcome", "ready"), ("swap", "true"))
+    assert value[("vllm_gateway_activations_total", swap_in)] == 1
+    took = ("vllm_gateway_activation_duration_seconds_count", (("model", "b"), ("swap", "true")))
+    assert value[took] == 1
+    assert value[("vllm_gateway_in_flight", (("model", "a"),))] == 0
+    # The instances' own series, merged: one family, both models.
+    assert value[("vllm_supervisor_state", (("model", "b"), ("state", "ready")))] == 1
+    assert value[("vllm_supervisor_state", (("model", "a"), ("state", "inactive")))] == 1
+    assert text.count("# TYPE vllm_supervisor_state gauge") == 1

@@ -76,6 +76,20 @@ class Instances:
                 answers.append(value)
         return status, answers
 
+    async def text(self, model: str, path: str, timeout: float) -> str | None:
+        """A plain-text answer (`/v1/metrics`), or None when down or not 200."""
+        sock = next((p for b in self.bases if (p := socket_path(b, model)).exists()), None)
+        if sock is None:
+            return None
+        try:
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s,
+                s.get(f"http://localhost{path}", timeout=aiohttp.ClientTimeout(total=timeout)) as r,
+            ):
+                return await r.text() if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
     async def state(self, model: str, timeout: float = 3.0) -> Seen:
         got = await self.call(model, "GET", "/v1/state", None, timeout)
         return Seen(DOWN) if got is None else Seen.of(*got)

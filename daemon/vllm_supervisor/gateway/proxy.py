@@ -20,6 +20,7 @@ from aiohttp import web
 
 from vllm_supervisor.gateway import errors
 from vllm_supervisor.gateway.catalogue import Catalogue, Route
+from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial
 
@@ -37,14 +38,20 @@ class Proxy:
         session: aiohttp.ClientSession,
         load_timeout: float,
         max_body: int,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.catalogue, self.router, self.session = catalogue, router, session
-        self.load_timeout, self.max_body = load_timeout, max_body
+        self.load_timeout, self.max_body, self.metrics = load_timeout, max_body, metrics
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.prometheus)
         app.router.add_route("*", "/{path:.*}", self.forward)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        text = await self.metrics.text() if self.metrics is not None else ""
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -73,6 +80,13 @@ class Proxy:
         route = self._route(raw)
         if isinstance(route, web.Response):
             return route
+        started = time.monotonic()
+        out = await self._serve(request, route, raw)
+        if self.metrics is not None:
+            self.metrics.answered(route.model, out.status, time.monotonic() - started)
+        return out
+
+    async def _serve(self, request: web.Request, route: Route, raw: bytes) -> web.StreamResponse:
         try:
             got = await asyncio.wait_for(self.router.acquire(route.model), self.load_timeout)
         except TimeoutError:
@@ -122,6 +136,8 @@ class Proxy:
             return errors.answer(
                 502, f"model {route.model}: the engine is unreachable ({exc})", "engine_unreachable"
             )
+        if self.metrics is not None:
+            self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
         async with upstream:
             out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for k, v in upstream.headers.items():
@@ -144,5 +160,4 @@ class Proxy:
                 msg = f"model {route.model}: the engine failed mid-stream ({exc})"
                 await out.write(errors.sse_event(502, msg, "engine_failed"))
             await out.write_eof()
-        request["upstream_s"] = time.monotonic() - started
         return out

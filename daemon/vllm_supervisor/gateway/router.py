@@ -59,6 +59,8 @@ class Router:
         self._refreshed = -refresh
         self.activations = 0  # admin activations started (metrics, tests)
         self.swaps = 0
+        # Called as each activation ends: (model, swapped, seconds, state) - gateway/metrics.py.
+        self.on_activation: Callable[[str, bool, float, str], None] | None = None
 
     # ---- what handlers call (they only post) -------------------------------------------------
     async def acquire(self, model: str) -> Lease | Denial:
@@ -193,7 +195,7 @@ class Router:
             waiting = any(self._turn(peer, w) for w in peer.queue)
             if peer.in_flight or waiting or peer.busy:
                 return  # its requests first; a Release or an Outcome pumps us again
-        slot.busy = "activating"
+        slot.busy, slot.activating_since = "activating", self.clock()
         self.activations += 1
         if active:  # the instance's --swap deactivates them; none may serve meanwhile
             self.swaps += 1
@@ -210,6 +212,9 @@ class Router:
                 self._pump(s)
 
     def _outcome(self, slot: Slot, seen: Seen, done: str | None, asked: float) -> None:
+        if done == "activating" and self.on_activation is not None:
+            took = self.clock() - slot.activating_since
+            self.on_activation(slot.name, bool(slot.evicting), took, seen.state)
         if done is not None:
             slot.busy = None
             for name in slot.evicting:  # swapped out (or not): unknown until seen afresh

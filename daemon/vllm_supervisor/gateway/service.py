@@ -20,6 +20,7 @@ from vllm_supervisor.config.problems import ConfigInvalid
 from vllm_supervisor.config.registry import Registry, default_config_dir, load_registry
 from vllm_supervisor.gateway.catalogue import Catalogue
 from vllm_supervisor.gateway.instances import Instances
+from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.proxy import Proxy
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.host import locations
@@ -54,14 +55,16 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path]) -> int:
     notifier = Notifier()
     catalogue = Catalogue(reg)
     gw = reg.gateway
-    router = Router(catalogue.policies, Instances(bases), time.monotonic, gw.load_timeout)
+    instances = Instances(bases)
+    router = Router(catalogue.policies, instances, time.monotonic, gw.load_timeout)
     owner = asyncio.ensure_future(router.run())
     # No total timeout: a long generation streams for as long as it takes; connecting is quick.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     connector = aiohttp.TCPConnector(limit=0)  # concurrency is the router's to cap
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         app = web.Application(client_max_size=gw.max_body + 1)
-        Proxy(catalogue, router, session, gw.load_timeout, gw.max_body).routes(app)
+        metrics = GatewayMetrics(router, instances, list(catalogue.routes))
+        Proxy(catalogue, router, session, gw.load_timeout, gw.max_body, metrics).routes(app)
         # handler_cancellation: a client that goes away cancels its handler, so a queued
         # request leaves the queue (router.acquire) and a relay stops at once.
         runner = web.AppRunner(

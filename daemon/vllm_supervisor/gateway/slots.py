@@ -61,6 +61,7 @@ class Slot:
     queue: deque[Waiter] = field(default_factory=deque)
     busy: str | None = None  # "activating", "deactivating", "swapped out": a call under way
     evicting: list[str] = field(default_factory=list)  # peers this activation swaps out
+    activating_since: float = 0.0
     ready_at: float = 0.0  # when the gateway last saw it become ready
     last_done: float = 0.0  # the end of its last request (TTL counts from here)
     served: int = 0
