@@ -59,3 +59,47 @@ def test_entries(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "os.environ/VLLM_API_KEY_A" in out.stdout and "s3cr3t" not in out.stdout
+
+
+def test_via_gateway_points_every_name_at_each_hosts_gateway(tmp_path: Path) -> None:
+    etc = write_config(
+        tmp_path,
+        """
+    gateway: {listen: "0.0.0.0:9000"}
+    models:
+      a: {model: o/a, port: 8001, served_model_name: [a, a-chat], api_key_file: /k}
+      b: {model: o/b, port: 8002}
+    """,
+    )
+    reg = load_registry(etc)
+    local = model_list(reg.models, [], reg.gateway)
+    assert [e["litellm_params"]["api_base"] for e in local] == ["http://127.0.0.1:9000/v1"] * 3
+    assert {e["litellm_params"]["api_key"] for e in local} == {"none"}  # the gateway adds keys
+    hosts = model_list(reg.models, ["gpu1.lan", "gpu2.lan"], reg.gateway)
+    assert {e["litellm_params"]["api_base"] for e in hosts} == {
+        "http://gpu1.lan:9000/v1",
+        "http://gpu2.lan:9000/v1",
+    }
+
+
+def export(etc: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_supervisor.ctl.main", "export", "litellm", *args,
+         "--config-dir", str(etc)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_an_export_no_other_host_could_use_is_warned_about(tmp_path: Path) -> None:
+    """--host gpu1.lan for models bound to 127.0.0.1 (the example config's default) wrote
+    api_base http://gpu1.lan:8001/v1, which nothing can reach."""
+    etc = write_config(tmp_path, "models:\n  a: {model: o/a, port: 8001}\n")
+    res = export(etc, "--host", "gpu1.lan")
+    assert res.returncode == 0
+    assert (
+        "warning: model a binds to 127.0.0.1: gpu1.lan:8001 is unreachable from other hosts; "
+        "export --via-gateway" in res.stderr
+    )
+    res = export(etc, "--host", "gpu1.lan", "--via-gateway")  # the gateway on loopback too
+    assert "the gateway listens on 127.0.0.1:8000: gpu1.lan:8000 is unreachable" in res.stderr
+    assert export(etc).stderr == ""  # no --host: this host's own view, nothing to warn about

@@ -5,7 +5,9 @@ the engines alone. tests/e2e/test_gateway_real_engine.py does the same on the re
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -34,7 +36,10 @@ MODES = {  # FAKE_MODE per model
 
 
 class House:
-    def __init__(self, tmp: Path, models: list[str], gateway: str) -> None:
+    def __init__(self, tmp: Path, models: list[str], gateway: dict[str, object]) -> None:
+        self.port = free_port()
+        settings = {"listen": f'"127.0.0.1:{self.port}"', **gateway}
+        flow = "{" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "}"
         venv = fake_venv(tmp, "vllm", "0.32.0", script=True)
         script = venv / "bin" / "vllm"
         script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
@@ -54,7 +59,7 @@ class House:
         self.config = write_config(
             tmp,
             f"""
-    gateway: {gateway}
+    gateway: {flow}
     defaults:
       venv: {venv}
       startup: {{poll_interval: 0.1}}
@@ -73,7 +78,7 @@ class House:
         self.gateway = self.start_gateway()
 
     def start_gateway(self) -> GatewayProc:
-        gw = GatewayProc(self.config, self.run, free_port(), self.tmp / f"gw{time.monotonic_ns()}")
+        gw = GatewayProc(self.config, self.run, self.port, self.tmp / f"gw{time.monotonic_ns()}")
         gw.wait_ready()
         return gw
 
@@ -96,8 +101,8 @@ class House:
 def house(tmp_path: Path) -> Iterator[Callable[..., House]]:
     made: list[House] = []
 
-    def make(models: list[str], gateway: str = "{max_queue: 8, max_body: 4096}") -> House:
-        made.append(House(tmp_path, models, gateway))
+    def make(models: list[str], **gateway: object) -> House:
+        made.append(House(tmp_path, models, gateway or {"max_queue": 8, "max_body": 4096}))
         return made[-1]
 
     yield make
@@ -203,7 +208,7 @@ def test_a_client_that_disconnects_while_queued_leaves_the_queue(
 
 
 def test_the_idle_ttl_deactivates_after_the_last_request(house: Callable[..., House]) -> None:
-    h = house(["a"], "{ttl: 1.5}")
+    h = house(["a"], ttl=1.5)
     chat(h.client(), "a-served")
     ended = time.monotonic()
     while h.state("a") != "inactive":
@@ -279,3 +284,27 @@ def test_one_metrics_scrape_covers_the_gateway_and_every_instance(
     assert value[("vllm_supervisor_state", (("model", "b"), ("state", "ready")))] == 1
     assert value[("vllm_supervisor_state", (("model", "a"), ("state", "inactive")))] == 1
     assert text.count("# TYPE vllm_supervisor_state gauge") == 1
+
+
+def test_litellms_router_reaches_both_models_through_the_via_gateway_export(
+    house: Callable[..., House], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = house(["a", "b"])
+    res = subprocess.run(
+        [sys.executable, "-m", "vllm_supervisor.ctl.main", "export", "litellm", "--json",
+         "--via-gateway", "--config-dir", str(h.config)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    entries = json.loads(res.stdout)["model_list"]
+    assert {e["litellm_params"]["api_base"] for e in entries} == {h.gateway.url + "/v1"}
+    # LiteLLM would fetch its model price list from the internet at import: keep it local.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    router = litellm.Router(model_list=entries)
+    for name in ("a-served", "b-served", "a-served"):  # a swap each way
+        answer = router.completion(
+            model=name, max_tokens=4, messages=[{"role": "user", "content": "Hello"}]
+        )
+        assert answer.choices[0].message.content == "x"
+    assert h.gateway.models()["a"]["state"] == "ready"

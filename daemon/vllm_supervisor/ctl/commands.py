@@ -256,14 +256,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from vllm_supervisor.config.problems import ConfigInvalid
     from vllm_supervisor.config.registry import default_config_dir, load_registry
-    from vllm_supervisor.ctl.export import model_list, render_yaml
+    from vllm_supervisor.ctl.export import model_list, render_yaml, unreachable
 
     try:
         reg = load_registry(Path(args.config_dir) if args.config_dir else default_config_dir())
     except ConfigInvalid as exc:
         print(exc, file=sys.stderr)
         return exitcodes.CONFIG
-    entries = model_list(reg.models, args.host)
+    gateway = reg.gateway if getattr(args, "via_gateway", False) else None
+    for warning in unreachable(reg.models, args.host, gateway):
+        print(f"vllmctl: warning: {warning}", file=sys.stderr)
+    entries = model_list(reg.models, args.host, gateway)
     print(
         json.dumps({"model_list": entries}, indent=2) if args.json else render_yaml(entries),
         end="" if not args.json else "\n",

@@ -5,6 +5,12 @@ and the engines cannot disagree: a router whose names differed from vLLM's broke
 deployments this project learned from. Several --host values give one entry per host and
 name; LiteLLM then balances across them. API keys are never written: models with an
 api_key_file get `os.environ/VLLM_API_KEY_<MODEL>` for the router's environment.
+
+With --via-gateway every entry points at the host gateway (`gateway.listen`) instead of the
+model's own port: the story for outgrowing one host is LiteLLM's router spreading requests
+over hosts, and each host's gateway placing models on its GPUs. An export that names a host
+for an address only that host can reach (a loopback engine or gateway) is warned about:
+nothing elsewhere could use it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from vllm_supervisor.config.gateway_keys import GatewaySettings
 from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.model_keys import loopback
 from vllm_supervisor.host.locations import http_base, local_host
 
 # LiteLLM's provider for vLLM's OpenAI-compatible server.
@@ -23,20 +31,27 @@ def key_env(model: str) -> str:
     return "VLLM_API_KEY_" + re.sub(r"[^A-Za-z0-9]", "_", model).upper()
 
 
-def model_list(models: dict[str, ModelConfig], hosts: list[str]) -> list[dict[str, Any]]:
+def model_list(
+    models: dict[str, ModelConfig], hosts: list[str], gateway: GatewaySettings | None = None
+) -> list[dict[str, Any]]:
+    """GATEWAY: point every entry at that host gateway rather than at the model's port."""
     out: list[dict[str, Any]] = []
     for name in sorted(models):
         cfg = models[name]
         if cfg.deprecated:
             continue
         served = cfg.served_model_names[0]
-        for host in hosts or [local_host(cfg.host)]:
-            base = http_base(host, cfg.port) + "/v1"
+        own = local_host(gateway.host if gateway else cfg.host)
+        for host in hosts or [own]:
+            port = gateway.port if gateway else cfg.port
+            base = http_base(host, port) + "/v1"
+            # The gateway adds each engine's key itself: clients never hold engine keys.
+            keyed = cfg.api_key_file is not None and gateway is None
             for router_name in (*cfg.served_model_names, *cfg.aliases):
                 params: dict[str, Any] = {
                     "model": f"{PROVIDER}/{served}",
                     "api_base": base,
-                    "api_key": f"os.environ/{key_env(name)}" if cfg.api_key_file else "none",
+                    "api_key": f"os.environ/{key_env(name)}" if keyed else "none",
                 }
                 out.append(
                     {
@@ -50,6 +65,29 @@ def model_list(models: dict[str, ModelConfig], hosts: list[str]) -> list[dict[st
                     }
                 )
     return out
+
+
+def unreachable(
+    models: dict[str, ModelConfig], hosts: list[str], gateway: GatewaySettings | None
+) -> list[str]:
+    """Warnings for entries no other host can reach: --host names a machine, but what the
+    entry points at listens on loopback there."""
+    if all(loopback(h) for h in hosts):  # none, or this host's own view
+        return []
+    if gateway is not None:
+        if not loopback(gateway.host):
+            return []
+        return [
+            f"the gateway listens on {gateway.listen}: {hosts[0]}:{gateway.port} is unreachable "
+            "from other hosts; set gateway.listen to a reachable address (e.g. 0.0.0.0:"
+            f"{gateway.port}) behind a firewall"
+        ]
+    return [
+        f"model {name} binds to {cfg.host}: {hosts[0]}:{cfg.port} is unreachable from other "
+        "hosts; export --via-gateway (one reachable endpoint per host) instead"
+        for name, cfg in sorted(models.items())
+        if not cfg.deprecated and loopback(cfg.host)
+    ]
 
 
 def render_yaml(entries: list[dict[str, Any]]) -> str:

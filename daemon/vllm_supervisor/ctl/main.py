@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a host the models run on (repeat for several; default: each model's own host)",
     )
+    ex.add_argument(
+        "--via-gateway",
+        action="store_true",
+        help="point every model at each host's gateway (gateway.listen), not its own port",
+    )
     sub.add_parser("_models", parents=[common])  # names for completion; not shown in help
     p = sub.add_parser(
         "check", parents=[common], help="validate the config and show what each model runs"
