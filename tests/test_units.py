@@ -160,5 +160,5 @@ def test_the_gateway_unit_verifies_and_is_hardened_further_than_an_instance(
     print(f"vllm-gateway.service exposure: {m.group(1)}")
     assert float(m.group(1)) <= 1.3, res.stdout[-3000:]
     text = unit.read_text()
-    for line in ("Type=notify", "SupplementaryGroups=vllm-admin", "PartOf=vllm-supervisor.target"):
+    for line in ("Type=notify", "Group=vllm-admin", "PartOf=vllm-supervisor.target"):
         assert line in text

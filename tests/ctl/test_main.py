@@ -156,7 +156,7 @@ def test_unknown_raw_flag_is_caught_from_the_cached_flag_list(
 
 
 def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
-    from vllm_supervisor.ctl.main import build_parser, completion_script
+    from vllm_supervisor.ctl.parser import build_parser, completion_script
 
     script = tmp_path / "vllmctl.bash"
     script.write_text(completion_script(build_parser()))

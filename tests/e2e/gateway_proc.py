@@ -22,6 +22,7 @@ class GatewayProc:
     def __init__(self, config_dir: Path, runtime_dir: Path, port: int, tmp: Path) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.port, self.log = port, tmp / "gateway.log"
+        self.admin_socket = tmp / "admin.sock"
         self.notify = NotifyListener(tmp / "notify.sock")
         env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
         with self.log.open("wb") as out:
@@ -37,6 +38,8 @@ class GatewayProc:
                     f"127.0.0.1:{port}",
                     "--runtime-dir",
                     str(runtime_dir),
+                    "--admin-socket",
+                    str(self.admin_socket),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -6,6 +6,8 @@ the engines alone. tests/e2e/test_gateway_real_engine.py does the same on the re
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -308,3 +310,54 @@ def test_litellms_router_reaches_both_models_through_the_via_gateway_export(
         )
         assert answer.choices[0].message.content == "x"
     assert h.gateway.models()["a"]["state"] == "ready"
+
+
+def admin(h: House, path: str, model: str | None = None) -> dict[str, object]:
+    body = {} if model is None else {"model": model}
+    client = Client([], "gateway", timeout=60, path=h.gateway.admin_socket)
+    return client.post_json(path, body) if path != "/admin/state" else client.get_json(path)
+
+
+def test_the_admin_paths_of_the_imageworks_proxy_on_the_gateways_socket(
+    house: Callable[..., House],
+) -> None:
+    h = house(["a", "b"])
+    got = admin(h, "/admin/activate", "a-served")  # a served name, as a chat proxy knows it
+    assert got["model"] == "a" and got["state"] == "ready"
+    env = {**os.environ, "VSUP_GATEWAY_SOCKET": str(h.gateway.admin_socket)}
+    status = subprocess.run(
+        [sys.executable, "-m", "vllm_supervisor.ctl.main", "gateway", "status"],
+        capture_output=True, text=True, timeout=30, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert re.search(r"^a\s+ready\s+0\s+0\s+1\b", status, re.M), status
+    assert re.search(r"^b\s+inactive\b", status, re.M), status
+    got = admin(h, "/admin/activate", "b")  # an instance name works too; a swap
+    assert got["state"] == "ready" and h.state("a") == "inactive"
+    got = admin(h, "/admin/deactivate", "b")
+    assert got["state"] == "inactive" and h.state("b") == "inactive"
+    with pytest.raises(CtlError, match="model 'zz' does not exist here"):
+        admin(h, "/admin/activate", "zz")
+    # Off the HTTP port unless admin keys are configured.
+    off = urllib3.PoolManager().request(
+        "POST", h.gateway.url + "/admin/activate", body=b'{"model": "a"}'
+    )
+    assert off.status == 404 and off.json()["error"]["code"] == "admin_not_here"
+
+
+def test_admin_paths_on_the_http_port_need_an_admin_key_and_log_its_label(
+    house: Callable[..., House], tmp_path: Path
+) -> None:
+    (tmp_path / "admin.keys").write_text("# key label\nk-7f3a9 imageworks-proxy\n")
+    h = house(["a"], admin_keys_file=f'"{tmp_path / "admin.keys"}"')
+    http = urllib3.PoolManager()
+    url = h.gateway.url + "/admin/activate"
+    refused = http.request("POST", url, body=b'{"model": "a"}')
+    assert refused.status == 401 and refused.json()["error"]["type"] == "authentication_error"
+    wrong = http.request("POST", url, body=b'{"model": "a"}', headers={"Authorization": "Bearer x"})
+    assert wrong.status == 401
+    ok = http.request(
+        "POST", url, body=b'{"model": "a"}', headers={"Authorization": "Bearer k-7f3a9"}
+    )
+    assert ok.status == 200 and ok.json()["state"] == "ready"
+    log = h.gateway.text()
+    assert "imageworks-proxy" in log and "k-7f3a9" not in log

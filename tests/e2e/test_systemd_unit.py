@@ -630,6 +630,10 @@ def test_the_gateway_unit_starts_a_model_on_demand_and_restarts_without_touching
         )
         res = client.completions.create(model="tiny", prompt="Hello", max_tokens=4)
         assert res.model == "tiny" and host.ready()
+        status = c.sh("vllmctl gateway status", user="op").stdout  # a vllm-admin member
+        assert re.search(r"^tiny\s+ready\s+0\s+0\s+1\b", status, re.M), status
+        refused = c.sh("vllmctl gateway status", user="stranger", check=False)
+        assert refused.returncode != 0, refused.stdout
         engine = set(host.engine_pids())
         c.sh("systemctl restart vllm-gateway", timeout=60)
         assert set(host.engine_pids()) == engine  # the gateway is not the engine's parent

@@ -7,6 +7,7 @@ Validated like every other key: a bad value names file, line and key (gateway/ r
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 from vllm_supervisor.config.problems import Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode
@@ -22,6 +23,9 @@ class GatewaySettings:
     load_timeout: float = 900.0  # seconds a request waits for its model to be ready: 503
     concurrency: int = 0  # requests in flight per model; 0: no cap (the engine queues)
     max_body: int = 32 * MIB  # bytes of a request body (images as data URIs are large): 413
+    # Bearer keys (one a line, with an optional label) that may use /admin/* on the HTTP port;
+    # None: the admin paths are served on the gateway's admin socket only.
+    admin_keys_file: Path | None = None
 
     @property
     def host(self) -> str:
@@ -65,6 +69,13 @@ def parse_gateway(node: YNode, problems: list[Problem]) -> GatewaySettings:
         line = node.key_lines[key]
         if key not in known:
             ctx.err(vnode, key, "unknown key" + did_you_mean(key, known), line)
+            continue
+        if key == "admin_keys_file":
+            v = vnode.scalar
+            if not isinstance(v, str) or not v.strip():
+                ctx.err(vnode, key, f"expected a path, got {vnode.plain()!r}", line)
+                continue
+            out = replace(out, admin_keys_file=Path(node.file).parent / v)  # relative: to file
             continue
         if key == "listen":
             try:

@@ -57,10 +57,14 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
-    def __init__(self, bases: list[Path], model: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, bases: list[Path], model: str, timeout: float = 10.0, path: Path | None = None
+    ) -> None:
+        """PATH: a socket that is not an instance's (the gateway's: model is its name)."""
         self.model = model
-        self.path = find_socket(bases, model)
+        self.path = path or find_socket(bases, model)
         self.timeout = timeout
+        self.unit = "vllm-gateway" if path is not None else f"vllm-supervisor@{model}"
 
     def _open(
         self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None = None
@@ -73,13 +77,12 @@ class Client:
             resp = conn.getresponse()
         except FileNotFoundError:
             raise CtlError(
-                f"{self.model}: not running: systemctl start vllm-supervisor@{self.model}",
-                exitcodes.NOT_RUNNING,
+                f"{self.model}: not running: systemctl start {self.unit}", exitcodes.NOT_RUNNING
             ) from None
         except ConnectionRefusedError:
             raise CtlError(
                 f"{self.model}: not running (stale socket {self.path}): systemctl "
-                f"start vllm-supervisor@{self.model}",
+                f"start {self.unit}",
                 exitcodes.NOT_RUNNING,
             ) from None
         except PermissionError:

@@ -74,6 +74,13 @@ class Proxy:
         return web.json_response({"object": "list", "data": data})
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/admin/"):  # never an engine's: see gateway/admin.py
+            return errors.answer(
+                404,
+                "the admin paths are served on the gateway's admin socket; set "
+                "gateway.admin_keys_file to serve them on this port too",
+                "admin_not_here",
+            )
         raw = await request.content.read(self.max_body + 1)
         if len(raw) > self.max_body:
             return errors.answer(413, f"request body over {self.max_body} bytes", "body_too_large")

@@ -29,6 +29,7 @@ from vllm_supervisor.gateway.slots import (
     UNKNOWN,
     Acquire,
     Cancel,
+    Deactivate,
     Denial,
     InstancePort,
     Lease,
@@ -74,6 +75,13 @@ class Router:
             self.inbox.put_nowait(Cancel(model, waiter))
             raise
 
+    async def deactivate(self, model: str) -> Seen | Denial:
+        """Deactivate MODEL (the instance drains, then stops or sleeps): refused with 409 while
+        the gateway has requests for it in flight or waiting, or a call under way."""
+        answer: asyncio.Future[Seen | Denial] = asyncio.get_running_loop().create_future()
+        self.inbox.put_nowait(Deactivate(model, answer))
+        return await answer
+
     def release(self, lease: Lease) -> None:
         self.inbox.put_nowait(Release(lease.model))
 
@@ -110,6 +118,19 @@ class Router:
                 self._outcome(self.slots[model], seen, done, asked)
             case Tick():
                 self._on_tick()
+            case Deactivate(model, answer):
+                slot = self.slots[model]
+                busy = slot.busy or (
+                    f"{slot.in_flight} request(s) in flight, {len(slot.queue)} waiting"
+                    if slot.in_flight or slot.queue
+                    else None
+                )
+                if busy:
+                    answer.set_result(Denial(409, f"model {model} is busy: {busy}", "busy"))
+                else:
+                    slot.busy = "deactivating"
+                    slot.deactivations.append(answer)
+                    self._start(self._deactivate(model, "operator"))
 
     def _acquire(self, slot: Slot, waiter: Waiter) -> None:
         if len(slot.queue) >= slot.policy.max_queue and not self._grantable(slot):
@@ -215,6 +236,11 @@ class Router:
         if done == "activating" and self.on_activation is not None:
             took = self.clock() - slot.activating_since
             self.on_activation(slot.name, bool(slot.evicting), took, seen.state)
+        if done == "deactivating":
+            for fut in slot.deactivations:
+                if not fut.done():
+                    fut.set_result(seen)
+            slot.deactivations = []
         if done is not None:
             slot.busy = None
             for name in slot.evicting:  # swapped out (or not): unknown until seen afresh

@@ -18,8 +18,10 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.config.gateway_keys import split_listen
 from vllm_supervisor.config.problems import ConfigInvalid
 from vllm_supervisor.config.registry import Registry, default_config_dir, load_registry
+from vllm_supervisor.gateway.admin import Admin
 from vllm_supervisor.gateway.catalogue import Catalogue
 from vllm_supervisor.gateway.instances import Instances
+from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.proxy import Proxy
 from vllm_supervisor.gateway.router import Router
@@ -30,7 +32,12 @@ from vllm_supervisor.systemd.notify import Notifier
 STOP_GRACE = 30.0  # seconds in-flight requests get to finish on SIGTERM
 
 
-def run(config_dir: Path | None, listen: str | None, runtime_dir: Path | None) -> int:
+def run(
+    config_dir: Path | None,
+    listen: str | None,
+    runtime_dir: Path | None,
+    admin_socket: Path | None = None,
+) -> int:
     config_dir = config_dir or default_config_dir()
     try:
         reg = load_registry(config_dir)
@@ -47,10 +54,11 @@ def run(config_dir: Path | None, listen: str | None, runtime_dir: Path | None) -
         return exitcodes.USAGE
     logs.setup()
     bases = [runtime_dir] if runtime_dir else locations.runtime_dirs()
-    return uvloop.run(serve(reg, host, port, bases))
+    sock = admin_socket or locations.gateway_sockets()[0]
+    return uvloop.run(serve(reg, host, port, bases, sock))
 
 
-async def serve(reg: Registry, host: str, port: int, bases: list[Path]) -> int:
+async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Path) -> int:
     log = logs.get()
     notifier = Notifier()
     catalogue = Catalogue(reg)
@@ -64,6 +72,10 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path]) -> int:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         app = web.Application(client_max_size=gw.max_body + 1)
         metrics = GatewayMetrics(router, instances, list(catalogue.routes))
+        keys = Keys(gw.admin_keys_file) if gw.admin_keys_file else None
+        admin = Admin(catalogue, router, instances, log, gw.load_timeout, keys)
+        if keys is not None:  # the admin paths on the HTTP port only behind admin keys
+            admin.add_routes(app.router, guard=True)
         Proxy(catalogue, router, session, gw.load_timeout, gw.max_body, metrics).routes(app)
         # handler_cancellation: a client that goes away cancels its handler, so a queued
         # request leaves the queue (router.acquire) and a relay stops at once.
@@ -73,8 +85,10 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path]) -> int:
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, shutdown_timeout=STOP_GRACE).start()
+            await admin.start(sock)
         except OSError as exc:
-            log.error("cannot listen; nothing started", listen=f"{host}:{port}", error=str(exc))
+            log.error("cannot listen; nothing started", listen=f"{host}:{port}",
+                      socket=str(sock), error=str(exc))  # fmt: skip
             await runner.cleanup()
             owner.cancel()
             return exitcodes.FAILED
@@ -82,12 +96,19 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if keys is not None:  # a rotated key file needs no restart
+
+            def reread() -> None:
+                log.info("admin keys re-read", keys=keys.load())
+
+            loop.add_signal_handler(signal.SIGHUP, reread)
         models = ", ".join(catalogue.routes) or "none"
-        log.info("gateway listening", listen=f"{host}:{port}", models=models)
+        log.info("gateway listening", listen=f"{host}:{port}", admin=str(sock), models=models)
         notifier.ready(f"listening on {host}:{port} for {len(catalogue.routes)} model(s)")
         await stop.wait()
         notifier.stopping("stopping: no new requests; in-flight ones may finish")
         log.info("gateway stopping")
+        await admin.stop()
         await runner.cleanup()
         owner.cancel()
         await asyncio.gather(owner, return_exceptions=True)

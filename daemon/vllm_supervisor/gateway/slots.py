@@ -62,6 +62,7 @@ class Slot:
     busy: str | None = None  # "activating", "deactivating", "swapped out": a call under way
     evicting: list[str] = field(default_factory=list)  # peers this activation swaps out
     activating_since: float = 0.0
+    deactivations: list[asyncio.Future[Seen | Denial]] = field(default_factory=list)  # admin
     ready_at: float = 0.0  # when the gateway last saw it become ready
     last_done: float = 0.0  # the end of its last request (TTL counts from here)
     served: int = 0
@@ -101,4 +102,12 @@ class Tick:
     pass
 
 
-Message = Acquire | Release | Cancel | Outcome | Tick
+@dataclass(frozen=True)
+class Deactivate:
+    """An operator's deactivation (the gateway's admin paths): refused while busy."""
+
+    model: str
+    answer: asyncio.Future[Seen | Denial]
+
+
+Message = Acquire | Release | Cancel | Outcome | Tick | Deactivate

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SYSTEM_RUNTIME_DIR = Path("/run/vllm-supervisor")
+# The gateway's own admin socket (its unit: RuntimeDirectory=vllm-gateway). Not under
+# SYSTEM_RUNTIME_DIR: that folder is root's, and each instance's folder is its own.
+SYSTEM_GATEWAY_SOCKET = Path("/run/vllm-gateway/admin.sock")
 SYSTEM_STATE_DIR = Path("/var/lib/vllm-supervisor")
 
 
@@ -68,6 +71,24 @@ def runtime_dirs(env: Mapping[str, str] | None = None, uid: int | None = None) -
     if env.get("VSUP_RUNTIME_DIR"):
         return [Path(env["VSUP_RUNTIME_DIR"])]
     return [SYSTEM_RUNTIME_DIR] if uid == 0 else [user_runtime_dir(env, uid), SYSTEM_RUNTIME_DIR]
+
+
+def gateway_sockets(env: Mapping[str, str] | None = None, uid: int | None = None) -> list[Path]:
+    """Where the gateway's admin socket is, in the order vllmctl tries them; the gateway
+    itself serves the first. $VSUP_GATEWAY_SOCKET alone when set; else systemd's
+    $RUNTIME_DIRECTORY when it is the gateway's own; else the user's, then the system's."""
+    env = os.environ if env is None else env
+    uid = os.getuid() if uid is None else uid
+    if env.get("VSUP_GATEWAY_SOCKET"):
+        return [Path(env["VSUP_GATEWAY_SOCKET"])]
+    systemd = _first(env.get("RUNTIME_DIRECTORY"))
+    if systemd and Path(systemd).name == "vllm-gateway":
+        return [Path(systemd) / "admin.sock"]
+    if uid == 0:
+        return [SYSTEM_GATEWAY_SOCKET]
+    xdg = env.get("XDG_RUNTIME_DIR")
+    own = Path(xdg) / "vllm-gateway" if xdg else Path(f"/tmp/vllm-gateway-{uid}")
+    return [own / "admin.sock", SYSTEM_GATEWAY_SOCKET]
 
 
 def socket_path(base: Path, model: str) -> Path:

@@ -183,6 +183,9 @@ GATEWAY_DOCS: dict[str, str] = {
     "model's diagnosis when its start failed)",
     "concurrency": "requests in flight per model; 0: no cap (vLLM queues them itself)",
     "max_body": "bytes of a request body; beyond, 413",
+    "admin_keys_file": "a file of bearer keys (one a line, an optional label after it) that "
+    "may use `/admin/state`, `/admin/activate` and `/admin/deactivate` on the HTTP port; "
+    "without it those paths are served on the gateway's admin socket only. Re-read on SIGHUP",
 }
 
 
@@ -281,6 +284,8 @@ def render() -> str:
 
 
 def _show(v: object) -> str:
+    if v is None:
+        return "none"
     if isinstance(v, bool):
         return str(v).lower()
     return f"{v:g}" if isinstance(v, float) else str(v)

@@ -161,6 +161,7 @@ def render() -> dict[str, Any]:
                     "load_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 900},
                     "concurrency": {"type": "integer", "minimum": 0, "default": 0},
                     "max_body": {"type": "integer", "minimum": 1, "default": 32 * 1024**2},
+                    "admin_keys_file": {"type": "string", "minLength": 1},
                 },
             },
             "models": {

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from vllm_supervisor.host.peers import peer_allowed, peer_credentials
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime import socketdir
 from vllm_supervisor.runtime.admin_http import (
@@ -30,8 +31,6 @@ from vllm_supervisor.runtime.admin_http import (
     answers,
     gone,
     json_response,
-    peer_allowed,
-    peer_credentials,
     read_body,
     timeout_of,
 )

@@ -1,16 +1,11 @@
-"""The admin socket's plumbing: who the peer is (SO_PEERCRED, unix(7)), request bodies
-checked field by field (a bad one is a 400 with the reason), and JSON answers."""
+"""The admin socket's plumbing: request bodies checked field by field (a bad one is a 400 with
+the reason), and JSON answers. Who the peer is: host/peers.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import json
-import os
-import pwd
-import socket
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +19,6 @@ MAX_BODY = 64 * 1024
 class BadRequest(web.HTTPBadRequest):
     def __init__(self, reason: str) -> None:
         super().__init__(text=json.dumps({"error": reason}), content_type="application/json")
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the connected peer: unix(7) SO_PEERCRED."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
-
-
-def process_groups(pid: int) -> set[int]:
-    """The peer process's real supplementary groups (/proc/PID/status `Groups:`)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except (OSError, ValueError):
-        pass
-    return set()
-
-
-def peer_allowed(pid: int, uid: int, gid: int, admin_gid: int | None) -> bool:
-    """Root, the service's own uid, and members of the admin group (primary, supplementary
-    as the peer process holds them, or listed in /etc/group) may use the socket."""
-    if uid in (0, os.getuid()):
-        return True
-    if admin_gid is None:
-        return False
-    if gid == admin_gid or admin_gid in process_groups(pid):
-        return True
-    with contextlib.suppress(KeyError):
-        return pwd.getpwuid(uid).pw_name in grp.getgrgid(admin_gid).gr_mem
-    return False
 
 
 def gone(request: web.Request) -> bool:

@@ -52,11 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where the instances' MODEL/admin.sock are (default: where vllmctl looks)",
     )
+    g.add_argument(
+        "--admin-socket",
+        type=Path,
+        default=None,
+        help="the gateway's own admin socket (default: $RUNTIME_DIRECTORY/admin.sock under "
+        "systemd, /run/vllm-gateway/admin.sock for root, else the user's runtime dir)",
+    )
     args = parser.parse_args(argv)
     if args.command == "gateway":
         from vllm_supervisor.gateway.service import run as run_gateway
 
-        return run_gateway(args.config_dir, args.listen, args.runtime_dir)
+        return run_gateway(args.config_dir, args.listen, args.runtime_dir, args.admin_socket)
     if args.command == "run":
         from vllm_supervisor.runtime.service import run
 

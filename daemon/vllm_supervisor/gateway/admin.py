@@ -1,0 +1,161 @@
+"""The gateway's admin paths: `/admin/state`, `/admin/activate`, `/admin/deactivate` with
+`{"model": ...}` bodies (what the imageworks chat proxy posts), on the gateway's own Unix
+socket (peer credentials: root, the service user, the vllm-admin group, as the instances'
+sockets) and, only when `gateway.admin_keys_file` is set, on the HTTP port behind those
+bearer keys, each call logged with its key's label. Activations and deactivations go through
+the router, so they obey the same rules as requests (swaps wait for in-flight requests; a
+busy model is not deactivated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from vllm_supervisor.gateway import errors
+from vllm_supervisor.gateway.catalogue import Catalogue
+from vllm_supervisor.gateway.instances import Instances
+from vllm_supervisor.gateway.keys import Keys
+from vllm_supervisor.gateway.router import Router
+from vllm_supervisor.gateway.slots import Denial
+from vllm_supervisor.host.peers import peer_allowed, peer_credentials
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ADMIN_GROUP = "vllm-admin"
+
+
+class Admin:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        router: Router,
+        instances: Instances,
+        log: Any,
+        load_timeout: float,
+        keys: Keys | None = None,
+    ) -> None:
+        self.catalogue, self.router, self.instances = catalogue, router, instances
+        self.log, self.load_timeout, self.keys = log, load_timeout, keys
+        try:
+            self.gid: int | None = grp.getgrnam(ADMIN_GROUP).gr_gid
+        except KeyError:
+            self.gid = None
+        self._runner: web.AppRunner | None = None
+        self.path: Path | None = None
+
+    def add_routes(self, router: web.UrlDispatcher, guard: bool) -> None:
+        wrap = self._keyed if guard else (lambda h: h)
+        router.add_route("*", "/admin/state", wrap(self.state))
+        router.add_post("/admin/activate", wrap(self.activate))
+        router.add_post("/admin/deactivate", wrap(self.deactivate))
+
+    # ---- the Unix socket -------------------------------------------------------------------
+    async def start(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # one gateway per host: its unit (or the developer) owns the path
+        app = web.Application(client_max_size=64 * 1024, middlewares=[self._peers])
+        self.add_routes(app.router, guard=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.UnixSite(self._runner, str(path)).start()
+        os.chmod(path, 0o660)
+        self.path = path
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    @web.middleware
+    async def _peers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        pid, uid, gid = peer_credentials(sock) if sock is not None else (0, -1, -1)
+        if not peer_allowed(pid, uid, gid, self.gid):
+            return errors.answer(403, f"uid {uid} may not use the gateway's admin socket: "
+                                 f"add the user to {ADMIN_GROUP}", "forbidden")  # fmt: skip
+        return await handler(request)
+
+    def _keyed(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            label = self.keys.label(request.headers.get("Authorization")) if self.keys else None
+            if label is None:
+                return errors.answer(401, "a valid admin key is required", "invalid_api_key")
+            self.log.info("admin call", path=request.path, key=label)
+            return await handler(request)
+
+        return guarded
+
+    # ---- the paths -------------------------------------------------------------------------
+    async def _model(self, request: web.Request, required: bool) -> str | web.Response | None:
+        raw = await request.read()
+        if not raw.strip():
+            body: Any = {}
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                return errors.answer(400, f"malformed JSON: {exc}", "invalid_json")
+        name = body.get("model") if isinstance(body, dict) else None
+        if name is None and not required:
+            return None
+        if not isinstance(name, str):
+            return errors.answer(400, "the body must name a 'model'", "no_model")
+        if name in self.catalogue.routes:
+            return name
+        route = self.catalogue.find(name)
+        if route is None:
+            known = ", ".join(self.catalogue.known())
+            return errors.answer(404, f"model '{name}' does not exist here; known: {known}",
+                                 "model_not_found")  # fmt: skip
+        return route.model
+
+    async def _state_of(self, model: str) -> dict[str, Any]:
+        seen = await self.instances.state(model)
+        return {
+            **seen.extra,
+            "model": model,
+            "state": seen.state,
+            "gateway": self.router.snapshot()[model],
+        }
+
+    async def state(self, request: web.Request) -> web.StreamResponse:
+        model = await self._model(request, required=False)
+        if isinstance(model, web.Response):
+            return model
+        if model is not None:
+            return web.json_response(await self._state_of(model))
+        return web.json_response({"models": self.router.snapshot()})
+
+    async def activate(self, request: web.Request) -> web.StreamResponse:
+        model = await self._model(request, required=True)
+        if not isinstance(model, str):
+            return model  # type: ignore[return-value]
+        try:
+            got = await asyncio.wait_for(self.router.acquire(model), self.load_timeout)
+        except TimeoutError:
+            return errors.answer(503, f"model {model} was not ready within "
+                                 f"{self.load_timeout:g} s", "load_timeout")  # fmt: skip
+        if isinstance(got, Denial):
+            return errors.answer(got.status, got.message, got.code, got.retry_after)
+        self.router.release(got)
+        return web.json_response(await self._state_of(model))
+
+    async def deactivate(self, request: web.Request) -> web.StreamResponse:
+        model = await self._model(request, required=True)
+        if not isinstance(model, str):
+            return model  # type: ignore[return-value]
+        got = await self.router.deactivate(model)
+        if isinstance(got, Denial):
+            return errors.answer(got.status, got.message, got.code)
+        return web.json_response(await self._state_of(model))
