@@ -26,7 +26,8 @@ from vllm_supervisor.gateway.slots import Denial
 
 # Request headers the engine gets from the client; the rest (its Authorization above all:
 # a gateway key is not an engine key) stay here.
-FORWARDED = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent", "OpenAI-Organization")
+# Not Accept-Encoding: the engine's answers are relayed as they are, uncompressed.
+FORWARDED = ("Content-Type", "Accept", "User-Agent", "OpenAI-Organization")
 HOP = {"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Content-Encoding"}
 
 
@@ -146,14 +147,25 @@ class Proxy:
         if self.metrics is not None:
             self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
         async with upstream:
-            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for k, v in upstream.headers.items():
-                if k not in HOP:
-                    out.headers[k] = v
-            out.headers["X-Accel-Buffering"] = "no"
-            out.headers["X-Vllm-Supervisor-Model"] = route.model
-            await out.prepare(request)
+            headers = {k: v for k, v in upstream.headers.items() if k not in HOP}
+            headers["X-Accel-Buffering"] = "no"
+            headers["X-Vllm-Supervisor-Model"] = route.model
             sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+            if not sse and upstream.content_length is not None:
+                # A whole answer of known length (most non-streamed ones): one read, one
+                # write, no chunked framing: the cheapest relay (scripts/bench/gateway.py).
+                try:
+                    body = await upstream.read()
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                    self.router.stale(route.model)
+                    return errors.answer(502, f"model {route.model}: the engine failed "
+                                         f"mid-answer ({exc})", "engine_failed")  # fmt: skip
+                return web.Response(
+                    body=body, status=upstream.status, reason=upstream.reason, headers=headers
+                )
+            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            out.headers.update(headers)
+            await out.prepare(request)
             try:
                 async for chunk in upstream.content.iter_any():
                     await out.write(chunk)
