@@ -19,9 +19,10 @@ gateway"):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
+from vllm_supervisor.gateway.calls import Calls
 from vllm_supervisor.gateway.instances import DOWN, Seen
 from vllm_supervisor.gateway.slots import (
     COMING,
@@ -40,6 +41,9 @@ from vllm_supervisor.gateway.slots import (
     Slot,
     Tick,
     Waiter,
+    down,
+    failed,
+    snapshot,
 )
 
 
@@ -56,7 +60,7 @@ class Router:
         self.instances, self.clock = instances, clock
         self.load_timeout, self.refresh = load_timeout, refresh
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = Calls(instances, self.inbox, clock, load_timeout)
         self._refreshed = -refresh
         self.activations = 0  # admin activations started (metrics, tests)
         self.swaps = 0
@@ -87,18 +91,17 @@ class Router:
 
     def stale(self, model: str) -> None:
         """A forward found the engine gone: look again now."""
-        self._start(self._look(model))
+        self.calls.look(model)
 
     # ---- the owner ------------------------------------------------------------------------------
     async def run(self) -> None:
-        ticker = asyncio.ensure_future(self._tick())
+        ticker = asyncio.ensure_future(self.calls.tick(min(1.0, self.refresh)))
         try:
             while True:
                 self.handle(await self.inbox.get())
         finally:
             ticker.cancel()
-            for task in list(self._tasks):
-                task.cancel()
+            self.calls.cancel_all()
 
     def handle(self, msg: Message) -> None:
         match msg:
@@ -130,7 +133,7 @@ class Router:
                 else:
                     slot.busy = "deactivating"
                     slot.deactivations.append(answer)
-                    self._start(self._deactivate(model, "operator"))
+                    self.calls.deactivate(model)
 
     def _acquire(self, slot: Slot, waiter: Waiter) -> None:
         if len(slot.queue) >= slot.policy.max_queue and not self._grantable(slot):
@@ -185,12 +188,12 @@ class Router:
             # have started since the last refresh (systemctl start of both at once).
             if not slot.looking:
                 slot.looking = True
-                self._start(self._look(slot.name))
+                self.calls.look(slot.name)
             return
         if state == DOWN:
-            self._deny_all(slot, self._down(slot))
+            self._deny_all(slot, down(slot))
         elif state == "failed":
-            self._deny_all(slot, self._failed(slot))
+            self._deny_all(slot, failed(slot))
         elif not slot.policy.on_demand and state not in COMING:
             self._deny_all(
                 slot,
@@ -223,7 +226,7 @@ class Router:
             slot.evicting = [p.name for p in active]
             for peer in active:
                 peer.busy = "swapped out"
-        self._start(self._activate(slot.name, swap=bool(active) or unseen))
+        self.calls.activate(slot.name, swap=bool(active) or unseen)
 
     def _pump_group(self, slot: Slot) -> None:
         """Pump SLOT and its peers, twice: a peer's queue emptied in the first pass (denied)
@@ -246,7 +249,7 @@ class Router:
             for name in slot.evicting:  # swapped out (or not): unknown until seen afresh
                 peer = self.slots[name]
                 peer.busy, peer.seen = None, Seen(UNKNOWN, f"swapped out for {slot.name}")
-                self._start(self._look(name))
+                self.calls.look(name)
             slot.evicting = []
         else:
             slot.looking = False
@@ -258,9 +261,9 @@ class Router:
             slot.ready_at = slot.last_done = self.clock()
         if done == "activating" and seen.state != "ready":
             if seen.state == "failed":
-                self._deny_all(slot, self._failed(slot))
+                self._deny_all(slot, failed(slot))
             elif seen.state == DOWN:
-                self._deny_all(slot, self._down(slot))
+                self._deny_all(slot, down(slot))
             elif seen.refused:
                 self._deny_all(slot, Denial(503, f"model {slot.name}: {seen.refused}", "busy"))
             else:
@@ -281,7 +284,7 @@ class Router:
                 and idle >= ttl
             ):
                 slot.busy = "deactivating"
-                self._start(self._deactivate(slot.name, f"idle {idle:.0f} s (ttl {ttl:g} s)"))
+                self.calls.deactivate(slot.name)
         for slot in self.slots.values():  # a safety net: no wakeup can be missed for long
             if slot.queue:
                 self._pump(slot)
@@ -289,7 +292,7 @@ class Router:
             self._refreshed = now
             for slot in self.slots.values():
                 if slot.busy is None:
-                    self._start(self._look(slot.name))
+                    self.calls.look(slot.name)
 
     # ---- answers ---------------------------------------------------------------------------------
     def _answer(self, waiter: Waiter, answer: Lease | Denial) -> bool:
@@ -302,58 +305,5 @@ class Router:
         while slot.queue:
             self._answer(slot.queue.popleft(), denial)
 
-    def _down(self, slot: Slot) -> Denial:
-        return Denial(
-            503,
-            f"model {slot.name}: its service is not running; start it with "
-            f"systemctl start vllm-supervisor@{slot.name}",
-            "service_not_running",
-        )
-
-    def _failed(self, slot: Slot) -> Denial:
-        diag = slot.seen.diagnosis or {}
-        what = f"{diag.get('title')}: {diag.get('cause')}; fix: {diag.get('fix')}" if diag else ""
-        return Denial(503, f"model {slot.name} failed: {what or slot.seen.reason}", "model_failed")
-
-    # ---- admin calls, as tasks that post their outcome -------------------------------------
-    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _activate(self, model: str, swap: bool) -> None:
-        asked = self.clock()
-        seen = await self.instances.activate(model, swap, self.load_timeout)
-        self.inbox.put_nowait(Outcome(model, seen, "activating", asked))
-
-    async def _deactivate(self, model: str, why: str) -> None:
-        asked = self.clock()
-        seen = await self.instances.deactivate(model, self.load_timeout)
-        self.inbox.put_nowait(Outcome(model, seen, "deactivating", asked))
-
-    async def _look(self, model: str) -> None:
-        asked = self.clock()
-        self.inbox.put_nowait(Outcome(model, await self.instances.state(model), asked=asked))
-
-    async def _tick(self) -> None:
-        while True:
-            self.inbox.put_nowait(Tick())
-            await asyncio.sleep(min(1.0, self.refresh))
-
-    # ---- the read side ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        now = self.clock()
-        out = {}
-        for name, s in self.slots.items():
-            ttl_left = None
-            if s.policy.ttl > 0 and s.seen.state == "ready" and not s.in_flight:
-                ttl_left = max(0.0, s.policy.ttl - (now - s.last_done))
-            out[name] = {
-                "state": s.busy or s.seen.state,
-                "in_flight": s.in_flight,
-                "queued": len(s.queue),
-                "served": s.served,
-                "idle": round(now - s.last_done, 1) if s.last_done else None,
-                "ttl_left": ttl_left,
-            }
-        return out
+        return snapshot(self.slots, self.clock())

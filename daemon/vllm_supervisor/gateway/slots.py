@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from vllm_supervisor.gateway.instances import DOWN, Seen
 
@@ -111,3 +111,36 @@ class Deactivate:
 
 
 Message = Acquire | Release | Cancel | Outcome | Tick | Deactivate
+
+
+def down(slot: Slot) -> Denial:
+    return Denial(
+        503,
+        f"model {slot.name}: its service is not running; start it with "
+        f"systemctl start vllm-supervisor@{slot.name}",
+        "service_not_running",
+    )
+
+
+def failed(slot: Slot) -> Denial:
+    diag = slot.seen.diagnosis or {}
+    what = f"{diag.get('title')}: {diag.get('cause')}; fix: {diag.get('fix')}" if diag else ""
+    return Denial(503, f"model {slot.name} failed: {what or slot.seen.reason}", "model_failed")
+
+
+def snapshot(slots: dict[str, Slot], now: float) -> dict[str, dict[str, Any]]:
+    """Per model: what the gateway sees (`vllmctl gateway status`, /v1/models, /metrics)."""
+    out = {}
+    for name, s in slots.items():
+        ttl_left = None
+        if s.policy.ttl > 0 and s.seen.state == "ready" and not s.in_flight:
+            ttl_left = max(0.0, s.policy.ttl - (now - s.last_done))
+        out[name] = {
+            "state": s.busy or s.seen.state,
+            "in_flight": s.in_flight,
+            "queued": len(s.queue),
+            "served": s.served,
+            "idle": round(now - s.last_done, 1) if s.last_done else None,
+            "ttl_left": ttl_left,
+        }
+    return out
