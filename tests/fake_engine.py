@@ -196,6 +196,10 @@ def main() -> None:
             if self.path.startswith(DEV):
                 self.dev("POST", body)
                 return
+            key = os.environ.get("VLLM_API_KEY")  # as vLLM: /v1 only, a bearer key
+            if key and self.headers.get("Authorization") != f"Bearer {key}":
+                self.reply(401, {"error": "Unauthorized"})
+                return
             if state["asleep"] or state["garbage"]:
                 self.reply(500, {"error": "the engine sleeps" if state["asleep"] else "garbage"})
                 return

@@ -60,6 +60,7 @@ class SupervisorProc:
         stdout_to_file: bool = True,
         extra_env: dict[str, str] | None = None,
         runtime_dir: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.notify = NotifyListener(tmp / "notify.sock")
@@ -84,6 +85,7 @@ class SupervisorProc:
                 str(self.state_dir / model),
                 "--runtime-dir",
                 str(self.runtime_dir),
+                *args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

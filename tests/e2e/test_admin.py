@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from vllm_supervisor.ctl.client import Client
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc
@@ -55,6 +56,7 @@ class StartAdmin(Protocol):
         key: bool = False,
         name: str = "m",
         runtime_dir: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> SupervisorProc: ...
 
 
@@ -68,6 +70,7 @@ def admin(tmp_path: Path) -> Iterator[StartAdmin]:
         key: bool = False,
         name: str = "m",
         runtime_dir: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> SupervisorProc:
         venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
         script = venv / "bin" / "vllm"
@@ -91,7 +94,7 @@ def admin(tmp_path: Path) -> Iterator[StartAdmin]:
             stop: {{grace: 5}}
         """,
         )
-        p = SupervisorProc(name, cfg, tmp_path, runtime_dir=runtime_dir)
+        p = SupervisorProc(name, cfg, tmp_path, runtime_dir=runtime_dir, args=args)
         p.port = port
         procs.append(p)
         deadline = time.monotonic() + 30
@@ -353,6 +356,37 @@ def test_other_users_get_403_and_are_logged(
     assert res.stdout.startswith("403 "), res.stdout + res.stderr
     assert "permission denied: add your user to group vllm-admin" in res.stdout
     assert "admin request refused" in sup.text() and "peer_uid=65534" in sup.text()
+
+
+def test_the_engine_key_is_for_the_services_user_not_for_the_admin_group(
+    admin: StartAdmin, request: pytest.FixtureRequest
+) -> None:
+    """GET /v1/engine-key serves the host gateway (running as the service's user): an
+    admin-group member may operate the model but not read its key."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    run_dir = Path(tempfile.mkdtemp(prefix="vsup-key-"))
+    request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    os.chmod(run_dir, 0o755)
+    sup = admin(autostart=False, key=True, runtime_dir=run_dir, args=("--admin-group", "nogroup"))
+    sup.wait_for("READY")
+    code = (
+        "import http.client, socket, sys\n"
+        "for path in ('/v1/state', '/v1/engine-key'):\n"
+        "    c = http.client.HTTPConnection('x')\n"
+        "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); c.sock = s\n"
+        "    c.request('GET', path); r = c.getresponse(); print(r.status, r.read().decode())\n"
+    )
+    res = subprocess.run(
+        ["/usr/bin/python3", "-c", code, str(sup.socket)],
+        capture_output=True, text=True, timeout=30, user=65534, group=65534,
+        extra_groups=[], check=False, cwd="/",
+    )  # fmt: skip
+    member, key = res.stdout.splitlines()
+    assert member.startswith("200 ") and key.startswith("403 "), res.stdout + res.stderr
+    assert "s3cret-key" not in res.stdout
+    mine = Client([sup.runtime_dir], "m").get_json("/v1/engine-key")  # root: the service's peer
+    assert mine == {"key": "s3cret-key"}
 
 
 def test_vllmctl_exit_codes_say_what_to_do(tmp_path: Path) -> None:

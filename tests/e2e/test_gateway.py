@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ MODES = {  # FAKE_MODE per model
     "b": "load=0.5",
     "c": "load=0.3,stream_die=2",
     "slow": "load=4",
+    "k": "load=0.3",  # its engine wants a key (api_key_file): the gateway must add it
 }
 
 
@@ -43,6 +45,7 @@ class House:
         settings = {"listen": f'"127.0.0.1:{self.port}"', **gateway}
         flow = "{" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "}"
         venv = fake_venv(tmp, "vllm", "0.32.0", script=True)
+        (tmp / "engine.key").write_text("engine-s3cret\n")
         script = venv / "bin" / "vllm"
         script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
         script.chmod(0o755)
@@ -55,6 +58,7 @@ class House:
         autostart: false
         env: {{FAKE_MODE: "{MODES[m]}"}}
         {"gpu_group: card0" if m in "ab" else ""}
+        {f"api_key_file: {tmp / 'engine.key'}" if m == "k" else ""}
 """
             for m in models
         )
@@ -361,3 +365,36 @@ def test_admin_paths_on_the_http_port_need_an_admin_key_and_log_its_label(
     assert ok.status == 200 and ok.json()["state"] == "ready"
     log = h.gateway.text()
     assert "imageworks-proxy" in log and "k-7f3a9" not in log
+
+
+def test_client_keys_guard_the_gateway_and_engine_keys_never_reach_a_client(
+    house: Callable[..., House], tmp_path: Path
+) -> None:
+    keys = tmp_path / "clients.keys"
+    keys.write_text("client-k1 team-a\n")
+    h = house(["k"], api_keys_file=f'"{keys}"')
+    with pytest.raises(openai.AuthenticationError):
+        chat(h.client(max_retries=0), "k-served")
+    ok = openai.OpenAI(base_url=h.gateway.url + "/v1", api_key="client-k1", max_retries=0)
+    assert chat(ok, "k-served").model == "k-served"  # the gateway added the engine's key
+    # SIGHUP re-reads the file: the old key stops working, the new one works.
+    keys.write_text("client-k2 team-a\n")
+    h.gateway.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            chat(ok, "k-served")
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    new = openai.OpenAI(base_url=h.gateway.url + "/v1", api_key="client-k2", max_retries=0)
+    assert chat(new, "k-served").model == "k-served"
+    http = urllib3.PoolManager()
+    seen = h.gateway.text()
+    seen += http.request("GET", h.gateway.url + "/metrics").data.decode()
+    seen += http.request(
+        "GET", h.gateway.url + "/v1/models", headers={"Authorization": "Bearer client-k2"}
+    ).data.decode()
+    for secret in ("client-k1", "client-k2", "engine-s3cret"):
+        assert secret not in seen

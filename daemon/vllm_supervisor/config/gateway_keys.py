@@ -26,6 +26,8 @@ class GatewaySettings:
     # Bearer keys (one a line, with an optional label) that may use /admin/* on the HTTP port;
     # None: the admin paths are served on the gateway's admin socket only.
     admin_keys_file: Path | None = None
+    # Bearer keys for clients on the OpenAI paths; None: no key is asked for (loopback use).
+    api_keys_file: Path | None = None
 
     @property
     def host(self) -> str:
@@ -70,12 +72,12 @@ def parse_gateway(node: YNode, problems: list[Problem]) -> GatewaySettings:
         if key not in known:
             ctx.err(vnode, key, "unknown key" + did_you_mean(key, known), line)
             continue
-        if key == "admin_keys_file":
+        if key in ("admin_keys_file", "api_keys_file"):
             v = vnode.scalar
             if not isinstance(v, str) or not v.strip():
                 ctx.err(vnode, key, f"expected a path, got {vnode.plain()!r}", line)
                 continue
-            out = replace(out, admin_keys_file=Path(node.file).parent / v)  # relative: to file
+            out = replace(out, **{key: Path(node.file).parent / v})  # type: ignore[arg-type]
             continue
         if key == "listen":
             try:

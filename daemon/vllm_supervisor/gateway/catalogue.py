@@ -4,8 +4,10 @@ the gateway: block)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vllm_supervisor.config.gateway_keys import GatewaySettings
 from vllm_supervisor.config.model import ModelConfig
@@ -55,12 +57,44 @@ class Catalogue:
     def known(self) -> list[str]:
         return sorted(n for r in self.routes.values() if not r.deprecated for n in r.names)
 
-    def engine_key(self, route: Route) -> str | None:
-        """The engine's key, read at each request so a rotated file needs no restart; None
-        when there is none or it cannot be read (the engine then answers 401 itself)."""
+    def key_from_file(self, route: Route) -> str | None:
+        """The engine's key from its api_key_file, where this process can read it."""
         if route.key_file is None:
             return None
         try:
             return route.key_file.read_text(encoding="utf-8").strip() or None
         except OSError:
             return None
+
+
+class EngineKeys:
+    """Each engine's API key, asked of its instance (`GET /v1/engine-key`: the instance holds
+    it even when systemd's LoadCredential= handed it over, which the gateway could not read)
+    and kept briefly, so a rotated key is picked up within KEEP seconds. An instance that
+    cannot say (not running, an older version) leaves the api_key_file to read."""
+
+    KEEP = 10.0
+
+    def __init__(self, catalogue: Catalogue, instances: Any, clock: Callable[[], float]) -> None:
+        self.catalogue, self.instances, self.clock = catalogue, instances, clock
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    async def get(self, route: Route) -> str | None:
+        if route.key_file is None:
+            return None
+        now = self.clock()
+        cached = self._known.get(route.model)
+        if cached is not None and now - cached[0] < self.KEEP:
+            return cached[1]
+        got = await self.instances.call(route.model, "GET", "/v1/engine-key", None, 3.0)
+        if got is not None and got[0] == 200 and got[1]:
+            key = got[1][-1].get("key")
+            value = key if isinstance(key, str) and key else None
+        else:
+            value = self.catalogue.key_from_file(route)
+        self._known[route.model] = (now, value)
+        return value
+
+    def forget(self, model: str) -> None:
+        """The engine refused the key (401): ask again next time."""
+        self._known.pop(model, None)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from vllm_supervisor.gateway import errors
-from vllm_supervisor.gateway.catalogue import Catalogue, Route
+from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys, Route
+from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial
@@ -28,6 +30,7 @@ from vllm_supervisor.gateway.slots import Denial
 # a gateway key is not an engine key) stay here.
 # Not Accept-Encoding: the engine's answers are relayed as they are, uncompressed.
 FORWARDED = ("Content-Type", "Accept", "User-Agent", "OpenAI-Organization")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOP = {"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Content-Encoding"}
 
 
@@ -40,15 +43,31 @@ class Proxy:
         load_timeout: float,
         max_body: int,
         metrics: GatewayMetrics | None = None,
+        engine_keys: EngineKeys | None = None,
+        client_keys: Keys | None = None,
     ) -> None:
         self.catalogue, self.router, self.session = catalogue, router, session
         self.load_timeout, self.max_body, self.metrics = load_timeout, max_body, metrics
+        self.engine_keys, self.client_keys = engine_keys, client_keys
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)
-        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models", self.keyed(self.models))
         app.router.add_get("/metrics", self.prometheus)
-        app.router.add_route("*", "/{path:.*}", self.forward)
+        app.router.add_route("*", "/{path:.*}", self.keyed(self.forward))
+
+    def keyed(self, handler: Handler) -> Handler:
+        """With gateway.api_keys_file: a client's bearer key, compared in constant time
+        (gateway/keys.py); never logged, never forwarded (engines get their own key)."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            keys = self.client_keys
+            if keys is not None and keys.label(request.headers.get("Authorization")) is None:
+                return errors.answer(401, "a valid API key is required (Authorization: "
+                                     "Bearer KEY)", "invalid_api_key")  # fmt: skip
+            return await handler(request)
+
+        return guarded
 
     async def prometheus(self, request: web.Request) -> web.Response:
         text = await self.metrics.text() if self.metrics is not None else ""
@@ -130,8 +149,7 @@ class Proxy:
 
     async def _relay(self, request: web.Request, route: Route, raw: bytes) -> web.StreamResponse:
         headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
-        key = self.catalogue.engine_key(route)
-        if key:
+        if self.engine_keys is not None and (key := await self.engine_keys.get(route)):
             headers["Authorization"] = f"Bearer {key}"
         url = route.base + request.rel_url.path_qs
         started = time.monotonic()
@@ -146,6 +164,8 @@ class Proxy:
             )
         if self.metrics is not None:
             self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
+        if upstream.status == 401 and self.engine_keys is not None:
+            self.engine_keys.forget(route.model)  # rotated: the next request asks again
         async with upstream:
             headers = {k: v for k, v in upstream.headers.items() if k not in HOP}
             headers["X-Accel-Buffering"] = "no"

@@ -19,7 +19,7 @@ from vllm_supervisor.config.gateway_keys import split_listen
 from vllm_supervisor.config.problems import ConfigInvalid
 from vllm_supervisor.config.registry import Registry, default_config_dir, load_registry
 from vllm_supervisor.gateway.admin import Admin
-from vllm_supervisor.gateway.catalogue import Catalogue
+from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys
 from vllm_supervisor.gateway.instances import Instances
 from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
@@ -73,10 +73,15 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
         app = web.Application(client_max_size=gw.max_body + 1)
         metrics = GatewayMetrics(router, instances, list(catalogue.routes))
         keys = Keys(gw.admin_keys_file) if gw.admin_keys_file else None
+        client_keys = Keys(gw.api_keys_file) if gw.api_keys_file else None
+        engine_keys = EngineKeys(catalogue, instances, time.monotonic)
         admin = Admin(catalogue, router, instances, log, gw.load_timeout, keys)
         if keys is not None:  # the admin paths on the HTTP port only behind admin keys
             admin.add_routes(app.router, guard=True)
-        Proxy(catalogue, router, session, gw.load_timeout, gw.max_body, metrics).routes(app)
+        Proxy(
+            catalogue, router, session, gw.load_timeout, gw.max_body, metrics,
+            engine_keys, client_keys,
+        ).routes(app)  # fmt: skip
         # handler_cancellation: a client that goes away cancels its handler, so a queued
         # request leaves the queue (router.acquire) and a relay stops at once.
         runner = web.AppRunner(
@@ -96,12 +101,13 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if keys is not None:  # a rotated key file needs no restart
 
-            def reread() -> None:
-                log.info("admin keys re-read", keys=keys.load())
+        def reread() -> None:  # SIGHUP: rotated key files need no restart
+            for name, k in (("admin", keys), ("client", client_keys)):
+                if k is not None:
+                    log.info("keys re-read", which=name, keys=k.load())
 
-            loop.add_signal_handler(signal.SIGHUP, reread)
+        loop.add_signal_handler(signal.SIGHUP, reread)
         models = ", ".join(catalogue.routes) or "none"
         log.info("gateway listening", listen=f"{host}:{port}", admin=str(sock), models=models)
         notifier.ready(f"listening on {host}:{port} for {len(catalogue.routes)} model(s)")

@@ -186,6 +186,10 @@ GATEWAY_DOCS: dict[str, str] = {
     "admin_keys_file": "a file of bearer keys (one a line, an optional label after it) that "
     "may use `/admin/state`, `/admin/activate` and `/admin/deactivate` on the HTTP port; "
     "without it those paths are served on the gateway's admin socket only. Re-read on SIGHUP",
+    "api_keys_file": "a file of bearer keys for clients (same format): with it, every OpenAI "
+    "path and `/v1/models` need one (401 otherwise); `/health` and `/metrics` stay open. Keys "
+    "appear in no log, metric or answer; re-read on SIGHUP. Engines get their own key "
+    "(`api_key_file`), which the gateway asks of the instance and adds itself",
 }
 
 

@@ -162,6 +162,7 @@ def render() -> dict[str, Any]:
                     "concurrency": {"type": "integer", "minimum": 0, "default": 0},
                     "max_body": {"type": "integer", "minimum": 1, "default": 32 * 1024**2},
                     "admin_keys_file": {"type": "string", "minLength": 1},
+                    "api_keys_file": {"type": "string", "minLength": 1},
                 },
             },
             "models": {

@@ -92,6 +92,7 @@ class Admin:
                 web.get("/v1/logs", self.logs),
                 web.get("/v1/metrics", self.metrics),
                 web.get("/v1/config", self.show_config),
+                web.get("/v1/engine-key", self.engine_key),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -326,6 +327,18 @@ class Admin:
 
     async def show_config(self, request: web.Request) -> web.Response:
         return json_response(self.config())
+
+    async def engine_key(self, request: web.Request) -> web.Response:
+        """The engine's API key, for the host gateway, which adds it to what it forwards (a
+        key handed over by LoadCredential= is readable by this unit only). Root and this
+        service's own user only: they can read it from the engine's environment anyway;
+        vllm-admin members get 403 like anyone else."""
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        _, uid, _ = peer_credentials(sock) if sock is not None else (0, -1, -1)
+        if uid not in (0, os.getuid()):
+            return json_response({"error": "the engine key is for the service's user only"}, 403)
+        address = self.sup.setup.address
+        return json_response({"key": address.api_key if address is not None else None})
 
     def _state(self) -> dict[str, Any]:
         """The supervisor's Status, plus the GPU memory its engine's group holds now (NVML;
