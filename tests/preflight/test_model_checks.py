@@ -174,3 +174,24 @@ def test_sleep_mode_is_refused_for_vllm_cpu(tmp_path: Path) -> None:
         "--enable-sleep-mode at start ('Sleep mode is not supported on current platform'); "
         "use deactivate: stop"
     ]
+
+
+def test_native_tools_with_a_parser_that_leaves_forced_arguments_free_is_warned(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    tools = (
+        f"    model: {tmp_path}/m\n    tool_support: native\n"
+        "    engine: {{tool_call_parser: {p}, enable_auto_tool_choice: true}}\n"
+    )
+    [hermes] = problems(model(tmp_path, tools.format(p="hermes")))
+    assert hermes.startswith("warning: models.m.tool_support: native: --tool-call-parser hermes")
+    assert "--tool-strict-level parameter" in hermes
+    strict = tools.format(p="hermes") + "    extra_args: [--tool-strict-level, parameter]\n"
+    assert problems(model(tmp_path, strict)) == []
+    assert problems(model(tmp_path, tools.format(p="pythonic"))) == []  # a JSON schema
+    [mistral] = problems(model(tmp_path, tools.format(p="mistral")))
+    assert "treats a named or required tool_choice as auto" in mistral
+    # Releases the sets were not read from: nothing is claimed.
+    assert problems(model(tmp_path, tools.format(p="hermes"), version="0.20.0")) == []

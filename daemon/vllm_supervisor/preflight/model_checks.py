@@ -14,7 +14,7 @@ from typing import Protocol
 
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import Problem, did_you_mean
-from vllm_supervisor.engine import flags
+from vllm_supervisor.engine import flags, tool_parsers
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound, detect
 from vllm_supervisor.engine.versions import show
@@ -76,6 +76,11 @@ def check_model(
         add("venv", str(info))
         return None, out
     _check_version(cfg, info, known, add)
+    parser = cfg.engine.get("tool_call_parser")
+    if cfg.tool_support == "native" and isinstance(parser, str):
+        why = tool_parsers.unconstrained(parser, info.release, cfg.extra_args)
+        if why is not None:
+            add("tool_support", f"native: {why}", "warning")
     if cfg.supervision.deactivate == "sleep" and info.distribution != "vllm":
         add(
             "deactivate",

@@ -80,7 +80,13 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
     "tool_support": (
         "`native`, `react`, `none`",
         "`none`",
-        "`native` requires `engine.tool_call_parser` and `engine.enable_auto_tool_choice: true`",
+        "what a client that reads the registry may rely on. `native`: the engine parses tool "
+        "calls (OpenAI `tools`/`tool_calls`); requires `engine.tool_call_parser` and "
+        "`engine.enable_auto_tool_choice: true`, and `vllmctl check` warns when that parser "
+        "leaves a forced call's arguments free of the function's schema (see "
+        "[vLLM behaviour](vllm-behaviour.md#tool-calling)). `react`: no tool parsing; the "
+        "client prompts for ReAct-style text (Thought/Action/Observation) and parses it "
+        "itself. `none`: do not offer tools to this model",
     ),
     "description": ("string", '`""`', "free text for operators and routers"),
     "roles": ("list of strings", "`[]`", "free labels (chat, code, ...)"),
