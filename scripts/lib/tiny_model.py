@@ -26,14 +26,18 @@ CORPUS = [
 ] * 20
 
 
-def current(out: Path) -> bool:
+def fmt(template: bool) -> str:
+    return FORMAT if template else FORMAT + "-no-chat-template"
+
+
+def current(out: Path, template: bool = True) -> bool:
     try:
-        return json.loads((out / MARKER).read_text()).get("format") == FORMAT
+        return json.loads((out / MARKER).read_text()).get("format") == fmt(template)
     except (OSError, ValueError, AttributeError):
         return False
 
 
-def main(out: Path) -> None:
+def main(out: Path, template: bool = True) -> None:
     # Imported here: checking that a folder is current needs none of them.
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -53,7 +57,8 @@ def main(out: Path) -> None:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
     )
-    fast.chat_template = CHAT_TEMPLATE
+    if template:  # without one, vLLM answers chat with a 400 (chat_fallback's test model)
+        fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -72,22 +77,25 @@ def main(out: Path) -> None:
     )
     model = LlamaForCausalLM(cfg).to(torch.float32)
     model.save_pretrained(out, safe_serialization=True)
-    (out / MARKER).write_text(json.dumps({"format": FORMAT}) + "\n")
+    (out / MARKER).write_text(json.dumps({"format": fmt(template)}) + "\n")
     # safetensors writes the weights 0600 whatever the umask: the service user (vllm) could
     # not read them and vLLM would say FileNotFoundError (docs/troubleshooting.md). A model
     # folder is data for others to read.
     out.chmod(0o755)
     for f in out.iterdir():
         f.chmod(0o644)
-    print(f"make-tiny-model: wrote {FORMAT} to {out}")
+    print(f"make-tiny-model: wrote {fmt(template)} to {out}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: tiny_model.py DIR")
-    folder = Path(sys.argv[1])
-    if current(folder):
-        print(f"make-tiny-model: {folder} already holds {FORMAT}")
+    args = sys.argv[1:]
+    with_template = "--no-chat-template" not in args
+    args = [a for a in args if a != "--no-chat-template"]
+    if len(args) != 1:
+        raise SystemExit("usage: tiny_model.py DIR [--no-chat-template]")
+    folder = Path(args[0])
+    if current(folder, with_template):
+        print(f"make-tiny-model: {folder} already holds {fmt(with_template)}")
         raise SystemExit(0)
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).exists():
@@ -96,4 +104,4 @@ if __name__ == "__main__":
                 "pass an empty or new folder"
             )
         shutil.rmtree(folder)  # an older format of our own: made again
-    main(folder)
+    main(folder, with_template)

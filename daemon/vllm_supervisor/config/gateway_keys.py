@@ -43,6 +43,8 @@ class ModelGateway:
     """One model's gateway keys; None: the gateway block's value."""
 
     on_demand: bool = True  # a request for the model activates it
+    # off | on_failure | always: answer chat through /v1/completions (gateway/fallback.py)
+    chat_fallback: str = "off"
     ttl: float | None = None
     max_queue: int | None = None
     concurrency: int | None = None
@@ -50,6 +52,7 @@ class ModelGateway:
 
 MODEL_KEYS = tuple(f.name for f in fields(ModelGateway))
 ZERO_OK = {"ttl", "concurrency", "max_queue"}  # 0 means never / no cap / no waiting
+CHAT_FALLBACK = ("off", "on_failure", "always")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -99,6 +102,13 @@ def parse_model_key(ctx: ProblemScope, node: YNode, key: str) -> object:
         if isinstance(node.scalar, bool):
             return node.scalar
         ctx.err(node, key, f"expected true or false, got {node.plain()!r}")
+        return None
+    if key == "chat_fallback":
+        if node.scalar is False:  # YAML 1.1 reads a bare `off` as false
+            return "off"
+        if node.scalar in CHAT_FALLBACK:
+            return node.scalar
+        ctx.err(node, key, f"expected one of {', '.join(CHAT_FALLBACK)}; got {node.plain()!r}")
         return None
     return number(ctx, node, key, 0, key != "ttl")
 

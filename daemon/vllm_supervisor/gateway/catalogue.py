@@ -23,6 +23,7 @@ class Route:
     base: str  # http://host:port of the engine, as this host reaches it
     key_file: Path | None
     deprecated: str | None
+    chat_fallback: str = "off"  # off | on_failure | always (gateway/chat.py)
 
 
 def policy(cfg: ModelConfig, gw: GatewaySettings) -> Policy:
@@ -45,6 +46,7 @@ class Catalogue:
                 http_base(local_host(cfg.host), cfg.port),
                 cfg.api_key_file,
                 cfg.deprecated,
+                cfg.gateway.chat_fallback,
             )
             for name, cfg in reg.models.items()
         }

@@ -90,6 +90,12 @@ class GatewayMetrics:
             buckets=LOAD,
             registry=self.registry,
         )
+        self.fallbacks = Counter(
+            "vllm_gateway_chat_fallbacks",
+            "chat requests answered through /v1/completions (chat_fallback), by reason",
+            ["model", "reason"],
+            registry=self.registry,
+        )
         self.registry.register(RouterCollector(router))
         router.on_activation = self.activated
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from vllm_supervisor.gateway import errors
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys, Route
+from vllm_supervisor.gateway.chat import ChatFallback
 from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.router import Router
@@ -104,16 +105,19 @@ class Proxy:
         raw = await request.content.read(self.max_body + 1)
         if len(raw) > self.max_body:
             return errors.answer(413, f"request body over {self.max_body} bytes", "body_too_large")
-        route = self._route(raw)
-        if isinstance(route, web.Response):
-            return route
+        routed = self._route(raw)
+        if isinstance(routed, web.Response):
+            return routed
+        route, body = routed
         started = time.monotonic()
-        out = await self._serve(request, route, raw)
+        out = await self._serve(request, route, raw, body)
         if self.metrics is not None:
             self.metrics.answered(route.model, out.status, time.monotonic() - started)
         return out
 
-    async def _serve(self, request: web.Request, route: Route, raw: bytes) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, route: Route, raw: bytes, body: dict[str, Any]
+    ) -> web.StreamResponse:
         try:
             got = await asyncio.wait_for(self.router.acquire(route.model), self.load_timeout)
         except TimeoutError:
@@ -127,11 +131,18 @@ class Proxy:
         if isinstance(got, Denial):
             return errors.answer(got.status, got.message, got.code, got.retry_after)
         try:
-            return await self._relay(request, route, raw)
+            chat = request.path == "/v1/chat/completions" and request.method == "POST"
+            if chat and route.chat_fallback != "off":
+                return await ChatFallback(self).serve(request, route, raw, body)
+            upstream = await self.open(route, request.method, request.rel_url.path_qs, raw,
+                                       request.headers)  # fmt: skip
+            if isinstance(upstream, web.Response):
+                return upstream
+            return await self.relay(request, route, upstream)
         finally:
             self.router.release(got)
 
-    def _route(self, raw: bytes) -> Route | web.Response:
+    def _route(self, raw: bytes) -> tuple[Route, dict[str, Any]] | web.Response:
         try:
             body: Any = json.loads(raw) if raw.strip() else None
         except ValueError as exc:
@@ -145,17 +156,20 @@ class Proxy:
             return errors.answer(
                 404, f"model '{name}' does not exist here; known: {known}", "model_not_found"
             )
-        return route
+        return route, body
 
-    async def _relay(self, request: web.Request, route: Route, raw: bytes) -> web.StreamResponse:
-        headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
+    async def open(
+        self, route: Route, method: str, path: str, raw: bytes, given: Mapping[str, str]
+    ) -> aiohttp.ClientResponse | web.Response:
+        """The engine's answer to one request (its headers read, its body not yet), or the
+        gateway's own error when the engine cannot be reached."""
+        headers = {h: given[h] for h in FORWARDED if h in given}
         if self.engine_keys is not None and (key := await self.engine_keys.get(route)):
             headers["Authorization"] = f"Bearer {key}"
-        url = route.base + request.rel_url.path_qs
         started = time.monotonic()
         try:
             upstream = await self.session.request(
-                request.method, url, data=raw, headers=headers, allow_redirects=False
+                method, route.base + path, data=raw, headers=headers, allow_redirects=False
             )
         except (aiohttp.ClientError, OSError) as exc:
             self.router.stale(route.model)  # it was ready a moment ago: look again
@@ -166,6 +180,13 @@ class Proxy:
             self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
         if upstream.status == 401 and self.engine_keys is not None:
             self.engine_keys.forget(route.model)  # rotated: the next request asks again
+        return upstream
+
+    async def relay(
+        self, request: web.Request, route: Route, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        """The engine's answer to the client: whole when its length is known, else chunk by
+        chunk as it comes."""
         async with upstream:
             headers = {k: v for k, v in upstream.headers.items() if k not in HOP}
             headers["X-Accel-Buffering"] = "no"

@@ -109,6 +109,16 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "host gateway: a request naming the model activates it (swapping in a `gpu_group`); "
         "`false`: the gateway only forwards to it while it is ready",
     ),
+    "chat_fallback": (
+        "`off`, `on_failure`, `always`",
+        "`off`",
+        "host gateway: answer chat requests through `/v1/completions`: `on_failure` when the "
+        "engine's chat answer is a 400 about the chat template or has neither content nor "
+        "tool calls (streams: the 400 only), `always` for every chat request. The prompt is "
+        "the engine's own `/tokenize` of the messages (its template), else a plain-text "
+        "flattening. Requests with `tools` are refused rather than rewritten. The answer "
+        "carries `X-Vllm-Supervisor-Chat-Fallback`",
+    ),
     "ttl": (
         "seconds",
         "`gateway.ttl`",

@@ -121,6 +121,7 @@ def model_properties() -> dict[str, Any]:
         },
         "extra_args": {"type": "array", "items": {"type": ["string", "number"]}},
         "on_demand": {"type": "boolean", "default": True},
+        "chat_fallback": {"enum": ["off", "on_failure", "always", False], "default": "off"},
         "ttl": {"type": "number", "minimum": 0},
         "max_queue": {"type": "integer", "minimum": 0},
         "concurrency": {"type": "integer", "minimum": 0},

