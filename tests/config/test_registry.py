@@ -491,3 +491,23 @@ def test_gateway_errors_name_file_line_and_key(tmp_path: Path) -> None:
     text = "gateway: {ttl: 5}\nmodels:\n  b: {model: x/y, port: 8000}\n"
     clash = errors(tmp_path / "3", text)
     assert any("gateway.listen: port 8000 is model 'b''s port" in g for g in clash), clash
+
+
+def test_chat_fallback_reads_yamls_bare_off_and_refuses_the_rest(tmp_path: Path) -> None:
+    reg = load(
+        tmp_path,
+        """
+    defaults: {chat_fallback: on_failure}
+    models:
+      a: {model: x/y, port: 8001}
+      b: {model: x/y, port: 8002, chat_fallback: off}
+      c: {model: x/y, port: 8003, chat_fallback: always}
+    """,
+    )
+    got = [reg.models[m].gateway.chat_fallback for m in "abc"]
+    assert got == ["on_failure", "off", "always"]  # a bare `off` is YAML's false: still off
+    bad = errors(tmp_path / "2", "models:\n  d: {model: x/y, port: 8004, chat_fallback: yes}\n")
+    assert any(
+        "models.d.chat_fallback: expected one of off, on_failure, always; got True" in g
+        for g in bad
+    ), bad
