@@ -35,6 +35,7 @@ MODES = {  # FAKE_MODE per model
     "c": "load=0.3,stream_die=2",
     "slow": "load=4",
     "k": "load=0.3",  # its engine wants a key (api_key_file): the gateway must add it
+    "s": "load=0.3,slow_completion=3",
 }
 
 
@@ -395,3 +396,34 @@ def test_client_keys_guard_the_gateway_and_engine_keys_never_reach_a_client(
     ).data.decode()
     for secret in ("client-k1", "client-k2", "engine-s3cret"):
         assert secret not in seen
+
+
+def test_vllmctl_goes_through_a_running_gateway(house: Callable[..., House]) -> None:
+    """deactivate asks the gateway (which refuses while it has requests for the model in
+    flight); activate tells it to look at once, so its view is never a refresh behind."""
+    h = house(["s"])
+    env = {**os.environ, "VSUP_GATEWAY_SOCKET": str(h.gateway.admin_socket)}
+
+    def vllmctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vllm_supervisor.ctl.main", *args,
+             "--socket-dir", str(h.run)],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+
+    busy = threading.Thread(target=lambda: chat(h.client(timeout=60), "s-served"))
+    busy.start()
+    deadline = time.monotonic() + 10
+    while h.gateway.models()["s"]["in_flight"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    refused = vllmctl("deactivate", "s", "--drain-timeout", "0")
+    assert refused.returncode == 1 and "s is busy: 1 request(s) in flight" in refused.stderr
+    busy.join()
+    done = vllmctl("deactivate", "s", "--drain-timeout", "0")
+    assert done.returncode == 0, done.stderr
+    assert h.gateway.models()["s"]["state"] == "inactive" and h.state("s") == "inactive"
+    assert vllmctl("activate", "s").returncode == 0
+    assert h.gateway.models()["s"]["state"] == "ready"  # told at once, not at its next look
+    direct = vllmctl("deactivate", "s", "--direct", "--drain-timeout", "0")
+    assert direct.returncode == 0 and h.state("s") == "inactive"

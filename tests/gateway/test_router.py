@@ -30,7 +30,9 @@ class Instances:
         self.calls.append(f"activate {model}" + (" --swap" if swap else ""))
         return await self._wait(model)
 
-    async def deactivate(self, model: str, timeout: float) -> Seen:
+    async def deactivate(
+        self, model: str, timeout: float, options: dict[str, object] | None = None
+    ) -> Seen:
         self.calls.append(f"deactivate {model}")
         return await self._wait(model)
 

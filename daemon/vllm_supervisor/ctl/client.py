@@ -130,7 +130,10 @@ def _error(resp: http.client.HTTPResponse) -> str:
         data = json.loads(raw)
         if isinstance(data, dict) and "error" in data:
             extra = f"\n{data['problems']}" if data.get("problems") else ""
-            return str(data["error"]) + extra
+            err = data["error"]
+            if isinstance(err, dict) and "message" in err:  # the gateway's (OpenAI's) shape
+                err = err["message"]
+            return str(err) + extra
     except ValueError:
         pass
     return f"HTTP {resp.status}: {raw[:200]!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -189,7 +190,19 @@ def cmd_activate(args: argparse.Namespace, url: str = "/v1/activate") -> int:
         st = Client(base(args), args.model).post_json(url, {"wait": False, **swap})
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
-    return follow(args, url, {"wait": True, "timeout": args.timeout, **swap}, {"ready"})[0]
+    code = follow(args, url, {"wait": True, "timeout": args.timeout, **swap}, {"ready"})[0]
+    tell_gateway(args.model)
+    return code
+
+
+def tell_gateway(model: str) -> None:
+    """A running gateway looks at MODEL now, not at its next refresh (ctl/gateway.py)."""
+    from vllm_supervisor.ctl.gateway import running_gateway
+
+    gateway = running_gateway(model)
+    if gateway is not None:
+        with contextlib.suppress(CtlError):
+            gateway.post_json("/admin/state", {"model": model})
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -219,6 +232,17 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
         st = Client(base(args), args.model).post_json("/v1/deactivate", body)
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
+    from vllm_supervisor.ctl.gateway import running_gateway
+
+    gateway = None if getattr(args, "direct", False) else running_gateway(args.model)
+    if gateway is not None:
+        # Through the gateway: it stops routing to the model first, and refuses (409) while
+        # it has requests for it in flight or waiting; --direct goes to the instance.
+        gateway.timeout = body["timeout"] + 30
+        opts: dict[str, Any] = {k: body[k] for k in ("drain_timeout", "stop") if k in body}
+        st = gateway.post_json("/admin/deactivate", {"model": args.model, **opts})
+        print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('state')}")
+        return exitcodes.OK if st.get("state") in ("inactive", "sleeping") else exitcodes.FAILED
     return follow(args, "/v1/deactivate", body, {"inactive", "sleeping"})[0]
 
 

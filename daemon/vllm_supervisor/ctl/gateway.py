@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_supervisor import exitcodes
-from vllm_supervisor.ctl.client import Client
+from vllm_supervisor.ctl.client import Client, CtlError
 from vllm_supervisor.host.locations import gateway_sockets
 
 
@@ -18,6 +18,21 @@ def gateway_client(timeout: float = 10.0) -> Client:
     paths = gateway_sockets()
     found = next((p for p in paths if p.exists()), paths[0])
     return Client([], "gateway", timeout, path=Path(found))
+
+
+def running_gateway(model: str) -> Client | None:
+    """The gateway's admin client when a gateway runs here and knows MODEL, else None:
+    vllmctl then goes through it, so its routing state stays true (ctl/commands.py)."""
+    paths = gateway_sockets()
+    found = next((p for p in paths if p.exists()), None)
+    if found is None:
+        return None
+    client = Client([], "gateway", 5.0, path=Path(found))
+    try:
+        known = client.get_json("/admin/state").get("models", {})
+    except CtlError:
+        return None
+    return client if model in known else None
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:

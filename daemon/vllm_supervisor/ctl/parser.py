@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop the engine even if the model sleeps on deactivate (ends a sleep too)",
     )
+    d.add_argument(
+        "--direct",
+        action="store_true",
+        help="ask the instance even when the host gateway runs (by default the gateway, which "
+        "refuses while it has requests for the model in flight)",
+    )
     lg = sub.add_parser("logs", parents=[common], help="the engine's recent log lines")
     lg.add_argument("model", metavar="MODEL")
     lg.add_argument("-n", type=int, default=100, help="lines (100)")

@@ -106,6 +106,7 @@ class Admin:
                 body = json.loads(raw)
             except ValueError as exc:
                 return errors.answer(400, f"malformed JSON: {exc}", "invalid_json")
+        request["body"] = body if isinstance(body, dict) else {}
         name = body.get("model") if isinstance(body, dict) else None
         if name is None and not required:
             return None
@@ -134,6 +135,7 @@ class Admin:
         if isinstance(model, web.Response):
             return model
         if model is not None:
+            self.router.stale(model)  # asked about it (vllmctl after a direct change): look
             return web.json_response(await self._state_of(model))
         return web.json_response({"models": self.router.snapshot()})
 
@@ -155,7 +157,9 @@ class Admin:
         model = await self._model(request, required=True)
         if not isinstance(model, str):
             return model  # type: ignore[return-value]
-        got = await self.router.deactivate(model)
+        body = request.get("body") or {}
+        options = {k: body[k] for k in ("drain_timeout", "stop") if k in body}
+        got = await self.router.deactivate(model, options)
         if isinstance(got, Denial):
             return errors.answer(got.status, got.message, got.code)
         return web.json_response(await self._state_of(model))

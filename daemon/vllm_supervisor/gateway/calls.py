@@ -25,8 +25,8 @@ class Calls:
     def activate(self, model: str, swap: bool) -> None:
         self._start(self._activate(model, swap))
 
-    def deactivate(self, model: str) -> None:
-        self._start(self._deactivate(model))
+    def deactivate(self, model: str, options: dict[str, Any] | None = None) -> None:
+        self._start(self._deactivate(model, options))
 
     def look(self, model: str) -> None:
         self._start(self._look(model))
@@ -51,9 +51,9 @@ class Calls:
         seen = await self.instances.activate(model, swap, self.load_timeout)
         self.inbox.put_nowait(Outcome(model, seen, "activating", asked))
 
-    async def _deactivate(self, model: str) -> None:
+    async def _deactivate(self, model: str, options: dict[str, Any] | None) -> None:
         asked = self.clock()
-        seen = await self.instances.deactivate(model, self.load_timeout)
+        seen = await self.instances.deactivate(model, self.load_timeout, options)
         self.inbox.put_nowait(Outcome(model, seen, "deactivating", asked))
 
     async def _look(self, model: str) -> None:

@@ -100,8 +100,11 @@ class Instances:
         got = await self.call(model, "POST", "/v1/activate", body, timeout + 10)
         return Seen(DOWN) if got is None else Seen.of(*got)
 
-    async def deactivate(self, model: str, timeout: float) -> Seen:
-        """Deactivate (its drain, then stop or sleep as configured) and wait until it ends."""
-        body = {"wait": True, "timeout": timeout}
+    async def deactivate(
+        self, model: str, timeout: float, options: dict[str, Any] | None = None
+    ) -> Seen:
+        """Deactivate (its drain, then stop or sleep as configured) and wait until it ends.
+        OPTIONS: the admin call's drain_timeout and stop, as an operator gave them."""
+        body = {"wait": True, "timeout": timeout, **(options or {})}
         got = await self.call(model, "POST", "/v1/deactivate", body, timeout + 10)
         return Seen(DOWN) if got is None else Seen.of(*got)

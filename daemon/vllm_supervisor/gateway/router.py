@@ -79,11 +79,11 @@ class Router:
             self.inbox.put_nowait(Cancel(model, waiter))
             raise
 
-    async def deactivate(self, model: str) -> Seen | Denial:
+    async def deactivate(self, model: str, options: dict[str, Any] | None = None) -> Seen | Denial:
         """Deactivate MODEL (the instance drains, then stops or sleeps): refused with 409 while
         the gateway has requests for it in flight or waiting, or a call under way."""
         answer: asyncio.Future[Seen | Denial] = asyncio.get_running_loop().create_future()
-        self.inbox.put_nowait(Deactivate(model, answer))
+        self.inbox.put_nowait(Deactivate(model, answer, options or {}))
         return await answer
 
     def release(self, lease: Lease) -> None:
@@ -121,7 +121,7 @@ class Router:
                 self._outcome(self.slots[model], seen, done, asked)
             case Tick():
                 self._on_tick()
-            case Deactivate(model, answer):
+            case Deactivate(model, answer, options):
                 slot = self.slots[model]
                 busy = slot.busy or (
                     f"{slot.in_flight} request(s) in flight, {len(slot.queue)} waiting"
@@ -133,7 +133,7 @@ class Router:
                 else:
                     slot.busy = "deactivating"
                     slot.deactivations.append(answer)
-                    self.calls.deactivate(model)
+                    self.calls.deactivate(model, options)
 
     def _acquire(self, slot: Slot, waiter: Waiter) -> None:
         if len(slot.queue) >= slot.policy.max_queue and not self._grantable(slot):

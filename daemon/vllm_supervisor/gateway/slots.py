@@ -18,7 +18,9 @@ COMING = ("starting", "probing", "restarting")  # on its way to ready: an activa
 class InstancePort(Protocol):
     async def state(self, model: str, timeout: float = 3.0) -> Seen: ...
     async def activate(self, model: str, swap: bool, timeout: float) -> Seen: ...
-    async def deactivate(self, model: str, timeout: float) -> Seen: ...
+    async def deactivate(
+        self, model: str, timeout: float, options: dict[str, Any] | None = None
+    ) -> Seen: ...
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Deactivate:
 
     model: str
     answer: asyncio.Future[Seen | Denial]
+    options: dict[str, Any] = field(default_factory=dict)  # drain_timeout, stop
 
 
 Message = Acquire | Release | Cancel | Outcome | Tick | Deactivate
