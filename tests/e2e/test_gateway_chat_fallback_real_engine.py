@@ -48,6 +48,12 @@ def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
         one = tiny_model_config(
             engine_env.venv, plain, ports[name], f"        chat_fallback: {mode}\n"
         )
+        if name == "plain":  # tools pass the engine's own check, then meet the template
+            one = one.replace(
+                "          enforce_eager: true\n",
+                "          enforce_eager: true\n          tool_call_parser: hermes\n"
+                "          enable_auto_tool_choice: true\n",
+            )
         body += one.replace("      tiny:", f"      {name}:").split("models:\n", 1)[1]
     cfg = write_config(tmp, f'    gateway: {{listen: "127.0.0.1:{gw_port}"}}\n    models:\n' + body)
     run = tmp / "run"
@@ -109,6 +115,8 @@ def test_on_failure_streams_chat_chunks(setup: Setup) -> None:
 
 
 def test_tools_are_refused_not_silently_dropped(setup: Setup) -> None:
+    """The engine takes the tools (it has a parser) but has no template: a fallback would
+    drop them, so the gateway refuses instead."""
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     with pytest.raises(openai.BadRequestError, match="tools would be dropped"):
         client(setup.gateway).chat.completions.create(
