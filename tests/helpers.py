@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -40,4 +41,17 @@ def fake_venv(
         (d / "METADATA").write_text(
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {ver}\n\nlong description\n"
         )
+    return venv
+
+
+FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
+
+
+def fake_engine_venv(root: Path, version: str = "0.32.0") -> Path:
+    """A CUDA engine's venv (dist `vllm`) whose `bin/vllm serve MODEL ...` runs the fake
+    engine (tests/fake_engine.py) with the same flags."""
+    venv = fake_venv(root, "vllm", version, script=True)
+    script = venv / "bin" / "vllm"
+    script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE_ENGINE} "$@"\n')
+    script.chmod(0o755)
     return venv

@@ -25,9 +25,7 @@ from vllm_supervisor.ctl.client import Client
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.helpers import fake_venv, write_config
-
-FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+from tests.helpers import fake_engine_venv, write_config
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -72,10 +70,7 @@ def admin(tmp_path: Path) -> Iterator[StartAdmin]:
         runtime_dir: Path | None = None,
         args: tuple[str, ...] = (),
     ) -> SupervisorProc:
-        venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
-        script = venv / "bin" / "vllm"
-        script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
-        script.chmod(0o755)
+        venv = fake_engine_venv(tmp_path)
         (tmp_path / "key").write_text("s3cret-key\n")
         port = free_port()
         cfg = write_config(

@@ -26,9 +26,8 @@ from vllm_supervisor.ctl.client import Client, CtlError
 from tests.e2e.engine_proc import free_port
 from tests.e2e.gateway_proc import GatewayProc, Http
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.helpers import fake_venv, write_config
+from tests.helpers import fake_engine_venv, write_config
 
-FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
 MODES = {  # FAKE_MODE per model
     "a": "load=0.5",
     "b": "load=0.5",
@@ -44,11 +43,8 @@ class House:
         self.port = free_port()
         settings = {"listen": f'"127.0.0.1:{self.port}"', **gateway}
         flow = "{" + ", ".join(f"{k}: {v}" for k, v in settings.items()) + "}"
-        venv = fake_venv(tmp, "vllm", "0.32.0", script=True)
+        venv = fake_engine_venv(tmp)
         (tmp / "engine.key").write_text("engine-s3cret\n")
-        script = venv / "bin" / "vllm"
-        script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
-        script.chmod(0o755)
         body = "".join(
             f"""
       {m}:

@@ -17,17 +17,12 @@ from vllm_supervisor.runtime.group import FREE
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.helpers import fake_venv, write_config
-
-FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+from tests.helpers import fake_engine_venv, write_config
 
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[dict[str, SupervisorProc]]:
-    venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
-    script = venv / "bin" / "vllm"
-    script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
-    script.chmod(0o755)
+    venv = fake_engine_venv(tmp_path)
     models = "".join(
         f"""
       {name}:

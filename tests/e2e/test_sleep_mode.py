@@ -6,7 +6,6 @@ engine."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,7 @@ from vllm_supervisor.ctl.client import Client
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc, wait_gone
-from tests.helpers import fake_venv, write_config
-
-FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+from tests.helpers import fake_engine_venv, write_config
 
 
 class Sleepy:
@@ -43,10 +40,7 @@ class Sleepy:
 @pytest.fixture
 def sleepy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sleepy]:
     level, mode = getattr(request, "param", (1, ""))
-    venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)  # a CUDA engine's venv
-    script = venv / "bin" / "vllm"
-    script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
-    script.chmod(0o755)
+    venv = fake_engine_venv(tmp_path)  # a CUDA engine's venv
     calls = tmp_path / "calls"
     fake_mode = ",".join(filter(None, ["load=0.3", f"calls={calls}", mode]))
     cfg = write_config(
@@ -160,10 +154,7 @@ def test_an_engine_that_dies_asleep_leaves_the_model_inactive_and_starts_cold(
 
 def test_a_swap_in_a_gpu_group_puts_the_peer_to_sleep_and_wakes_it_back(tmp_path: Path) -> None:
     """The point of sleep mode on a shared card: swapping back wakes the same engine."""
-    venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
-    script = venv / "bin" / "vllm"
-    script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
-    script.chmod(0o755)
+    venv = fake_engine_venv(tmp_path)
     models = "".join(
         f"""
       {name}:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +12,7 @@ import pytest
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc, wait_gone
-from tests.helpers import fake_venv, write_config
-
-FAKE = Path(__file__).resolve().parent.parent / "fake_engine.py"
+from tests.helpers import fake_engine_venv, write_config
 
 
 @pytest.fixture
@@ -25,11 +22,7 @@ def run_fake(tmp_path: Path) -> Iterator[object]:
     def start(
         mode: str, extra: str = "", stdout_to_file: bool = True, startup: str = ""
     ) -> SupervisorProc:
-        venv = fake_venv(tmp_path, "vllm", "0.32.0", script=True)
-        script = venv / "bin" / "vllm"
-        # `vllm serve MODEL ...` -> the fake engine with the same arguments.
-        script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE} "$@"\n')
-        script.chmod(0o755)
+        venv = fake_engine_venv(tmp_path)  # `vllm serve MODEL ...` -> the fake engine
         cfg = write_config(
             tmp_path,
             f"""

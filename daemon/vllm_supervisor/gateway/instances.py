@@ -45,10 +45,10 @@ class Instances:
         # Where to look, in order (host/locations.runtime_dirs: the user's, then the system's).
         self.bases = [runtime_bases] if isinstance(runtime_bases, Path) else runtime_bases
 
-    async def call(
+    async def request(
         self, model: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
-    ) -> tuple[int, list[dict[str, Any]]] | None:
-        """(HTTP status, every JSON line of the answer), or None when the service is down."""
+    ) -> tuple[int, str] | None:
+        """(HTTP status, the answer's text), or None when the service is down."""
         sock = next((p for b in self.bases if (p := socket_path(b, model)).exists()), None)
         if sock is None:
             return None
@@ -62,33 +62,31 @@ class Instances:
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as r,
             ):
-                text = await r.text()
-                status = r.status
+                return r.status, await r.text()
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
+
+    async def call(
+        self, model: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+    ) -> tuple[int, list[dict[str, Any]]] | None:
+        """(HTTP status, every JSON line of the answer), or None when the service is down."""
+        got = await self.request(model, method, path, body, timeout)
+        if got is None:
+            return None
         answers = []
-        for line in text.splitlines():
+        for line in got[1].splitlines():
             try:
                 value = json.loads(line)
             except ValueError:
                 continue
             if isinstance(value, dict):
                 answers.append(value)
-        return status, answers
+        return got[0], answers
 
     async def text(self, model: str, path: str, timeout: float) -> str | None:
         """A plain-text answer (`/v1/metrics`), or None when down or not 200."""
-        sock = next((p for b in self.bases if (p := socket_path(b, model)).exists()), None)
-        if sock is None:
-            return None
-        try:
-            async with (
-                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as s,
-                s.get(f"http://localhost{path}", timeout=aiohttp.ClientTimeout(total=timeout)) as r,
-            ):
-                return await r.text() if r.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return None
+        got = await self.request(model, "GET", path, None, timeout)
+        return got[1] if got is not None and got[0] == 200 else None
 
     async def state(self, model: str, timeout: float = 3.0) -> Seen:
         got = await self.call(model, "GET", "/v1/state", None, timeout)
