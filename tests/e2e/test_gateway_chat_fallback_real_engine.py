@@ -2,7 +2,8 @@
 template (`scripts/make-tiny-model --no-chat-template`): vLLM answers its chat with a 400
 naming the chat template; through the gateway, `on_failure` answers chat through
 /v1/completions (streaming too), `off` passes the engine's own 400 unchanged, and a request
-with tools is refused rather than rewritten."""
+with tools is refused rather than rewritten. A third instance, of the tiny model that has a
+template, shows `always` prompting with the engine's own /tokenize (the template)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ HI = [{"role": "user", "content": "Hello"}]
 class Setup:
     gateway: str
     direct_off: str  # the `off` model's engine, straight
+    direct_templated: str  # the `always` model's (it has a chat template)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,14 @@ def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
          "--python", str(engine_env.venv / "bin/python")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    ports = {"plain": free_port(), "plain-off": free_port()}
+    ports = {"plain": free_port(), "plain-off": free_port(), "templated": free_port()}
     gw_port = free_port()
     body = ""
-    for name, mode in (("plain", "on_failure"), ("plain-off", "off")):
+    modes = (("plain", "on_failure"), ("plain-off", "off"), ("templated", "always"))
+    for name, mode in modes:
+        folder = engine_env.model if name == "templated" else plain  # it has a template
         one = tiny_model_config(
-            engine_env.venv, plain, ports[name], f"        chat_fallback: {mode}\n"
+            engine_env.venv, folder, ports[name], f"        chat_fallback: {mode}\n"
         )
         if name == "plain":  # tools pass the engine's own check, then meet the template
             one = one.replace(
@@ -64,7 +68,11 @@ def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
             s.wait_for("READY", timeout=300)
         gateway = GatewayProc(cfg, run, gw_port, tmp / "gw")
         gateway.wait_ready()
-        yield Setup(gateway.url, f"http://127.0.0.1:{ports['plain-off']}")
+        yield Setup(
+            gateway.url,
+            f"http://127.0.0.1:{ports['plain-off']}",
+            f"http://127.0.0.1:{ports['templated']}",
+        )
     finally:
         if gateway is not None:
             assert gateway.cleanup() == [], "gateway processes left behind"
@@ -112,6 +120,27 @@ def test_on_failure_streams_chat_chunks(setup: Setup) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+def test_always_uses_the_models_own_template_through_tokenize(setup: Setup) -> None:
+    """`always`: chat goes to completions even for a model that has a template; the prompt
+    is the engine's /tokenize of the messages, so the template is applied as chat would."""
+    raw = client(setup.gateway).chat.completions.with_raw_response.create(
+        model="templated", messages=HI, max_tokens=4, extra_body={"ignore_eos": True}
+    )
+    assert raw.headers["x-vllm-supervisor-chat-fallback"] == "completions (always)"
+    answer = raw.parse()
+    assert answer.object == "chat.completion" and answer.usage is not None
+    # The prompt's token count is the template's: the same as chat's own count for it.
+    chat = openai.OpenAI(base_url=setup.direct_templated + "/v1", api_key="x").chat
+    direct = chat.completions.create(model="templated", messages=HI, max_tokens=1)
+    assert direct.usage is not None and answer.usage.prompt_tokens == direct.usage.prompt_tokens
+    chunks = list(
+        client(setup.gateway).chat.completions.create(
+            model="templated", messages=HI, max_tokens=4, stream=True
+        )
+    )
+    assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
 
 
 def test_tools_are_refused_not_silently_dropped(setup: Setup) -> None:
