@@ -31,36 +31,20 @@ def instance(tmp_path: Path) -> Path:
     return unit
 
 
-def test_units_verify_without_a_warning(tmp_path: Path) -> None:
-    unit = instance(tmp_path)
-    res = subprocess.run(
-        ["systemd-analyze", "verify", str(unit), str(tmp_path / "vllm-supervisor.target")],
+def verify(*units: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert res.returncode == 0 and res.stderr == "", res.stderr
 
 
-def test_a_bad_key_would_be_caught(tmp_path: Path) -> None:
-    unit = instance(tmp_path)
-    unit.write_text(unit.read_text().replace("Type=notify", "Type=notify-reload\nTypo=1"))
+def exposure(unit: Path) -> tuple[float, str]:
+    """systemd-analyze security's overall score, offline, and its report."""
     res = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "Typo" in res.stderr  # the check above can fail
-
-
-def test_hardening_scores_at_most_1_6(tmp_path: Path) -> None:
-    """1.6 measured with the filter that serves under a real systemd (docs/design.md); the
-    landed unit scored 1.7 and was killed by SIGSYS at start."""
-    res = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(instance(tmp_path))],
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -68,7 +52,25 @@ def test_hardening_scores_at_most_1_6(tmp_path: Path) -> None:
     )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
     assert m is not None, res.stdout[-2000:] + res.stderr
-    assert float(m.group(1)) <= 1.6, res.stdout[-3000:]
+    return float(m.group(1)), res.stdout[-3000:]
+
+
+def test_units_verify_without_a_warning(tmp_path: Path) -> None:
+    res = verify(instance(tmp_path), tmp_path / "vllm-supervisor.target")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+def test_a_bad_key_would_be_caught(tmp_path: Path) -> None:
+    unit = instance(tmp_path)
+    unit.write_text(unit.read_text().replace("Type=notify", "Type=notify-reload\nTypo=1"))
+    assert "Typo" in verify(unit).stderr  # the check above can fail
+
+
+def test_hardening_scores_at_most_1_6(tmp_path: Path) -> None:
+    """1.6 measured with the filter that serves under a real systemd (docs/design.md); the
+    landed unit scored 1.7 and was killed by SIGSYS at start."""
+    score, report = exposure(instance(tmp_path))
+    assert score <= 1.6, report
 
 
 def test_unit_keeps_what_the_supervisor_relies_on() -> None:
@@ -140,25 +142,11 @@ def test_the_gateway_unit_verifies_and_is_hardened_further_than_an_instance(
     (PrivateUsers= would leave it unmapped), the host's root, ProtectClock='s rtc read.
     The real-systemd tier proves that it serves with all of it."""
     unit = gateway_unit(tmp_path)
-    res = subprocess.run(
-        ["systemd-analyze", "verify", str(unit), str(tmp_path / "vllm-supervisor.target")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    res = verify(unit, tmp_path / "vllm-supervisor.target")
     assert res.returncode == 0 and res.stderr == "", res.stderr
-    res = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout + res.stderr)
-    assert m is not None, res.stdout[-2000:] + res.stderr
-    print(f"vllm-gateway.service exposure: {m.group(1)}")
-    assert float(m.group(1)) <= 1.3, res.stdout[-3000:]
+    score, report = exposure(unit)
+    print(f"vllm-gateway.service exposure: {score}")
+    assert score <= 1.3, report
     text = unit.read_text()
     for line in ("Type=notify", "Group=vllm-admin", "PartOf=vllm-supervisor.target"):
         assert line in text

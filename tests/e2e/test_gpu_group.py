@@ -4,6 +4,7 @@ where two members are active, and two racing swaps end with exactly one active."
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -20,17 +21,22 @@ from tests.e2e.supervisor_proc import SupervisorProc
 from tests.helpers import fake_engine_venv, write_config
 
 
-@pytest.fixture
-def group(tmp_path: Path) -> Iterator[dict[str, SupervisorProc]]:
+@contextlib.contextmanager
+def fake_group(
+    tmp_path: Path, autostart: dict[str, bool], defaults: str = ""
+) -> Iterator[dict[str, SupervisorProc]]:
+    """Supervisors of fake-engine models in gpu_group card0 (AUTOSTART: name -> on), each
+    READY (its engine serving, or its service up with the engine inactive); every process
+    is gone after."""
     venv = fake_engine_venv(tmp_path)
     models = "".join(
         f"""
       {name}:
         model: org/{name}
         port: {free_port()}
-        autostart: {str(name != "c").lower()}
+        autostart: {str(on).lower()}
 """
-        for name in "abc"
+        for name, on in autostart.items()
     )
     cfg = write_config(
         tmp_path,
@@ -38,7 +44,7 @@ def group(tmp_path: Path) -> Iterator[dict[str, SupervisorProc]]:
     defaults:
       venv: {venv}
       gpu_group: card0
-      env: {{FAKE_MODE: "load=0.3"}}
+{defaults}      env: {{FAKE_MODE: "load=0.3"}}
       startup: {{poll_interval: 0.1}}
       stop: {{grace: 5}}
     models:{models}""",
@@ -46,13 +52,19 @@ def group(tmp_path: Path) -> Iterator[dict[str, SupervisorProc]]:
     run = tmp_path / "run"
     procs: dict[str, SupervisorProc] = {}
     try:
-        for name in "abc":
+        for name in autostart:
             procs[name] = SupervisorProc(name, cfg, tmp_path / name, runtime_dir=run)
-            procs[name].wait_for("READY")  # a: its engine serves; b and c: the service is up
+            procs[name].wait_for("READY")
         yield procs
     finally:
         for p in procs.values():
             assert p.cleanup() == [], "processes left behind"
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[dict[str, SupervisorProc]]:
+    with fake_group(tmp_path, {"a": True, "b": True, "c": False}) as procs:
+        yield procs  # a: its engine serves; b: refused (a holds the group); c: autostart off
 
 
 def state(sup: SupervisorProc, model: str) -> str:

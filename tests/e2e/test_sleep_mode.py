@@ -16,6 +16,7 @@ from vllm_supervisor.ctl.client import Client
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc, wait_gone
+from tests.e2e.test_gpu_group import fake_group
 from tests.helpers import fake_engine_venv, write_config
 
 
@@ -154,34 +155,8 @@ def test_an_engine_that_dies_asleep_leaves_the_model_inactive_and_starts_cold(
 
 def test_a_swap_in_a_gpu_group_puts_the_peer_to_sleep_and_wakes_it_back(tmp_path: Path) -> None:
     """The point of sleep mode on a shared card: swapping back wakes the same engine."""
-    venv = fake_engine_venv(tmp_path)
-    models = "".join(
-        f"""
-      {name}:
-        model: org/{name}
-        port: {free_port()}
-        autostart: {str(name == "a").lower()}
-"""
-        for name in "ab"
-    )
-    cfg = write_config(
-        tmp_path,
-        f"""
-    defaults:
-      venv: {venv}
-      gpu_group: card0
-      deactivate: sleep
-      env: {{FAKE_MODE: "load=0.3"}}
-      startup: {{poll_interval: 0.1}}
-      stop: {{grace: 5}}
-    models:{models}""",
-    )
-    run = tmp_path / "run"
-    sups: dict[str, SupervisorProc] = {}
-    try:
-        for name in "ab":
-            sups[name] = SupervisorProc(name, cfg, tmp_path / name, runtime_dir=run)
-            sups[name].wait_for("READY")
+    with fake_group(tmp_path, {"a": True, "b": False}, "      deactivate: sleep\n") as sups:
+        run = sups["a"].runtime_dir
 
         def state(name: str) -> dict[str, Any]:
             return Client([run], name, timeout=5).get_json("/v1/state")
@@ -195,6 +170,3 @@ def test_a_swap_in_a_gpu_group_puts_the_peer_to_sleep_and_wakes_it_back(tmp_path
         a, b = state("a"), state("b")
         assert (a["state"], b["state"]) == ("ready", "sleeping")
         assert (a["pid"], b["pid"]) == (a_pid, b_pid)  # both woken or put to sleep: no restart
-    finally:
-        for p in sups.values():
-            assert p.cleanup() == [], "processes left behind"
