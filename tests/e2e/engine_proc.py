@@ -14,10 +14,20 @@ from pathlib import Path
 from vllm_supervisor.preflight.render import Command
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, and never one this test process handed out before: the kernel may
+    give a just-released port again, and a test that asks for two ports (a model's and the
+    gateway's) then got one port twice (config refused: "port N is model 'k''s port")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
