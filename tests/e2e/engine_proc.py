@@ -13,7 +13,6 @@ from pathlib import Path
 
 from vllm_supervisor.preflight.render import Command
 
-
 _HANDED_OUT: set[int] = set()
 
 
