@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,26 +20,15 @@ from typing import Any
 from aiohttp import web
 
 from vllm_supervisor.host.peers import peer_allowed, peer_credentials
-from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime import socketdir
-from vllm_supervisor.runtime.admin_http import (
-    MAX_BODY,
-    BadRequest,
-    ack_future,
-    answers,
-    gone,
-    json_response,
-    read_body,
-    timeout_of,
-)
+from vllm_supervisor.runtime.admin_http import MAX_BODY, BadRequest, answers, gone, json_response
+from vllm_supervisor.runtime.admin_orders import Orders
 from vllm_supervisor.runtime.metrics import engine_key_metrics, supervisor_metrics
 from vllm_supervisor.runtime.states import State
 from vllm_supervisor.runtime.status import as_dict
 from vllm_supervisor.runtime.supervisor import Supervisor
 
 DEFAULT_GROUP = "vllm-admin"
-TERMINAL_UP = {State.READY.value, State.FAILED.value, State.INACTIVE.value}
-TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value, State.SLEEPING.value}
 
 
 class AlreadyServed(Exception):
@@ -69,6 +56,7 @@ class Admin:
         self.group = group
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self.orders = Orders(sup, self._state)
 
     # ---- life ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,10 +73,10 @@ class Admin:
         app.add_routes(
             [
                 web.get("/v1/state", self.state),
-                web.post("/v1/activate", self.activate),
-                web.post("/v1/deactivate", self.deactivate),
-                web.post("/v1/restart", self.restart),
-                web.post("/v1/reload", self.reload),
+                web.post("/v1/activate", self.orders.activate),
+                web.post("/v1/deactivate", self.orders.deactivate),
+                web.post("/v1/restart", self.orders.restart),
+                web.post("/v1/reload", self.orders.reload),
                 web.get("/v1/logs", self.logs),
                 web.get("/v1/metrics", self.metrics),
                 web.get("/v1/config", self.show_config),
@@ -160,134 +148,6 @@ class Admin:
     # ---- operations ---------------------------------------------------------------------
     async def state(self, request: web.Request) -> web.Response:
         return json_response(self._state())
-
-    async def activate(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(request, {"wait": bool, "timeout": float, "swap": bool})
-        swap = bool(body.get("swap", False))
-        return await self._post_and_follow(
-            request,
-            ev.Activate("activate (admin)", swap=swap, ack=ack_future()),
-            body,
-            TERMINAL_UP,
-            default_wait=False,
-        )
-
-    async def restart(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(request, {"wait": bool, "timeout": float})
-        return await self._post_and_follow(
-            request,
-            ev.Restart("restart (admin)", ack=ack_future()),
-            body,
-            TERMINAL_UP,
-            default_wait=False,
-        )
-
-    async def reload(self, request: web.Request) -> web.StreamResponse:
-        """Re-read the config; with wait, follow a resulting engine restart until ready. This
-        is the unit's ExecReload: systemctl reload returns when the reload is done."""
-        body = await read_body(request, {"wait": bool, "timeout": float})
-        timeout = timeout_of(body)
-        q, ack = await self._submit(ev.Reload("reload (admin)", ack=ack_future()))
-        try:
-            result = ack.reload
-            assert result is not None  # a Reload is always answered with its outcome
-            if not result.ok:
-                return json_response(
-                    {
-                        "error": "config invalid; the running engine is unchanged",
-                        "problems": result.detail,
-                    },
-                    422,
-                )
-            if not (result.restart and body.get("wait", True)):
-                return json_response({"accepted": True, "seq": ack.seq, **self._state()})
-            return await self._follow(
-                request, q, self._state(), TERMINAL_UP, timeout, restart_seen=False
-            )
-        finally:
-            self.sup.state_feed.unsubscribe(q)
-
-    async def deactivate(self, request: web.Request) -> web.StreamResponse:
-        body = await read_body(
-            request, {"wait": bool, "timeout": float, "drain_timeout": float, "stop": bool}
-        )
-        drain = float(body.get("drain_timeout", 30.0))
-        if drain < 0:
-            raise BadRequest("drain_timeout must be >= 0")
-        # stop: true stops even a model set to `deactivate: sleep` (and ends a sleep).
-        stop = bool(body.get("stop", False))
-        event = ev.Deactivate(
-            "deactivate (admin)", drain_timeout=drain, stop=stop, ack=ack_future()
-        )
-        return await self._post_and_follow(request, event, body, TERMINAL_DOWN, default_wait=True)
-
-    async def _post_and_follow(
-        self,
-        request: web.Request,
-        event: ev.Activate | ev.Deactivate | ev.Restart,
-        body: dict[str, Any],
-        terminal: set[str],
-        default_wait: bool,
-    ) -> web.StreamResponse:
-        wait = bool(body.get("wait", default_wait))
-        timeout = timeout_of(body)
-        q, ack = await self._submit(event)
-        try:
-            snap = self._state()
-            if ack.refused:  # a gpu_group peer is active: 409, the state names it
-                return json_response({"error": ack.refused, **snap}, 409)
-            if not wait:
-                return json_response({"accepted": True, "seq": ack.seq, **snap}, 202)
-            return await self._follow(
-                request, q, snap, terminal, timeout, restart_seen=not isinstance(event, ev.Restart)
-            )
-        finally:
-            self.sup.state_feed.unsubscribe(q)
-
-    async def _submit(
-        self, event: ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
-    ) -> tuple[asyncio.Queue[dict[str, Any]], ev.Ack]:
-        """Post an event and wait until the supervisor has handled it. The subscription is
-        taken first, so no transition it causes can slip past; the caller unsubscribes."""
-        q = self.sup.state_feed.subscribe()
-        try:
-            self.sup.post(event)
-            assert event.ack is not None
-            return q, await event.ack  # handled: what follows is this request's doing
-        except BaseException:
-            self.sup.state_feed.unsubscribe(q)
-            raise
-
-    async def _follow(
-        self,
-        request: web.Request,
-        q: asyncio.Queue[dict[str, Any]],
-        snap: dict[str, Any],
-        terminal: set[str],
-        timeout: float,
-        restart_seen: bool,
-    ) -> web.StreamResponse:
-        """NDJSON: one state snapshot per transition (and load phase) until a terminal state
-        or the timeout, so the caller can show progress while it waits."""
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
-        await resp.write((json.dumps(snap) + "\n").encode())
-        deadline = time.monotonic() + timeout
-        while snap["state"] not in terminal or not restart_seen:
-            left = deadline - time.monotonic()
-            if gone(request):
-                break
-            if left <= 0:
-                await resp.write((json.dumps({"timeout": True, **snap}) + "\n").encode())
-                break
-            try:
-                snap = await asyncio.wait_for(q.get(), timeout=min(left, 5.0))
-            except TimeoutError:
-                snap = self._state()  # progress tick for the caller
-            restart_seen = restart_seen or snap["state"] != State.READY.value
-            await resp.write((json.dumps(snap) + "\n").encode())
-        await resp.write_eof()
-        return resp
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         try:
