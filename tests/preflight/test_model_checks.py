@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.registry import load_registry
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
-from vllm_supervisor.preflight.model_checks import check_model, path_needs
+from vllm_supervisor.host.access import Identity
+from vllm_supervisor.preflight.check import run_check
+from vllm_supervisor.preflight.model_checks import AccessCheck, check_model, path_needs
 
 from tests.helpers import fake_venv, write_config
 
@@ -195,3 +198,27 @@ def test_native_tools_with_a_parser_that_leaves_forced_arguments_free_is_warned(
     assert "treats a named or required tool_choice as auto" in mistral
     # Releases the sets were not read from: nothing is claimed.
     assert problems(model(tmp_path, tools.format(p="hermes"), version="0.20.0")) == []
+
+
+def test_a_missing_path_is_reported_once_not_again_by_the_access_check(tmp_path: Path) -> None:
+    # check_model says "does not exist"; the access check (as the unit's user) found the same
+    # paths missing and said so again, in other words: 7 errors for 3 mistakes.
+    text = (
+        f"models:\n  m:\n    model: {tmp_path}/nope\n    port: 1\n    venv: {tmp_path}/v\n"
+        f"    api_key_file: {tmp_path}/key\n"
+    )
+    report = run_check(write_config(tmp_path, text), [], probe=False, paths=AccessCheck())
+    got = [f"{p.key}: {p.message}" for p in report.all_problems() if p.severity == "error"]
+    assert [g.split(":")[0] for g in got] == [
+        "models.m.model",
+        "models.m.api_key_file",
+        "models.m.venv",
+    ], got
+    # A path that exists but the unit's user cannot use is still the access check's to say.
+    (tmp_path / "key").write_text("k\n")
+    (tmp_path / "key").chmod(0)
+    text = text.replace(f"{tmp_path}/nope", str(tmp_path))
+    who = Identity.of("nobody") if os.geteuid() == 0 else None  # root reads any file
+    report = run_check(write_config(tmp_path, text), [], probe=False, paths=AccessCheck(who=who))
+    key = [p.message for p in report.all_problems() if p.key == "models.m.api_key_file"]
+    assert len(key) == 1 and "cannot" in key[0] and "no such file" not in key[0], key

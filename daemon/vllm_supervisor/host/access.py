@@ -28,6 +28,7 @@ R, W, X = os.R_OK, os.W_OK, os.X_OK
 # ProtectHome=yes|tmpfs hides these from the service (systemd.exec(5)).
 HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
 MAX_FILES = 10_000  # a model folder is flat and small; a runaway tree is not walked whole
+MISSING = "finds no such file"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Denied:
     reason: str  # what blocks it, e.g. "cannot enter /root (drwx------ root:root)"
     at: str = ""  # the path that blocks (a folder above, the file, the folder to create in)
     bits: str = ""  # what is missing there: "x", "r", "rw", ...
+
+    @property
+    def missing(self) -> bool:
+        return self.reason == MISSING
 
     def message(self, user: str) -> str:
         return f"{self.need.what} {self.need.path}: user {user} {self.reason}; {self.fix(user)}"
@@ -157,7 +162,7 @@ def blocker(need: Need) -> Answer | None:
                 "",
                 "",
             )
-        return ("finds no such file", "", "")
+        return (MISSING, "", "")
     return _may(path, need.mode, f"cannot {_verbs(need.mode)} it")
 
 

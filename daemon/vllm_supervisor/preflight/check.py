@@ -116,7 +116,7 @@ def run_check(
         mr.engine = info
         mr.problems += found
         if paths is not None:
-            denied, checked = access_problems(cfg, reg.files, paths, info)
+            denied, checked = access_problems(cfg, reg.files, paths, info, reported=found)
             mr.problems += denied
             if not checked and paths.who is not None:
                 report.notes.append(

@@ -7,7 +7,7 @@ failures we can predict instead of letting vLLM report them 10-60 s into a start
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -215,9 +215,12 @@ def access_problems(
     how: AccessCheck,
     engine: EngineInfo | None = None,
     environ: Mapping[str, str] = os.environ,
+    reported: Sequence[Problem] = (),
 ) -> tuple[list[Problem], bool]:
     """Problems for the paths HOW's user cannot use, and whether they could be checked at
-    all (another user's view needs root; what ProtectHome= hides is known regardless)."""
+    all (another user's view needs root; what ProtectHome= hides is known regardless). A
+    missing path under a key REPORTED already has an error (check_model's "does not
+    exist") is not said a second time."""
     env = how.environ if how.environ is not None else environ
     needs = [
         n
@@ -228,6 +231,7 @@ def access_problems(
     hidden = {d.need for d in denied}
     found = access.check([n for n in needs if n not in hidden], how.who)
     user = (how.who or Identity.current()).name
+    said = {p.key for p in reported if p.severity == "error"}
     out = []
     for d in denied + (found or []):
         if d.need.key:
@@ -235,5 +239,7 @@ def access_problems(
             key = f"models.{cfg.name}.{d.need.key}"
         else:
             f, ln, key = str(d.need.path), 0, ""
+        if d.missing and key in said:
+            continue
         out.append(Problem(f, ln, key, d.message(user)))
     return out, found is not None
