@@ -18,6 +18,7 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   die_asleep=S      exit 0 S seconds after falling asleep
   chunks=N          a streamed answer ("stream": true) has N chunks (5), chunk_delay=S apart
   stream_die=N      exit 0 after N chunks of a stream (an engine that dies mid-stream)
+  stream_cut=N      end a stream cleanly after N chunks, without its closing [DONE]
 Sleep mode as vLLM 0.32 serves it: the dev routes (/sleep, /wake_up, /is_sleeping,
 /collective_rpc, /reset_prefix_cache) exist only with VLLM_SERVER_DEV_MODE=1 (404 without),
 sleeping needs --enable-sleep-mode, and /sleep reads the level from the query string only.
@@ -239,6 +240,8 @@ def main() -> None:
             for i in range(chunks):
                 if "stream_die" in o and i == int(o["stream_die"]):
                     os._exit(0)
+                if "stream_cut" in o and i == int(o["stream_cut"]):
+                    break
                 delta = (
                     {"role": "assistant", "content": f"t{i} "} if i == 0 else {"content": f"t{i} "}
                 )
@@ -246,7 +249,8 @@ def main() -> None:
                 event["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
                 send(b"data: " + json.dumps(event).encode() + b"\n\n")
                 time.sleep(float(o.get("chunk_delay", "0.01")))
-            send(b"data: [DONE]\n\n")
+            else:
+                send(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 

@@ -32,6 +32,7 @@ MODES = {  # FAKE_MODE per model
     "a": "load=0.5",
     "b": "load=0.5",
     "c": "load=0.3,stream_die=2",
+    "t": "load=0.3,stream_cut=2",
     "slow": "load=4",
     "k": "load=0.3",  # its engine wants a key (api_key_file): the gateway must add it
     "s": "load=0.3,slow_completion=3",
@@ -245,6 +246,19 @@ def test_an_engine_that_dies_mid_stream_ends_the_stream_and_the_next_request_is_
             got.append(chunk.choices[0].delta.content or "")
     assert got == ["t0 ", "t1 "]
     assert chat(h.client(timeout=60), "c-served").model == "c-served"  # after the restart
+
+
+def test_a_stream_that_ends_without_done_gives_the_client_an_error(
+    house: Callable[..., House],
+) -> None:
+    h = house(["t"])
+    c = h.client(max_retries=0, timeout=30)
+    got: list[str] = []
+    with pytest.raises(openai.APIError, match="ended without \\[DONE\\]"):
+        for chunk in chat(c, "t-served", stream=True):
+            got.append(chunk.choices[0].delta.content or "")
+    assert got == ["t0 ", "t1 "]
+    assert chat(c, "t-served").model == "t-served"  # whole answers are not touched
 
 
 def test_restarting_the_gateway_leaves_a_serving_engine_alone(house: Callable[..., House]) -> None:

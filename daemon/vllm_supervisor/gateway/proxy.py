@@ -5,7 +5,8 @@ The body is read once, bounded by `gateway.max_body` (413 beyond), parsed only t
 `model` (JSON keys have no order, so the whole body is needed), and forwarded as the same
 bytes. Streams are relayed as they come (`X-Accel-Buffering: no` tells nginx-like proxies
 in front not to buffer either). An engine that dies mid-stream ends the client's stream
-with an error event; nothing waits on a dead connection.
+with an error event, and so does a chat or completions stream that ends without vLLM's
+closing `data: [DONE]`; nothing waits on a dead connection.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ from vllm_supervisor.gateway.slots import Denial
 FORWARDED = ("Content-Type", "Accept", "User-Agent", "OpenAI-Organization")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOP = {"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Content-Encoding"}
+# vLLM ends every chat and completions stream with this event, after an error event too
+# (docs/vllm-behaviour.md): a stream of these paths that ends without it was cut short.
+DONE = b"data: [DONE]"
+DONE_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 class Proxy:
@@ -207,9 +212,14 @@ class Proxy:
             out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             out.headers.update(headers)
             await out.prepare(request)
+            done = not (sse and upstream.status == 200 and request.path in DONE_PATHS)
+            tail = b""
             try:
                 async for chunk in upstream.content.iter_any():
                     await out.write(chunk)
+                    if not done:
+                        tail = (tail + chunk)[-64:]
+                        done = DONE in tail
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                 # The engine died mid-answer: tell a streaming client, and end the answer.
                 self.router.stale(route.model)
@@ -219,5 +229,10 @@ class Proxy:
                     return out
                 msg = f"model {route.model}: the engine failed mid-stream ({exc})"
                 await out.write(errors.sse_event(502, msg, "engine_failed"))
+            else:
+                if not done:  # a clean end, but short: the client must not take it as whole
+                    self.router.stale(route.model)
+                    msg = f"model {route.model}: the engine's stream ended without [DONE]"
+                    await out.write(errors.sse_event(502, msg, "engine_failed"))
             await out.write_eof()
         return out
