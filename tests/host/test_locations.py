@@ -3,6 +3,9 @@ per user (docs/design.md, "Paths")."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 from vllm_supervisor.ctl.client import find_socket, running_models
@@ -64,3 +67,44 @@ def test_find_socket_takes_the_first_folder_that_has_it(tmp_path: Path) -> None:
     # absent everywhere: the first folder's path, so "not running" says where it looked
     assert find_socket([user, system], "x") == user / "x" / "admin.sock"
     assert running_models([user, system]) == ["m", "n"]
+
+
+def test_the_socket_folder_fix_names_an_xdg_runtime_dir_that_is_not_ours(tmp_path: Path) -> None:
+    missing = tmp_path / "run-user-1000"
+    sock = missing / "vllm-supervisor" / "m"
+    fix = locations.socket_folder_fix(sock, "VSUP_RUNTIME_DIR", {"XDG_RUNTIME_DIR": str(missing)})
+    assert fix == (
+        f"$XDG_RUNTIME_DIR is {missing}, which does not exist (no login session made it): "
+        "unset XDG_RUNTIME_DIR, or set VSUP_RUNTIME_DIR to a folder of your own"
+    )
+    elsewhere = locations.socket_folder_fix(tmp_path / "x" / "m", "VSUP_RUNTIME_DIR", {})
+    assert elsewhere.startswith("set VSUP_RUNTIME_DIR to a folder of your own, or start it")
+
+
+def test_the_socket_folder_fix_names_an_xdg_runtime_dir_kept_through_su(tmp_path: Path) -> None:
+    """As a user who cannot write the folder $XDG_RUNTIME_DIR names (root's, kept by su):
+    run as nobody (setpriv) when the tests run as root, which may write anywhere."""
+    theirs = Path(tempfile.mkdtemp(dir="/tmp"))  # 0700, ours: another user may not write
+    try:
+        code = (
+            "from pathlib import Path; from vllm_supervisor.host import locations; "
+            f"print(locations.socket_folder_fix(Path('{theirs}/vllm-gateway/admin.sock'), "
+            "'VSUP_GATEWAY_SOCKET'))"
+        )
+        daemon = Path(locations.__file__).parents[2]
+        env = {"PYTHONPATH": str(daemon), "XDG_RUNTIME_DIR": str(theirs)}
+        who = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if os.geteuid() != 0:
+            who = []
+            theirs.chmod(0o500)
+        res = subprocess.run(
+            [*who, "/usr/bin/python3", "-c", code], env=env, capture_output=True, text=True,
+            timeout=30, check=False,
+        )  # fmt: skip
+        assert res.stdout.strip() == (
+            f"$XDG_RUNTIME_DIR is {theirs}, which this user cannot write (kept through su or "
+            "sudo?): unset XDG_RUNTIME_DIR, or set VSUP_GATEWAY_SOCKET to a folder of your own"
+        ), res.stderr
+    finally:
+        theirs.chmod(0o700)
+        theirs.rmdir()

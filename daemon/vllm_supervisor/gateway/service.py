@@ -92,8 +92,10 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
             await web.TCPSite(runner, host, port, shutdown_timeout=STOP_GRACE).start()
             await admin.start(sock)
         except OSError as exc:
+            # A file name in the error: the admin socket's folder, not the port.
+            fix = locations.socket_folder_fix(sock, "VSUP_GATEWAY_SOCKET") if exc.filename else None
             log.error("cannot listen; nothing started", listen=f"{host}:{port}",
-                      socket=str(sock), error=str(exc))  # fmt: skip
+                      socket=str(sock), error=str(exc), fix=fix)  # fmt: skip
             await runner.cleanup()
             owner.cancel()
             return exitcodes.FAILED

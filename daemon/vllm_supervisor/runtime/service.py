@@ -194,6 +194,7 @@ async def _main(
                 path=str(sock),
                 error=str(exc),
                 user=Identity.current().name,
+                fix=locations.socket_folder_fix(sock.parent, "VSUP_RUNTIME_DIR"),
             )
             return exitcodes.CONFIG
         loop = asyncio.get_running_loop()
