@@ -69,6 +69,10 @@ def test_an_unreadable_file_and_a_folder_one_cannot_create_in(open_tmp: Path) ->
         f"cannot create it: cannot write in {tmp_path} (drwxr-xr-x root:root)",
     ]
     assert denied[1].bits == "wx"
+    # A folder that is the wrong one (an $XDG_RUNTIME_DIR su kept) has its own fix: not chmod.
+    sock = Need(state, R | W | X, "", "the admin socket's folder", create=True, fix="unset X")
+    [d] = access.check([sock], NOBODY) or []
+    assert d.fix("nobody") == "unset X" and d.message("nobody").endswith("; unset X")
 
 
 def test_missing_path_and_protect_home(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ class Need:
     key: str  # the config key it comes from ("model", "venv", ...), "" for none
     what: str  # "the engine's python", "a weight file", ...
     create: bool = False  # may be missing: then the folder that would hold it must be writable
+    fix: str = ""  # what to do instead of changing permissions (a folder that is not ours)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class Denied:
         return f"{self.need.what} {self.need.path}: user {user} {self.reason}; {self.fix(user)}"
 
     def fix(self, user: str) -> str:
+        if self.need.fix:
+            return self.need.fix
         if "ProtectHome" in self.reason:
             return (
                 "move it out of /home and /root (for example under /opt or /srv), or "

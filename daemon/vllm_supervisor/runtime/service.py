@@ -108,7 +108,15 @@ def run(
     paths = AccessCheck(
         extra=(
             Need(state, R | W | X, "", "the state folder", create=True),
-            Need(sock.parent, R | W | X, "", "the admin socket's folder", create=True),
+            Need(
+                sock.parent,
+                R | W | X,
+                "",
+                "the admin socket's folder",
+                create=True,
+                # Not "chmod /run/user": the folder is the wrong one (su kept root's).
+                fix=locations.socket_folder_fix(sock.parent, "VSUP_RUNTIME_DIR"),
+            ),
         )
     )
     got = validate(model, config_dir, paths)
