@@ -19,6 +19,7 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   chunks=N          a streamed answer ("stream": true) has N chunks (5), chunk_delay=S apart
   stream_die=N      exit 0 after N chunks of a stream (an engine that dies mid-stream)
   stream_cut=N      end a stream cleanly after N chunks, without its closing [DONE]
+  chat_empty        chat answers (streamed or not) have empty content; completions do not
 Sleep mode as vLLM 0.32 serves it: the dev routes (/sleep, /wake_up, /is_sleeping,
 /collective_rpc, /reset_prefix_cache) exist only with VLLM_SERVER_DEV_MODE=1 (404 without),
 sleeping needs --enable-sleep-mode, and /sleep reads the level from the query string only.
@@ -73,7 +74,8 @@ def answer(name: str, path: str) -> dict[str, object]:
     chat = "chat" in path
     choice: dict[str, object] = {"index": 0, "finish_reason": "length", "logprobs": None}
     if chat:
-        choice["message"] = {"role": "assistant", "content": "x"}
+        content = "" if "chat_empty" in opts() else "x"
+        choice["message"] = {"role": "assistant", "content": content}
     else:
         choice["text"] = "x"
     return {
@@ -219,14 +221,14 @@ def main() -> None:
             try:
                 time.sleep(float(o.get("slow_completion", "0")))
                 if req.get("stream"):
-                    self.stream(name, int(o.get("chunks", "5")))
+                    self.stream(name, int(o.get("chunks", "5")), "chat" in self.path)
                 else:
                     self.reply(200, answer(name, self.path))
             finally:
                 with lock:
                     state["running"] -= 1
 
-        def stream(self, name: str, chunks: int) -> None:
+        def stream(self, name: str, chunks: int, chat: bool) -> None:
             """Server-sent events as vLLM sends them; stream_die=N exits after N chunks."""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -242,11 +244,14 @@ def main() -> None:
                     os._exit(0)
                 if "stream_cut" in o and i == int(o["stream_cut"]):
                     break
-                delta = (
-                    {"role": "assistant", "content": f"t{i} "} if i == 0 else {"content": f"t{i} "}
-                )
-                event = {**answer(name, "/v1/chat/completions"), "object": "chat.completion.chunk"}
-                event["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+                text = "" if chat and "chat_empty" in o else f"t{i} "
+                if chat:
+                    delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
+                    event = {**answer(name, self.path), "object": "chat.completion.chunk"}
+                    event["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+                else:
+                    event = answer(name, self.path)
+                    event["choices"] = [{"index": 0, "text": text, "finish_reason": None}]
                 send(b"data: " + json.dumps(event).encode() + b"\n\n")
                 time.sleep(float(o.get("chunk_delay", "0.01")))
             else:

@@ -33,10 +33,13 @@ MODES = {  # FAKE_MODE per model
     "b": "load=0.5",
     "c": "load=0.3,stream_die=2",
     "t": "load=0.3,stream_cut=2",
+    "e": "load=0.3,chat_empty",  # chat_fallback: on_failure (FALLBACK)
+    "f": "load=0.3",  # chat_fallback: on_failure, and chat answers
     "slow": "load=4",
     "k": "load=0.3",  # its engine wants a key (api_key_file): the gateway must add it
     "s": "load=0.3,slow_completion=3",
 }
+FALLBACK = "ef"
 
 
 class House:
@@ -56,6 +59,7 @@ class House:
         env: {{FAKE_MODE: "{MODES[m]}"}}
         {"gpu_group: card0" if m in "ab" else ""}
         {f"api_key_file: {tmp / 'engine.key'}" if m == "k" else ""}
+        {"chat_fallback: on_failure" if m in FALLBACK else ""}
 """
             for m in models
         )
@@ -259,6 +263,28 @@ def test_a_stream_that_ends_without_done_gives_the_client_an_error(
             got.append(chunk.choices[0].delta.content or "")
     assert got == ["t0 ", "t1 "]
     assert chat(c, "t-served").model == "t-served"  # whole answers are not touched
+
+
+def test_on_failure_replaces_an_empty_streamed_chat_answer_and_relays_one_that_answers(
+    house: Callable[..., House],
+) -> None:
+    h = house(["e", "f"])
+    c = h.client(max_retries=0, timeout=30)
+    for model, fell_back, text in (("e", "completions (empty)", "t0 t1 t2 t3 t4 "),
+                                   ("f", None, "t0 t1 t2 t3 t4 ")):  # fmt: skip
+        raw = c.chat.completions.with_raw_response.create(
+            model=f"{model}-served", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        assert raw.headers.get("X-Vllm-Supervisor-Chat-Fallback") == fell_back, model
+        chunks = list(raw.parse())
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == text, model
+        assert chunks[0].choices[0].delta.role == "assistant"
+        # Not streamed: the empty answer is replaced too (the whole-answer rule).
+        whole = c.chat.completions.with_raw_response.create(
+            model=f"{model}-served", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert whole.headers.get("X-Vllm-Supervisor-Chat-Fallback") == fell_back, model
+        assert whole.parse().choices[0].message.content == "x"  # completions give "x" too
 
 
 def test_restarting_the_gateway_leaves_a_serving_engine_alone(house: Callable[..., House]) -> None:

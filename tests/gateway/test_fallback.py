@@ -32,6 +32,26 @@ def test_when_to_fall_back() -> None:
     assert fallback.wants_fallback_after(200, json.dumps(text).encode()) is None
 
 
+def test_which_stream_events_show_an_answer() -> None:
+    """What on_failure holds back in a stream: vLLM 0.32's role-only first chunk and empty
+    deltas; what it relays from: content, tool calls, reasoning, an error."""
+
+    def chunk(**delta: object) -> bytes:
+        return json.dumps(
+            {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}
+        ).encode()
+
+    assert not fallback.shows_answer(chunk(role="assistant", content=""))
+    assert not fallback.shows_answer(chunk(content=""))
+    assert not fallback.shows_answer(b'{"choices": [], "usage": {"total_tokens": 3}}')
+    assert fallback.shows_answer(chunk(content="Hi"))
+    assert fallback.shows_answer(chunk(tool_calls=[{"index": 0, "id": "call_1"}]))
+    assert fallback.shows_answer(chunk(reasoning_content="Let me think"))
+    assert fallback.shows_answer(chunk(reasoning="Let me think"))
+    assert fallback.shows_answer(b'{"error": {"message": "engine dead", "code": 500}}')
+    assert fallback.shows_answer(b"not json")  # not ours to judge: relayed
+
+
 def test_tools_are_never_silently_dropped() -> None:
     with pytest.raises(fallback.NotRewritable, match="tools would be dropped"):
         fallback.check_rewritable({"model": "m", "messages": [], "tools": [{"type": "function"}]})

@@ -15,6 +15,7 @@ from vllm_supervisor.gateway import errors, fallback
 from vllm_supervisor.gateway.catalogue import Route
 
 HEADER = "X-Vllm-Supervisor-Chat-Fallback"
+HOLD_MAX = 1 << 20  # bytes of an answerless stream held back before it is relayed anyway
 
 
 class Forwarder(Protocol):  # gateway/proxy.py's Proxy
@@ -25,7 +26,11 @@ class Forwarder(Protocol):  # gateway/proxy.py's Proxy
     ) -> aiohttp.ClientResponse | web.Response: ...
 
     async def relay(
-        self, request: web.Request, route: Route, upstream: aiohttp.ClientResponse
+        self,
+        request: web.Request,
+        route: Route,
+        upstream: aiohttp.ClientResponse,
+        head: bytes = b"",
     ) -> web.StreamResponse: ...
 
 
@@ -43,8 +48,12 @@ class ChatFallback:
             if isinstance(upstream, web.Response):
                 return upstream
             streamed = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-            if streamed:  # chunks are the client's as they come: only a 400 is seen first
-                return await self.proxy.relay(request, route, upstream)
+            if streamed:
+                head = await self._held(upstream)
+                if head is not None:  # it answers: the client gets every chunk from here on
+                    return await self.proxy.relay(request, route, upstream, head)
+                upstream.release()
+                return await self._through_completions(request, route, chat, "empty")
             async with upstream:
                 body = await upstream.read()
                 headers = {"Content-Type": upstream.headers.get("Content-Type", "")}
@@ -53,6 +62,31 @@ class ChatFallback:
                     return web.Response(body=body, status=upstream.status, headers=headers)
             reason = why
         return await self._through_completions(request, route, chat, reason)
+
+    async def _held(self, upstream: aiohttp.ClientResponse) -> bytes | None:
+        """The stream's first bytes, read until an event shows an answer
+        (fallback.shows_answer), or None when it ended (`[DONE]`) having shown none: an empty
+        answer, which the completions fallback replaces. Only what comes before the first
+        content is held, so the client's first token is not delayed."""
+        held, pending = bytearray(), b""
+        try:
+            async for chunk in upstream.content.iter_any():
+                held += chunk
+                pending += chunk
+                while b"\n\n" in pending:
+                    event, pending = pending.split(b"\n\n", 1)
+                    if not event.startswith(b"data: "):
+                        continue
+                    data = event[len(b"data: ") :]
+                    if data.strip() == b"[DONE]":
+                        return None
+                    if fallback.shows_answer(data):
+                        return bytes(held)
+                if len(held) > HOLD_MAX:
+                    return bytes(held)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            pass  # relay() meets the same error and ends the client's stream with it
+        return bytes(held)  # an end without [DONE]: relay() says so
 
     async def _through_completions(
         self, request: web.Request, route: Route, chat: dict[str, Any], reason: str

@@ -51,6 +51,25 @@ def wants_fallback_after(status: int, body: bytes) -> str | None:
     return None
 
 
+def shows_answer(data: bytes) -> bool:
+    """Whether one event of a streamed chat answer (its `data:` payload) shows the engine
+    answering: content, tool calls or reasoning in a delta, or an error (the client's to
+    see). `on_failure` holds a stream back while it shows none (the role-only first chunk,
+    empty deltas) and falls back when it ends so. Reasoning counts, unlike in a whole
+    answer: a stream cannot be held back for a whole reasoning phase."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return True  # not a chat chunk: not ours to judge
+    if not isinstance(chunk, dict) or "error" in chunk:
+        return True
+    for c in chunk.get("choices") or []:
+        delta = (c.get("delta") if isinstance(c, dict) else None) or {}
+        if any(delta.get(k) for k in ("content", "tool_calls", "reasoning_content", "reasoning")):
+            return True
+    return False
+
+
 def check_rewritable(chat: dict[str, Any]) -> None:
     if chat.get("tools"):
         raise NotRewritable(

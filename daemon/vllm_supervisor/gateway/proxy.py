@@ -188,16 +188,20 @@ class Proxy:
         return upstream
 
     async def relay(
-        self, request: web.Request, route: Route, upstream: aiohttp.ClientResponse
+        self,
+        request: web.Request,
+        route: Route,
+        upstream: aiohttp.ClientResponse,
+        head: bytes = b"",
     ) -> web.StreamResponse:
         """The engine's answer to the client: whole when its length is known, else chunk by
-        chunk as it comes."""
+        chunk as it comes. HEAD: the start of a stream already read (gateway/chat.py)."""
         async with upstream:
             headers = {k: v for k, v in upstream.headers.items() if k not in HOP}
             headers["X-Accel-Buffering"] = "no"
             headers["X-Vllm-Supervisor-Model"] = route.model
             sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-            if not sse and upstream.content_length is not None:
+            if not sse and not head and upstream.content_length is not None:
                 # A whole answer of known length (most non-streamed ones): one read, one
                 # write, no chunked framing: the cheapest relay (scripts/bench/gateway.py).
                 try:
@@ -213,7 +217,10 @@ class Proxy:
             out.headers.update(headers)
             await out.prepare(request)
             done = not (sse and upstream.status == 200 and request.path in DONE_PATHS)
-            tail = b""
+            tail = head[-64:]
+            done = done or DONE in tail
+            if head:
+                await out.write(head)
             try:
                 async for chunk in upstream.content.iter_any():
                     await out.write(chunk)

@@ -114,7 +114,9 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "`off`",
         "host gateway: answer chat requests through `/v1/completions`: `on_failure` when the "
         "engine's chat answer is a 400 about the chat template or has neither content nor "
-        "tool calls (streams: the 400 only), `always` for every chat request. The prompt is "
+        "tool calls (a stream is held back until it shows content, tool calls or "
+        "reasoning, and replaced if it ends without), `always` for every chat request. "
+        "The prompt is "
         "the engine's own `/tokenize` of the messages (its template), else a plain-text "
         "flattening. Requests with `tools` are refused rather than rewritten. The answer "
         "carries `X-Vllm-Supervisor-Chat-Fallback`",
