@@ -35,11 +35,12 @@ MODES = {  # FAKE_MODE per model
     "t": "load=0.3,stream_cut=2",
     "e": "load=0.3,chat_empty",  # chat_fallback: on_failure (FALLBACK)
     "f": "load=0.3",  # chat_fallback: on_failure, and chat answers
+    "u": "load=0.3,stream_cut=2",  # chat_fallback: always
     "slow": "load=4",
     "k": "load=0.3",  # its engine wants a key (api_key_file): the gateway must add it
     "s": "load=0.3,slow_completion=3",
 }
-FALLBACK = "ef"
+FALLBACK = {"e": "on_failure", "f": "on_failure", "u": "always"}  # chat_fallback per model
 
 
 class House:
@@ -59,7 +60,7 @@ class House:
         env: {{FAKE_MODE: "{MODES[m]}"}}
         {"gpu_group: card0" if m in "ab" else ""}
         {f"api_key_file: {tmp / 'engine.key'}" if m == "k" else ""}
-        {"chat_fallback: on_failure" if m in FALLBACK else ""}
+        {f"chat_fallback: {FALLBACK[m]}" if m in FALLBACK else ""}
 """
             for m in models
         )
@@ -263,6 +264,18 @@ def test_a_stream_that_ends_without_done_gives_the_client_an_error(
             got.append(chunk.choices[0].delta.content or "")
     assert got == ["t0 ", "t1 "]
     assert chat(c, "t-served").model == "t-served"  # whole answers are not touched
+
+
+def test_a_fallback_stream_that_ends_without_done_gives_the_client_an_error(
+    house: Callable[..., House],
+) -> None:
+    """The same through chat_fallback's completions stream, reshaped into chat chunks."""
+    h = house(["u"])
+    got = []
+    with pytest.raises(openai.APIError, match="ended without \\[DONE\\]"):
+        for chunk in chat(h.client(max_retries=0, timeout=30), "u-served", stream=True):
+            got.append(chunk.choices[0].delta.content or "")
+    assert got == ["t0 ", "t1 "]
 
 
 def test_on_failure_replaces_an_empty_streamed_chat_answer_and_relays_one_that_answers(

@@ -140,16 +140,22 @@ class ChatFallback:
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **marks}
         )
         await out.prepare(request)
-        reshape, pending = fallback.ChunkReshaper(), b""
+        reshape, pending, done = fallback.ChunkReshaper(), b"", False
         try:
             async for chunk in upstream.content.iter_any():
                 pending += chunk
                 while b"\n\n" in pending:
                     event, pending = pending.split(b"\n\n", 1)
                     if event.startswith(b"data: "):
-                        await out.write(reshape.event(event[len(b"data: ") :]))
+                        data = event[len(b"data: ") :]
+                        done = done or data.strip() == b"[DONE]"
+                        await out.write(reshape.event(data))
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             await out.write(errors.sse_event(502, f"the engine failed mid-stream ({exc})",
                                              "engine_failed"))  # fmt: skip
+        else:
+            if not done:  # cut short (docs/vllm-behaviour.md, "Streams"): not a whole answer
+                await out.write(errors.sse_event(502, "the engine's stream ended without "
+                                                 "[DONE]", "engine_failed"))  # fmt: skip
         await out.write_eof()
         return out
