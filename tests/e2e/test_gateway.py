@@ -271,7 +271,7 @@ def test_a_fallback_stream_that_ends_without_done_gives_the_client_an_error(
 ) -> None:
     """The same through chat_fallback's completions stream, reshaped into chat chunks."""
     h = house(["u"])
-    got = []
+    got: list[str] = []
     with pytest.raises(openai.APIError, match="ended without \\[DONE\\]"):
         for chunk in chat(h.client(max_retries=0, timeout=30), "u-served", stream=True):
             got.append(chunk.choices[0].delta.content or "")
