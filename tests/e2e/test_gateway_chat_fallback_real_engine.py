@@ -2,8 +2,9 @@
 template (`scripts/make-tiny-model --no-chat-template`): vLLM answers its chat with a 400
 naming the chat template; through the gateway, `on_failure` answers chat through
 /v1/completions (streaming too), `off` passes the engine's own 400 unchanged, and a request
-with tools is refused rather than rewritten. A third instance, of the tiny model that has a
-template, shows `always` prompting with the engine's own /tokenize (the template)."""
+with tools is refused rather than rewritten. Two instances of the tiny model that has a
+template show `always` prompting with the engine's own /tokenize (the template), and
+`on_failure` relaying a chat stream that answers as the engine sent it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Setup:
     gateway: str
     direct_off: str  # the `off` model's engine, straight
     direct_templated: str  # the `always` model's (it has a chat template)
+    direct_answers: str  # the `on_failure` model's that has a template
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +45,17 @@ def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
          "--python", str(engine_env.venv / "bin/python")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    ports = {"plain": free_port(), "plain-off": free_port(), "templated": free_port()}
+    ports = {n: free_port() for n in ("plain", "plain-off", "templated", "answers")}
     gw_port = free_port()
     body = ""
-    modes = (("plain", "on_failure"), ("plain-off", "off"), ("templated", "always"))
+    modes = (
+        ("plain", "on_failure"),
+        ("plain-off", "off"),
+        ("templated", "always"),
+        ("answers", "on_failure"),
+    )
     for name, mode in modes:
-        folder = engine_env.model if name == "templated" else plain  # it has a template
+        folder = engine_env.model if name in ("templated", "answers") else plain  # a template
         one = tiny_model_config(
             engine_env.venv, folder, ports[name], f"        chat_fallback: {mode}\n"
         )
@@ -72,6 +79,7 @@ def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
             gateway.url,
             f"http://127.0.0.1:{ports['plain-off']}",
             f"http://127.0.0.1:{ports['templated']}",
+            f"http://127.0.0.1:{ports['answers']}",
         )
     finally:
         if gateway is not None:
@@ -141,6 +149,26 @@ def test_always_uses_the_models_own_template_through_tokenize(setup: Setup) -> N
         )
     )
     assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+def test_on_failure_relays_a_chat_stream_that_answers_as_the_engine_sent_it(
+    setup: Setup,
+) -> None:
+    """A model with a template answers chat: the gateway holds back only vLLM's role-only
+    first chunk (until the first content), then relays; no fallback, the engine's text."""
+    ask = {"messages": HI, "max_tokens": 8, "temperature": 0, "seed": 7, "stream": True}
+
+    def text(chunks: list[openai.types.chat.ChatCompletionChunk]) -> str:
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    direct = list(client(setup.direct_answers).chat.completions.create(model="answers", **ask))
+    assert text(direct), "the engine's own stream answered empty: nothing to relay"
+    raw = client(setup.gateway).chat.completions.with_raw_response.create(model="answers", **ask)
+    assert "x-vllm-supervisor-chat-fallback" not in raw.headers
+    via = list(raw.parse())
+    assert text(via) == text(direct)
+    assert via[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in via if c.choices][-1] == "length"
 
 
 def test_tools_are_refused_not_silently_dropped(setup: Setup) -> None:
