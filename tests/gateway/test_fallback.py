@@ -32,6 +32,14 @@ def test_when_to_fall_back() -> None:
     assert fallback.wants_fallback_after(200, json.dumps(text).encode()) is None
 
 
+def test_events_are_split_as_their_bytes_come() -> None:
+    events = fallback.Events()
+    assert events.feed(b'data: {"a": 1}\n\ndata: {"b"') == [b'{"a": 1}']
+    assert events.feed(b": 2}\n") == []  # half a blank line: the event is not over
+    assert events.feed(b"\n: a comment\n\ndata: [DONE]\n\n") == [b'{"b": 2}', b"[DONE]"]
+    assert events.pending == b""
+
+
 def test_which_stream_events_show_an_answer() -> None:
     """What on_failure holds back in a stream: vLLM 0.32's role-only first chunk and empty
     deltas; what it relays from: content, tool calls, reasoning, an error."""

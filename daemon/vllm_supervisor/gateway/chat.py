@@ -68,16 +68,11 @@ class ChatFallback:
         (fallback.shows_answer), or None when it ended (`[DONE]`) having shown none: an empty
         answer, which the completions fallback replaces. Only what comes before the first
         content is held, so the client's first token is not delayed."""
-        held, pending = bytearray(), b""
+        held, events = bytearray(), fallback.Events()
         try:
             async for chunk in upstream.content.iter_any():
                 held += chunk
-                pending += chunk
-                while b"\n\n" in pending:
-                    event, pending = pending.split(b"\n\n", 1)
-                    if not event.startswith(b"data: "):
-                        continue
-                    data = event[len(b"data: ") :]
+                for data in events.feed(chunk):
                     if data.strip() == b"[DONE]":
                         return None
                     if fallback.shows_answer(data):
@@ -140,16 +135,12 @@ class ChatFallback:
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **marks}
         )
         await out.prepare(request)
-        reshape, pending, done = fallback.ChunkReshaper(), b"", False
+        reshape, events, done = fallback.ChunkReshaper(), fallback.Events(), False
         try:
             async for chunk in upstream.content.iter_any():
-                pending += chunk
-                while b"\n\n" in pending:
-                    event, pending = pending.split(b"\n\n", 1)
-                    if event.startswith(b"data: "):
-                        data = event[len(b"data: ") :]
-                        done = done or data.strip() == b"[DONE]"
-                        await out.write(reshape.event(data))
+                for data in events.feed(chunk):
+                    done = done or data.strip() == b"[DONE]"
+                    await out.write(reshape.event(data))
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
             await out.write(errors.sse_event(502, f"the engine failed mid-stream ({exc})",
                                              "engine_failed"))  # fmt: skip

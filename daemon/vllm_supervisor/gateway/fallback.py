@@ -51,6 +51,18 @@ def wants_fallback_after(status: int, body: bytes) -> str | None:
     return None
 
 
+class Events:
+    """Server-sent events split as their bytes come: feed() returns the `data:` payloads of
+    the events a chunk completed (an event ends with a blank line); the rest waits."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *events, self.pending = (self.pending + chunk).split(b"\n\n")
+        return [e[len(b"data: ") :] for e in events if e.startswith(b"data: ")]
+
+
 def shows_answer(data: bytes) -> bool:
     """Whether one event of a streamed chat answer (its `data:` payload) shows the engine
     answering: content, tool calls or reasoning in a delta, or an error (the client's to

@@ -216,16 +216,16 @@ class Proxy:
             out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             out.headers.update(headers)
             await out.prepare(request)
-            done = not (sse and upstream.status == 200 and request.path in DONE_PATHS)
+            watch = sse and upstream.status == 200 and request.path in DONE_PATHS
             tail = head[-64:]
-            done = done or DONE in tail
+            done = not watch or DONE in tail
             if head:
                 await out.write(head)
             try:
                 async for chunk in upstream.content.iter_any():
                     await out.write(chunk)
-                    if not done:
-                        tail = (tail + chunk)[-64:]
+                    if not done:  # a few bytes copied per chunk, whatever its size
+                        tail = (tail + chunk[-64:])[-64:]
                         done = DONE in tail
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                 # The engine died mid-answer: tell a streaming client, and end the answer.
