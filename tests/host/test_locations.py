@@ -69,26 +69,29 @@ def test_find_socket_takes_the_first_folder_that_has_it(tmp_path: Path) -> None:
     assert running_models([user, system]) == ["m", "n"]
 
 
-def test_the_socket_folder_fix_names_an_xdg_runtime_dir_that_is_not_ours(tmp_path: Path) -> None:
+def test_the_xdg_runtime_fix_names_an_xdg_runtime_dir_that_is_not_ours(tmp_path: Path) -> None:
     missing = tmp_path / "run-user-1000"
     sock = missing / "vllm-supervisor" / "m"
-    fix = locations.socket_folder_fix(sock, "VSUP_RUNTIME_DIR", {"XDG_RUNTIME_DIR": str(missing)})
+    fix = locations.xdg_runtime_fix(sock, "VSUP_RUNTIME_DIR", {"XDG_RUNTIME_DIR": str(missing)})
     assert fix == (
         f"$XDG_RUNTIME_DIR is {missing}, which does not exist (no login session made it): "
         "unset XDG_RUNTIME_DIR, or set VSUP_RUNTIME_DIR to a folder of your own"
     )
-    elsewhere = locations.socket_folder_fix(tmp_path / "x" / "m", "VSUP_RUNTIME_DIR", {})
-    assert elsewhere.startswith("set VSUP_RUNTIME_DIR to a folder of your own, or start it")
+    # Not the cause: no $XDG_RUNTIME_DIR, or a folder elsewhere (the operator's choice, which
+    # gets the access check's chmod fix).
+    assert locations.xdg_runtime_fix(tmp_path / "x" / "m", "VSUP_RUNTIME_DIR", {}) == ""
+    other = {"XDG_RUNTIME_DIR": str(missing)}
+    assert locations.xdg_runtime_fix(tmp_path / "x" / "m", "VSUP_RUNTIME_DIR", other) == ""
 
 
-def test_the_socket_folder_fix_names_an_xdg_runtime_dir_kept_through_su(tmp_path: Path) -> None:
+def test_the_xdg_runtime_fix_names_an_xdg_runtime_dir_kept_through_su(tmp_path: Path) -> None:
     """As a user who cannot write the folder $XDG_RUNTIME_DIR names (root's, kept by su):
     run as nobody (setpriv) when the tests run as root, which may write anywhere."""
     theirs = Path(tempfile.mkdtemp(dir="/tmp"))  # 0700, ours: another user may not write
     try:
         code = (
             "from pathlib import Path; from vllm_supervisor.host import locations; "
-            f"print(locations.socket_folder_fix(Path('{theirs}/vllm-gateway/admin.sock'), "
+            f"print(locations.xdg_runtime_fix(Path('{theirs}/vllm-gateway/admin.sock'), "
             "'VSUP_GATEWAY_SOCKET'))"
         )
         daemon = Path(locations.__file__).parents[2]

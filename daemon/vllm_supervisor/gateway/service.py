@@ -93,7 +93,12 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
             await admin.start(sock)
         except OSError as exc:
             # A file name in the error: the admin socket's folder, not the port.
-            fix = locations.socket_folder_fix(sock, "VSUP_GATEWAY_SOCKET") if exc.filename else None
+            fix = (
+                locations.xdg_runtime_fix(sock, "VSUP_GATEWAY_SOCKET")
+                or "set VSUP_GATEWAY_SOCKET (or --admin-socket) to a path of your own"
+                if exc.filename
+                else None
+            )
             log.error("cannot listen; nothing started", listen=f"{host}:{port}",
                       socket=str(sock), error=str(exc), fix=fix)  # fmt: skip
             await runner.cleanup()

@@ -133,27 +133,29 @@ def http_base(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def socket_folder_fix(path: Path, override: str, env: Mapping[str, str] | None = None) -> str:
-    """What to do when an admin socket at PATH cannot be made. The usual cause outside the
-    unit is an $XDG_RUNTIME_DIR that is not this user's: su and sudo keep the caller's
-    (/run/user/0), and a shell without a login session names one that pam_systemd never
-    made (pam_systemd(8)). OVERRIDE: the variable that moves the socket elsewhere."""
+def xdg_runtime_fix(path: Path, override: str, env: Mapping[str, str] | None = None) -> str:
+    """What to do when an admin socket at PATH cannot be made because $XDG_RUNTIME_DIR, the
+    folder above it, is not this user's: su and sudo keep the caller's (/run/user/0), and a
+    shell without a login session can name one pam_systemd never made (pam_systemd(8)).
+    "" when that is not the cause: a folder the operator chose gets the usual chmod fix.
+    OVERRIDE: the variable that moves the socket elsewhere."""
     env = os.environ if env is None else env
     xdg = env.get("XDG_RUNTIME_DIR")
+    if not xdg or Path(xdg) not in path.parents:
+        return ""
     elsewhere = f"set {override} to a folder of your own"
-    if xdg and Path(xdg) in path.parents:
-        try:
-            os.stat(xdg)
-        except FileNotFoundError:
-            return (
-                f"$XDG_RUNTIME_DIR is {xdg}, which does not exist (no login session made it): "
-                f"unset XDG_RUNTIME_DIR, or {elsewhere}"
-            )
-        except OSError:
-            pass  # a folder above it is closed to us: not ours either
-        if not os.access(xdg, os.W_OK | os.X_OK):
-            return (
-                f"$XDG_RUNTIME_DIR is {xdg}, which this user cannot write (kept through su or "
-                f"sudo?): unset XDG_RUNTIME_DIR, or {elsewhere}"
-            )
-    return f"{elsewhere}, or start it through its systemd unit (systemd makes the folder)"
+    try:
+        os.stat(xdg)
+    except FileNotFoundError:
+        return (
+            f"$XDG_RUNTIME_DIR is {xdg}, which does not exist (no login session made it): "
+            f"unset XDG_RUNTIME_DIR, or {elsewhere}"
+        )
+    except OSError:
+        pass  # a folder above it is closed to us: not ours either
+    if not os.access(xdg, os.W_OK | os.X_OK):
+        return (
+            f"$XDG_RUNTIME_DIR is {xdg}, which this user cannot write (kept through su or "
+            f"sudo?): unset XDG_RUNTIME_DIR, or {elsewhere}"
+        )
+    return ""

@@ -115,7 +115,7 @@ def run(
                 "the admin socket's folder",
                 create=True,
                 # Not "chmod /run/user": the folder is the wrong one (su kept root's).
-                fix=locations.socket_folder_fix(sock.parent, "VSUP_RUNTIME_DIR"),
+                fix=locations.xdg_runtime_fix(sock.parent, "VSUP_RUNTIME_DIR"),
             ),
         )
     )
@@ -202,7 +202,8 @@ async def _main(
                 path=str(sock),
                 error=str(exc),
                 user=Identity.current().name,
-                fix=locations.socket_folder_fix(sock.parent, "VSUP_RUNTIME_DIR"),
+                fix=locations.xdg_runtime_fix(sock.parent, "VSUP_RUNTIME_DIR")
+                or "set VSUP_RUNTIME_DIR (or --runtime-dir) to a folder of your own",
             )
             return exitcodes.CONFIG
         loop = asyncio.get_running_loop()
