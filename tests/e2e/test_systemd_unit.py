@@ -530,6 +530,39 @@ def test_a_path_the_user_cannot_use_exits_78_naming_path_user_and_fix(
     assert path in out and "user alice" in out and ("chmod" in out or "move it" in out), out
 
 
+def test_an_xdg_runtime_dir_kept_through_su_is_named_with_its_fix(host: Host) -> None:
+    """su and sudo keep the caller's XDG_RUNTIME_DIR: alice's start names it and says to
+    unset it, rather than advising a chmod of /run/user (exit 78, nothing started)."""
+    c = host.c
+    c.sh("id alice >/dev/null 2>&1 || useradd -m alice")
+    etc = "/srv/etc-xdg"
+    values = {"model": "/srv/models/tiny", "venv": "/opt/vllm-supervisor/engine"}
+    c.write(f"{etc}/models.yaml", MODEL.format(**values, env="", more=""))
+    res = c.sh(
+        f"/opt/vllm-supervisor/venv/bin/vllm-supervisor run m --config-dir {etc} "
+        "--state-dir /tmp/st-$$",
+        user="alice",
+        env={"XDG_RUNTIME_DIR": "/run/user/0"},
+        check=False,
+        timeout=120,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 78, out
+    assert "$XDG_RUNTIME_DIR is /run/user/0" in out and "unset XDG_RUNTIME_DIR" in out, out
+    assert "chmod" not in out and "Traceback" not in out, out
+    # Unset, the same start goes on to the user's own folder in /tmp (and is stopped there).
+    res = c.sh(
+        f"timeout 5 /opt/vllm-supervisor/venv/bin/vllm-supervisor run m --config-dir {etc} "
+        "--state-dir /tmp/st-$$ 2>&1; true",
+        user="alice",
+        check=False,
+        timeout=60,
+    )
+    uid = c.sh("id -u alice").stdout.strip()
+    assert f"admin_socket=/tmp/vllm-supervisor-{uid}/m/admin.sock" in res.stdout, res.stdout
+    c.sh(f"rm -rf /tmp/vllm-supervisor-{uid}")
+
+
 def test_vllmctl_check_as_root_sees_what_the_service_user_cannot(host: Host) -> None:
     c = host.c
     c.sh(
