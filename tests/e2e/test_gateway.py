@@ -240,16 +240,21 @@ def test_the_gateways_own_errors_are_in_openais_shape(house: Callable[..., House
     assert nomodel.status == 400 and "naming a 'model'" in nomodel.json()["error"]["message"]
 
 
+def stream_until_error(c: openai.OpenAI, model: str, match: str | None = None) -> list[str]:
+    """The texts of a chat stream that must end in an error event (APIError, MATCH)."""
+    got: list[str] = []
+    with pytest.raises(openai.APIError, match=match):
+        for chunk in chat(c, model, stream=True):
+            got.append(chunk.choices[0].delta.content or "")
+    return got
+
+
 def test_an_engine_that_dies_mid_stream_ends_the_stream_and_the_next_request_is_served(
     house: Callable[..., House],
 ) -> None:
     h = house(["c"])
     c = h.client(max_retries=0, timeout=30)
-    got: list[str] = []
-    with pytest.raises(openai.APIError):
-        for chunk in chat(c, "c-served", stream=True):
-            got.append(chunk.choices[0].delta.content or "")
-    assert got == ["t0 ", "t1 "]
+    assert stream_until_error(c, "c-served") == ["t0 ", "t1 "]
     assert chat(h.client(timeout=60), "c-served").model == "c-served"  # after the restart
 
 
@@ -258,11 +263,7 @@ def test_a_stream_that_ends_without_done_gives_the_client_an_error(
 ) -> None:
     h = house(["t"])
     c = h.client(max_retries=0, timeout=30)
-    got: list[str] = []
-    with pytest.raises(openai.APIError, match="ended without \\[DONE\\]"):
-        for chunk in chat(c, "t-served", stream=True):
-            got.append(chunk.choices[0].delta.content or "")
-    assert got == ["t0 ", "t1 "]
+    assert stream_until_error(c, "t-served", "ended without \\[DONE\\]") == ["t0 ", "t1 "]
     assert chat(c, "t-served").model == "t-served"  # whole answers are not touched
 
 
@@ -271,11 +272,8 @@ def test_a_fallback_stream_that_ends_without_done_gives_the_client_an_error(
 ) -> None:
     """The same through chat_fallback's completions stream, reshaped into chat chunks."""
     h = house(["u"])
-    got: list[str] = []
-    with pytest.raises(openai.APIError, match="ended without \\[DONE\\]"):
-        for chunk in chat(h.client(max_retries=0, timeout=30), "u-served", stream=True):
-            got.append(chunk.choices[0].delta.content or "")
-    assert got == ["t0 ", "t1 "]
+    c = h.client(max_retries=0, timeout=30)
+    assert stream_until_error(c, "u-served", "ended without \\[DONE\\]") == ["t0 ", "t1 "]
 
 
 def test_on_failure_replaces_an_empty_streamed_chat_answer_and_relays_one_that_answers(
