@@ -1,7 +1,8 @@
-"""Write config dirs for tests."""
+"""Write config dirs and fake venvs for tests; run the system Python as nobody."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -55,3 +56,16 @@ def fake_engine_venv(root: Path, version: str = "0.32.0") -> Path:
     script.write_text(f'#!/bin/sh\nshift 2\nexec {sys.executable} {FAKE_ENGINE} "$@"\n')
     script.chmod(0o755)
     return venv
+
+
+def system_python(
+    code: str, *args: str, nobody: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """CODE run by the system Python, from /, as nobody (uid 65534, no groups; needs root)
+    unless NOBODY is false: the test's own interpreter may live where nobody cannot read."""
+    ids: dict[str, object] = {"user": 65534, "group": 65534, "extra_groups": []} if nobody else {}
+    return subprocess.run(
+        ["/usr/bin/python3", "-c", code, *args],
+        capture_output=True, text=True, timeout=30, check=False, cwd="/", env=env,
+        **ids,  # type: ignore[call-overload]
+    )  # fmt: skip

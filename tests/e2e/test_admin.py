@@ -25,7 +25,7 @@ from vllm_supervisor.ctl.client import Client
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.helpers import fake_engine_venv, write_config
+from tests.helpers import fake_engine_venv, system_python, write_config
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -336,18 +336,7 @@ def test_other_users_get_403_and_are_logged(
         "c.request('GET', '/v1/state'); r = c.getresponse()\n"
         "print(r.status, r.read().decode())\n"
     )
-    # The system Python: the test's own interpreter may live where `nobody` cannot read.
-    res = subprocess.run(
-        ["/usr/bin/python3", "-c", code, str(sup.socket)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        user=65534,
-        group=65534,
-        extra_groups=[],
-        check=False,
-        cwd="/",
-    )
+    res = system_python(code, str(sup.socket))
     assert res.stdout.startswith("403 "), res.stdout + res.stderr
     assert "permission denied: add your user to group vllm-admin" in res.stdout
     assert "admin request refused" in sup.text() and "peer_uid=65534" in sup.text()
@@ -372,11 +361,7 @@ def test_the_engine_key_is_for_the_services_user_not_for_the_admin_group(
         "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); c.sock = s\n"
         "    c.request('GET', path); r = c.getresponse(); print(r.status, r.read().decode())\n"
     )
-    res = subprocess.run(
-        ["/usr/bin/python3", "-c", code, str(sup.socket)],
-        capture_output=True, text=True, timeout=30, user=65534, group=65534,
-        extra_groups=[], check=False, cwd="/",
-    )  # fmt: skip
+    res = system_python(code, str(sup.socket))
     member, key = res.stdout.splitlines()
     assert member.startswith("200 ") and key.startswith("403 "), res.stdout + res.stderr
     assert "s3cret-key" not in res.stdout

@@ -4,12 +4,13 @@ per user (docs/design.md, "Paths")."""
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 from vllm_supervisor.ctl.client import find_socket, running_models
 from vllm_supervisor.host import locations
+
+from tests.helpers import system_python
 
 
 def test_runtime_dir_order() -> None:
@@ -86,7 +87,7 @@ def test_the_xdg_runtime_fix_names_an_xdg_runtime_dir_that_is_not_ours(tmp_path:
 
 def test_the_xdg_runtime_fix_names_an_xdg_runtime_dir_kept_through_su(tmp_path: Path) -> None:
     """As a user who cannot write the folder $XDG_RUNTIME_DIR names (root's, kept by su):
-    run as nobody (setpriv) when the tests run as root, which may write anywhere."""
+    run as nobody when the tests run as root, which may write anywhere."""
     theirs = Path(tempfile.mkdtemp(dir="/tmp"))  # 0700, ours: another user may not write
     try:
         code = (
@@ -96,14 +97,10 @@ def test_the_xdg_runtime_fix_names_an_xdg_runtime_dir_kept_through_su(tmp_path: 
         )
         daemon = Path(locations.__file__).parents[2]
         env = {"PYTHONPATH": str(daemon), "XDG_RUNTIME_DIR": str(theirs)}
-        who = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        if os.geteuid() != 0:
-            who = []
+        root = os.geteuid() == 0
+        if not root:
             theirs.chmod(0o500)
-        res = subprocess.run(
-            [*who, "/usr/bin/python3", "-c", code], env=env, capture_output=True, text=True,
-            timeout=30, check=False,
-        )  # fmt: skip
+        res = system_python(code, nobody=root, env=env)
         assert res.stdout.strip() == (
             f"$XDG_RUNTIME_DIR is {theirs}, which this user cannot write (kept through su or "
             "sudo?): unset XDG_RUNTIME_DIR, or set VSUP_GATEWAY_SOCKET to a folder of your own"
