@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 
@@ -69,3 +73,29 @@ def system_python(
         capture_output=True, text=True, timeout=30, check=False, cwd="/", env=env,
         **ids,  # type: ignore[call-overload]
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def both_active(
+    states: Callable[[], tuple[str, str]], free: Collection[str], every: float
+) -> Iterator[list[tuple[str, str]]]:
+    """While the block runs, read two gpu_group members' STATES every EVERY seconds, in the
+    order given (the new member's first leaves no false alarm as the old one frees); the list
+    it yields gets every pair seen with neither in FREE, which must stay empty."""
+    seen: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            pair = states()
+            if all(s not in free for s in pair):
+                seen.append(pair)
+            time.sleep(every)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()

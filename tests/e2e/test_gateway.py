@@ -26,7 +26,7 @@ from vllm_supervisor.ctl.client import Client, CtlError
 from tests.e2e.engine_proc import free_port
 from tests.e2e.gateway_proc import GatewayProc, Http
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.helpers import fake_engine_venv, write_config
+from tests.helpers import both_active, fake_engine_venv, write_config
 
 MODES = {  # FAKE_MODE per model
     "a": "load=0.5",
@@ -148,23 +148,8 @@ def test_a_request_for_the_other_member_swaps_with_no_moment_of_both(
 ) -> None:
     h = house(["a", "b"])
     assert chat(h.client(), "a-served").model == "a-served"
-    both: list[tuple[str, str]] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            b, a = h.state("b"), h.state("a")
-            if b not in ("inactive", "down") and a not in ("inactive", "down"):
-                both.append((a, b))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with both_active(lambda: (h.state("b"), h.state("a")), ("inactive", "down"), 0.01) as both:
         assert chat(h.client(), "b-served").model == "b-served"
-    finally:
-        done.set()
-        watcher.join()
     assert (h.state("a"), h.state("b")) == ("inactive", "ready")
     assert both == [], f"two members active at once: {both}"
 

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ from tests.e2e.gateway_proc import GatewayProc
 from tests.e2e.supervisor_proc import SupervisorProc
 from tests.e2e.test_gpu_group import FREE
 from tests.e2e.test_supervisor_real_engine import engine_core
-from tests.helpers import write_config
+from tests.helpers import both_active, write_config
 
 pytestmark = pytest.mark.engine
 LONG = 2000  # tokens in the stream whose engine is killed
@@ -79,19 +78,8 @@ def test_the_gateway_activates_swaps_and_survives_an_engine_death_mid_stream(
         )
         assert all(chunk.model == "tiny-a" for chunk in stream)
 
-        both: list[tuple[str, str]] = []
-        done = threading.Event()
-
-        def watch() -> None:  # the instances' own states: never two active members
-            while not done.is_set():
-                a, b = (state(run, m) for m in ("tiny-a", "tiny-b"))
-                if a not in FREE and b not in FREE:
-                    both.append((a, b))
-                time.sleep(0.05)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
+        # The instances' own states: never two active members.
+        with both_active(lambda: (state(run, "tiny-a"), state(run, "tiny-b")), FREE, 0.05) as both:
             t0 = time.monotonic()
             other = client.completions.create(model="tiny-b", prompt="Hello", max_tokens=4)
             swap = time.monotonic() - t0
@@ -130,9 +118,6 @@ def test_the_gateway_activates_swaps_and_survives_an_engine_death_mid_stream(
                     model=name, max_tokens=2, messages=[{"role": "user", "content": "Hi"}]
                 )
                 assert answer.model.endswith(name)
-        finally:
-            done.set()
-            watcher.join()
         assert both == [], f"two members active at once: {both}"
 
         # kill -9 of EngineCore while a long stream runs: that client gets an error. The pid is

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from vllm_supervisor.runtime.group import FREE
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc
-from tests.helpers import fake_engine_venv, write_config
+from tests.helpers import both_active, fake_engine_venv, write_config
 
 
 @contextlib.contextmanager
@@ -96,24 +95,8 @@ def test_plain_activate_is_refused_and_swap_moves_the_group(
     assert "gpu_group card0: a is ready; deactivate it first, or activate with --swap" in res.stderr
     assert state(c, "c") == "inactive" and state(a, "a") == "ready"
 
-    both: list[tuple[str, str]] = []
-    done = threading.Event()
-
-    def watch() -> None:  # the new member first: if it is active, the old one must be free
-        while not done.is_set():
-            new = state(c, "c")
-            old = state(a, "a")
-            if new not in FREE and old not in FREE:
-                both.append((new, old))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with both_active(lambda: (state(c, "c"), state(a, "a")), FREE, 0.01) as both:
         res = c.ctl("activate", "c", "--swap")
-    finally:
-        done.set()
-        watcher.join()
     assert res.returncode == 0, res.stderr
     assert state(c, "c") == "ready" and state(a, "a") == "inactive"
     assert both == [], f"two members active at once: {both}"

@@ -4,7 +4,6 @@ swap's time is printed beside a cold start of the same model (docs/performance.m
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from tests.conftest import EngineEnv
 from tests.e2e.engine_proc import free_port, tiny_model_config
 from tests.e2e.supervisor_proc import SupervisorProc
 from tests.e2e.test_gpu_group import FREE, state
-from tests.helpers import write_config
+from tests.helpers import both_active, write_config
 
 pytestmark = pytest.mark.engine
 
@@ -43,25 +42,11 @@ def test_swap_moves_a_gpu_group_between_real_engines(engine_env: EngineEnv, tmp_
         res = b.ctl("activate", "tiny-b")
         assert res.returncode == 1 and "gpu_group card0: tiny-a is ready" in res.stderr
 
-        overlap: list[tuple[str, str]] = []
-        done = threading.Event()
-
-        def watch() -> None:  # the new member first: if it is active, the old must be free
-            while not done.is_set():
-                new, old = state(b, "tiny-b"), state(a, "tiny-a")
-                if new not in FREE and old not in FREE:
-                    overlap.append((new, old))
-                time.sleep(0.05)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        t0 = time.monotonic()
-        try:
+        # The new member first: if it is active, the old one must already be free.
+        with both_active(lambda: (state(b, "tiny-b"), state(a, "tiny-a")), FREE, 0.05) as overlap:
+            t0 = time.monotonic()
             res = b.ctl("activate", "tiny-b", "--swap", timeout=300)
-        finally:
             swap = time.monotonic() - t0
-            done.set()
-            watcher.join()
         assert res.returncode == 0, res.stdout + res.stderr
         assert overlap == [], f"both members active at once: {overlap}"
         assert state(a, "tiny-a") == "inactive" and a.members() == []
