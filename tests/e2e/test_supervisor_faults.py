@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,30 @@ def test_ready_only_once_the_engine_serves(run_fake: object) -> None:
     assert sup.wait() == 0
     assert sup.members() == []
     assert sup.notify.count("STOPPING") == 1
+
+
+def test_an_engine_line_reaches_the_log_while_nothing_else_happens(
+    run_fake: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stdout to journald is a socket, not a tty: Python buffers it by blocks, and an engine
+    # line written without a flush waited for the next supervisor event (possibly never).
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # systemd does not set it
+    sup: SupervisorProc = run_fake("load=0.2")  # type: ignore[operator]
+    sup.wait_for("READY")
+    statuses = [m["STATUS"] for _, m in sup.notify.messages if "STATUS" in m]
+    port = statuses[-1].rsplit(":", 1)[1]
+    time.sleep(0.5)  # past the supervisor's own ready lines
+    line = "[m] (APIServer pid="
+    before = sup.text().count(line)
+    body = json.dumps({"prompt": "hi", "max_tokens": 1}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions", body, {"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(req, timeout=5).read()
+    deadline = time.monotonic() + 5
+    while sup.text().count(line) == before:
+        assert time.monotonic() < deadline, "the engine's line stayed in a buffer"
+        time.sleep(0.05)
 
 
 def test_unexpected_exit_0_is_restarted(run_fake: object) -> None:

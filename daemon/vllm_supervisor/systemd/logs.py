@@ -33,7 +33,10 @@ def engine_priority(line: str) -> int:
 
 
 class EngineLineWriter:
-    """Writes batches of engine lines to stdout for journald; one write per batch."""
+    """Writes batches of engine lines to stdout for journald; one write and one flush per
+    batch. The flush matters: stdout under systemd is a socket, not a tty, so Python buffers
+    it by blocks, and a line held there reached `journalctl -f` only at the next supervisor
+    event (structlog's print flushes), minutes later on a model that just serves."""
 
     def __init__(self, model: str, out: TextIO | None = None) -> None:
         self.prefix = f"[{model}] "
@@ -46,8 +49,9 @@ class EngineLineWriter:
         if not any(w in text for w in NOT_INFO):
             head = "<6>" + self.prefix
             self.out.write(head + ("\n" + head).join(lines) + "\n")
-            return
-        self.out.write("".join(f"<{engine_priority(ln)}>{self.prefix}{ln}\n" for ln in lines))
+        else:
+            self.out.write("".join(f"<{engine_priority(ln)}>{self.prefix}{ln}\n" for ln in lines))
+        self.out.flush()
 
 
 def _render(_logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
