@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -212,6 +213,16 @@ class Container:
             + " ".join(shlex.quote(a) for a in args),
             check=False,
         ).stdout
+
+    def journal_until(self, unit: str, pattern: str, *args: str, timeout: float = 15) -> str:
+        """The unit's journal once `pattern` (a regex) is in it. journald reads a service's
+        stdout stream on its own schedule: a line the service wrote before answering can
+        still be missing from a query made the moment after (CI saw it, with '-p err')."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, text := self.journal(unit, *args)):
+            assert time.monotonic() < deadline, f"no /{pattern}/ in the journal:\n{text[-3000:]}"
+            time.sleep(0.2)
+        return text
 
     def wait_for(self, what: str, check: object, timeout: float = 300, every: float = 0.5) -> None:
         deadline = time.monotonic() + timeout

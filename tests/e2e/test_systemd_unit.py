@@ -281,7 +281,7 @@ def test_reload_applies_a_good_config_and_refuses_a_broken_one(host: Host) -> No
         assert bad.returncode != 0
         assert host.prop("MainPID") == main and host.ready()
         assert host.chat("tiny-b")  # the old engine still serves
-        assert re.search(r"models\.yaml:\d+: models\.tiny\.ofline", c.journal(UNIT, "-p", "err"))
+        c.journal_until(UNIT, r"models\.yaml:\d+: models\.tiny\.ofline", "-p", "err")
     finally:
         c.write("/etc/vllm-supervisor/models.yaml", good)  # same command: no engine restart
 
@@ -328,7 +328,7 @@ def test_a_stopped_supervisor_is_killed_by_the_watchdog_and_restarted(host: Host
     c.wait_for(
         "the watchdog's restart", lambda: int(host.prop("NRestarts")) == restarts + 1, timeout=120
     )
-    assert "Watchdog timeout" in c.journal(UNIT, "-o", "short")
+    c.journal_until(UNIT, "Watchdog timeout", "-o", "short")
     c.sh(f"rm /etc/systemd/system/{UNIT}.d/watchdog.conf && systemctl daemon-reload")
     c.wait_for("ready after the restart", host.ready, timeout=600)
 
