@@ -299,6 +299,20 @@ def test_kill_of_engine_core_is_restarted_inside_the_unit(host: Host) -> None:
     assert host.chat("tiny-b")
 
 
+def test_an_engine_line_reaches_the_journal_while_the_model_just_serves(host: Host) -> None:
+    # uvicorn's access line for the chat is the engine's; nothing of the supervisor's follows
+    # it, so it reaches the journal only if the engine line writer flushes (systemd/logs.py).
+    line = '"POST /v1/chat/completions HTTP/1.1" 200'
+    time.sleep(1)
+    before = host.c.journal(UNIT).count(line)
+    assert host.chat("tiny-b")
+    host.c.wait_for(
+        "the chat's access line in the journal",
+        lambda: host.c.journal(UNIT).count(line) > before,
+        timeout=15,
+    )
+
+
 def test_kill_of_the_supervisor_is_restarted_by_systemd_leaving_no_orphan(host: Host) -> None:
     c = host.c
     # The next test needs a short watchdog; this restart is where it takes effect.
