@@ -430,6 +430,23 @@ def test_client_keys_guard_the_gateway_and_engine_keys_never_reach_a_client(
         assert secret not in seen
 
 
+def test_a_rotated_engine_key_reaches_the_engine_without_a_401_to_the_client(
+    house: Callable[..., House], tmp_path: Path
+) -> None:
+    """The gateway keeps an engine's key for EngineKeys.KEEP seconds. A key rotated inside
+    that window (new file, `vllmctl reload`: the engine restarts with it) must not cost a
+    client the engine's 401: the gateway asks again and retries once."""
+    h = house(["k"])
+    assert chat(h.client(max_retries=0), "k-served").model == "k-served"  # the key is kept
+    (tmp_path / "engine.key").write_text("engine-r0tated\n")
+    done = h.sups["k"].ctl("reload", "k")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "restart" in done.stdout + done.stderr and h.state("k") == "ready"
+    assert chat(h.client(max_retries=0), "k-served").model == "k-served"
+    streamed = list(chat(h.client(max_retries=0), "k-served", stream=True))
+    assert streamed and "engine-r0tated" not in h.gateway.text()
+
+
 def test_vllmctl_goes_through_a_running_gateway(house: Callable[..., House]) -> None:
     """deactivate asks the gateway (which refuses while it has requests for the model in
     flight); activate tells it to look at once, so its view is never a refresh behind."""

@@ -72,8 +72,9 @@ class Catalogue:
 class EngineKeys:
     """Each engine's API key, asked of its instance (`GET /v1/engine-key`: the instance holds
     it even when systemd's LoadCredential= handed it over, which the gateway could not read)
-    and kept briefly, so a rotated key is picked up within KEEP seconds. An instance that
-    cannot say (not running, an older version) leaves the api_key_file to read."""
+    and kept briefly; an engine's 401 makes the proxy forget it and ask again at once
+    (proxy.open), so a rotated key costs no client a 401. An instance that cannot say (not
+    running, an older version) leaves the api_key_file to read."""
 
     KEEP = 10.0
 

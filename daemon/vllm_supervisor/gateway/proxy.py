@@ -169,8 +169,35 @@ class Proxy:
         """The engine's answer to one request (its headers read, its body not yet), or the
         gateway's own error when the engine cannot be reached."""
         headers = {h: given[h] for h in FORWARDED if h in given}
-        if self.engine_keys is not None and (key := await self.engine_keys.get(route)):
-            headers["Authorization"] = f"Bearer {key}"
+        keys = self.engine_keys
+        key = await keys.get(route) if keys is not None else None
+        upstream = await self._send(route, method, path, raw, headers, key)
+        if keys is not None and isinstance(upstream, aiohttp.ClientResponse):
+            if upstream.status == 401:
+                # A key kept from before a rotation (EngineKeys.KEEP): vLLM's auth middleware
+                # refused it before any route ran (docs/vllm-behaviour.md, "Security
+                # surface"), so sending the request once more with the key asked anew does
+                # nothing twice.
+                keys.forget(route.model)
+                fresh = await keys.get(route)
+                if fresh is not None and fresh != key:
+                    upstream.release()
+                    upstream = await self._send(route, method, path, raw, headers, fresh)
+            if isinstance(upstream, aiohttp.ClientResponse) and upstream.status == 401:
+                keys.forget(route.model)  # still refused: the next request asks again
+        return upstream
+
+    async def _send(
+        self,
+        route: Route,
+        method: str,
+        path: str,
+        raw: bytes,
+        headers: dict[str, str],
+        key: str | None,
+    ) -> aiohttp.ClientResponse | web.Response:
+        if key:
+            headers = {**headers, "Authorization": f"Bearer {key}"}
         started = time.monotonic()
         try:
             upstream = await self.session.request(
@@ -183,8 +210,6 @@ class Proxy:
             )
         if self.metrics is not None:
             self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
-        if upstream.status == 401 and self.engine_keys is not None:
-            self.engine_keys.forget(route.model)  # rotated: the next request asks again
         return upstream
 
     async def relay(
