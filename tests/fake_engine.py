@@ -20,6 +20,7 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   stream_die=N      exit 0 after N chunks of a stream (an engine that dies mid-stream)
   stream_cut=N      end a stream cleanly after N chunks, without its closing [DONE]
   chat_empty        chat answers (streamed or not) have empty content; completions do not
+  utf8_line         log a line holding a prompt in UTF-8 (as --enable-log-requests does)
 Sleep mode as vLLM 0.32 serves it: the dev routes (/sleep, /wake_up, /is_sleeping,
 /collective_rpc, /reset_prefix_cache) exist only with VLLM_SERVER_DEV_MODE=1 (404 without),
 sleeping needs --enable-sleep-mode, and /sleep reads the level from the query string only.
@@ -114,6 +115,11 @@ def main() -> None:
     if not quiet:
         log("vLLM server version 0.32.0-fake, serving model fake")
         log("Starting to load model fake...")
+    if "utf8_line" in o:  # bytes: whatever encoding this process's stdout was given
+        sys.stdout.flush()
+        line = f"(APIServer pid={os.getpid()}) INFO 11-22 00:00:00 [logger.py:1] Received "
+        sys.stdout.buffer.write((line + "request: prompt: 'h\u00e9llo \u2713'\n").encode())
+        sys.stdout.buffer.flush()
     load = float(o.get("load", "0.2"))
     t0 = time.monotonic()
     while time.monotonic() - t0 < load:

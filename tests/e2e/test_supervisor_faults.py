@@ -89,6 +89,23 @@ def test_an_engine_line_reaches_the_log_while_nothing_else_happens(
         time.sleep(0.05)
 
 
+def test_a_non_ascii_engine_line_is_logged_whatever_the_locale(
+    run_fake: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host whose locale is not UTF-8 (systemd hands LANG from /etc/locale.conf to services)
+    # gives stdout a strict narrow encoding; ascii stands in for it here. A prompt logged in
+    # another script must not raise in the log pump, which would stop reading the engine.
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    sup: SupervisorProc = run_fake("load=0.3,utf8_line")  # type: ignore[operator]
+    sup.wait_for("READY")
+    text = sup.text()
+    assert "prompt: 'h\\xe9llo \\u2713'" in text, text[-3000:]
+    after = text[text.index("prompt: 'h") :]
+    assert "Loading weights took" in after and "Traceback" not in text, text[-3000:]
+    shown = sup.ctl("logs", "m")  # vllmctl on a terminal of the same locale
+    assert shown.returncode == 0 and "prompt: 'h\\xe9llo \\u2713'" in shown.stdout, shown
+
+
 def test_unexpected_exit_0_is_restarted(run_fake: object) -> None:
     sup: SupervisorProc = run_fake("load=0.2,exit0_after=0.5")  # type: ignore[operator]
     sup.wait_for("READY", 2)

@@ -4,6 +4,7 @@ heavy modules are imported inside the command that needs them."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # `vllmctl logs` prints the engine's lines: a prompt in another script must not raise
+        # UnicodeEncodeError on a terminal whose locale is not UTF-8 (systemd/logs.py: setup).
+        sys.stdout.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     from vllm_supervisor.ctl.client import CtlError
 

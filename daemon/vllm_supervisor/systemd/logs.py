@@ -8,6 +8,7 @@ re-emitted as `<N>[model] line`, the priority mapped from vLLM's level.
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 from collections.abc import MutableMapping
@@ -72,6 +73,11 @@ def _render(_logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
 
 
 def setup(out: TextIO | None = None) -> None:
+    if out is None and isinstance(sys.stdout, io.TextIOWrapper):
+        # systemd.exec(5): services get $LANG from locale.conf(5). On a host whose locale is not
+        # UTF-8, stdout's encoding is narrow and strict, and one prompt vLLM logs in another
+        # script raised in the log pump and ended the supervisor. Escape what cannot be said.
+        sys.stdout.reconfigure(errors="backslashreplace")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
