@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 
+import pytest
 from vllm_supervisor.runtime import process
 
 from tests.procs import group_members
@@ -53,6 +54,32 @@ async def test_utf8_split_across_reads_and_invalid_bytes() -> None:
     )
     assert ex.code == 0
     assert lines == ["é", "\ufffd"]
+
+
+async def test_a_failing_line_handler_is_reported_once_and_the_pipe_still_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[str] = []
+
+    def handler(lines: list[str], text: str) -> None:
+        if "bad" in text:
+            raise UnicodeEncodeError("ascii", text, 0, 1, "ordinal not in range(128)")
+        seen.extend(lines)
+
+    # More than the pipe holds after the faults: a pump that stopped reading would hang it.
+    code = (
+        "import sys, time\n"
+        "for i in range(3): print('bad', flush=True); time.sleep(0.05)\n"
+        f"for _ in range({process.PIPE_SIZE // 50}): sys.stdout.write('y' * 99 + '\\n')\n"
+        "print('last')"
+    )
+    eng = await process.spawn([sys.executable, "-c", code], {"PATH": "/usr/bin:/bin"}, handler)
+    assert (await asyncio.wait_for(eng.wait(), 30)).code == 0
+    assert await eng.kill() == []
+    assert seen[-1] == "last" and seen.count("y" * 99) == process.PIPE_SIZE // 50
+    err = capsys.readouterr().err
+    assert err.count("log pump: handling the engine's lines failed") == 1, err
+    assert "UnicodeEncodeError" in err
 
 
 async def test_signal_exit_is_mirrored_by_the_warden() -> None:

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,7 @@ async def pump(fd: int, on_lines: Callable[[list[str], str], None]) -> None:
     one per line. Lines longer than MAX_LINE are cut. Closes fd."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
+    on_lines = _Guarded(on_lines)
     partial = b""
     skipping = False  # inside a line that was already cut
     try:
@@ -180,6 +182,29 @@ async def pump(fd: int, on_lines: Callable[[list[str], str], None]) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+class _Guarded:
+    """on_lines, but a fault in it is said once on stderr (journald, as err) and the reading
+    goes on. A pump that stopped closes its end of the pipe: the engine's next log write fails
+    with EPIPE (a Python child ends with code 120; tests/runtime/test_process.py), and the
+    exception would end the supervisor at the next stop (_drain)."""
+
+    def __init__(self, on_lines: Callable[[list[str], str], None]) -> None:
+        self.on_lines = on_lines
+        self.failed = 0
+
+    def __call__(self, lines: list[str], text: str) -> None:
+        try:
+            self.on_lines(lines, text)
+        except Exception:  # any fault: the pipe must still be read
+            self.failed += 1
+            if self.failed == 1:
+                trace = traceback.format_exc().rstrip("\n").split("\n")
+                sys.stderr.write(
+                    "<3>log pump: handling the engine's lines failed; lines are dropped where "
+                    "it fails again, reading goes on\n" + "".join(f"<3>  {t}\n" for t in trace)
+                )
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
