@@ -56,6 +56,24 @@ def test_model_dir_without_config_json_warns(tmp_path: Path) -> None:
     ]
 
 
+def test_an_engine_venv_without_bytecode_for_vllm_warns_with_the_command(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    cfg = model(tmp_path, f"    model: {tmp_path}/m\n")
+    site = cfg.venv / "lib" / "python3.11" / "site-packages"
+    (site / "vllm").mkdir()
+    (site / "vllm" / "__init__.py").write_text("")
+    assert problems(cfg) == [
+        f"warning: models.m.venv: {cfg.venv} holds no bytecode for vLLM: the service cannot "
+        "write it, so every start compiles vLLM's modules again (about twice the import "
+        f"time). Compile it once: {cfg.venv}/bin/python -m compileall -q -j 0 {site} (as the "
+        "venv's owner), or re-run scripts/setup-engine"
+    ]
+    (site / "vllm" / "__pycache__").mkdir()
+    (site / "vllm" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"")
+    assert problems(cfg) == []
+
+
 def test_offline_repo_must_be_cached(tmp_path: Path) -> None:
     cfg = model(tmp_path, "    model: org/m\n    offline: true\n    engine: {tokenizer: org/tok}\n")
     hub = tmp_path / "hub"

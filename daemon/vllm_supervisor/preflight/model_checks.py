@@ -76,6 +76,7 @@ def check_model(
         add("venv", str(info))
         return None, out
     _check_version(cfg, info, known, add)
+    _check_bytecode(info, add)
     parser = cfg.engine.get("tool_call_parser")
     if cfg.tool_support == "native" and isinstance(parser, str):
         why = tool_parsers.unconstrained(parser, info.release, cfg.extra_args)
@@ -110,6 +111,24 @@ def outside_the_unit(path: Path, environ: Mapping[str, str] = os.environ) -> boo
     """A LoadCredential= path (docs/deployment.md, "API keys") exists only inside the running
     unit, where systemd sets $CREDENTIALS_DIRECTORY: elsewhere it cannot be checked."""
     return str(path).startswith("/run/credentials/") and not environ.get("CREDENTIALS_DIRECTORY")
+
+
+def _check_bytecode(info: EngineInfo, add: Add) -> None:
+    """The unit (ProtectSystem=strict, User=vllm) can never write __pycache__ in the venv:
+    without bytecode from the install, every start compiles vLLM's imports again, about
+    twice the import time (docs/performance.md, "Bytecode")."""
+    site = info.dist_info.parent
+    if (site / "vllm" / "__init__.py").is_file() and not any(
+        (site / "vllm" / "__pycache__").glob("__init__.*.pyc")
+    ):
+        add(
+            "venv",
+            f"{info.venv} holds no bytecode for vLLM: the service cannot write it, so every "
+            f"start compiles vLLM's modules again (about twice the import time). Compile it "
+            f"once: {info.python} -m compileall -q -j 0 {site} (as the venv's owner), or "
+            "re-run scripts/setup-engine",
+            "warning",
+        )
 
 
 def _check_key(path: Path, add: Add) -> None:
