@@ -172,19 +172,20 @@ class Proxy:
         keys = self.engine_keys
         key = await keys.get(route) if keys is not None else None
         upstream = await self._send(route, method, path, raw, headers, key)
-        if keys is not None and isinstance(upstream, aiohttp.ClientResponse):
-            if upstream.status == 401:
-                # A key kept from before a rotation (EngineKeys.KEEP): vLLM's auth middleware
-                # refused it before any route ran (docs/vllm-behaviour.md, "Security
-                # surface"), so sending the request once more with the key asked anew does
-                # nothing twice.
-                keys.forget(route.model)
-                fresh = await keys.get(route)
-                if fresh is not None and fresh != key:
-                    upstream.release()
-                    upstream = await self._send(route, method, path, raw, headers, fresh)
-            if isinstance(upstream, aiohttp.ClientResponse) and upstream.status == 401:
-                keys.forget(route.model)  # still refused: the next request asks again
+        if (
+            keys is not None
+            and isinstance(upstream, aiohttp.ClientResponse)
+            and upstream.status == 401
+        ):
+            # A key kept from before a rotation (EngineKeys.KEEP): vLLM's auth middleware
+            # refused it before any route ran (docs/vllm-behaviour.md, "Security surface"),
+            # so sending the request once more with the key asked anew does nothing twice.
+            # The key kept now is the one just asked: a 401 to it repeats this, no more.
+            keys.forget(route.model)
+            fresh = await keys.get(route)
+            if fresh is not None and fresh != key:
+                upstream.release()
+                upstream = await self._send(route, method, path, raw, headers, fresh)
         return upstream
 
     async def _send(
