@@ -18,6 +18,7 @@ from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import ConfigInvalid, Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode, load
 from vllm_supervisor.host import access
+from vllm_supervisor.host import files as bounded
 
 DEFAULT_CONFIG_DIR = Path("/etc/vllm-supervisor")
 
@@ -49,7 +50,9 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
     files = [main, *sorted((config_dir / "models.d").glob("*.yaml"))]
     if not main.is_file():
         why = _unreadable(main) or (
-            "not found (create it, or pass --config-dir; see etc/ for an example)"
+            f"is {bounded.kind(main.stat().st_mode)}, not a regular file"
+            if main.exists()
+            else "not found (create it, or pass --config-dir; see etc/ for an example)"
         )
         raise ConfigInvalid([Problem(str(main), 0, "", why)])
     defaults: dict[str, YNode] = {}
@@ -116,7 +119,10 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
 
 def _read(path: Path, problems: list[Problem]) -> YNode | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read_text(path, bounded.CONFIG_CAP)
+    except bounded.Refused as exc:
+        problems.append(Problem(str(path), 0, "", f"cannot read: it {exc.why}"))
+        return None
     except PermissionError:
         problems.append(
             Problem(str(path), 0, "", _unreadable(path) or "cannot read it: permission denied")

@@ -19,6 +19,7 @@ from typing import Any
 
 from vllm_supervisor import exitcodes
 from vllm_supervisor.ctl.client import Client, CtlError
+from vllm_supervisor.host import files
 from vllm_supervisor.host.locations import local_host
 
 # A 1x1 transparent PNG.
@@ -88,8 +89,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     key = None
     if cfg is not None and cfg.api_key_file is not None:
         try:
-            key = Path(cfg.api_key_file).read_text().strip()
-        except OSError:
+            key = files.read_text(Path(cfg.api_key_file), files.SECRET_CAP).strip()
+        except (OSError, ValueError):
             print(f"note: cannot read {cfg.api_key_file}; probing without the API key")
     caps = set(cfg.capabilities) if cfg is not None else set()
     t = EngineClient(st["host"], st["port"], st["served_names"], key, args.timeout)

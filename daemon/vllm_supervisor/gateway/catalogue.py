@@ -13,6 +13,7 @@ from vllm_supervisor.config.gateway_keys import GatewaySettings
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.registry import Registry
 from vllm_supervisor.gateway.slots import Policy
+from vllm_supervisor.host import files
 from vllm_supervisor.host.locations import http_base, local_host
 
 
@@ -64,8 +65,8 @@ class Catalogue:
         if route.key_file is None:
             return None
         try:
-            return route.key_file.read_text(encoding="utf-8").strip() or None
-        except OSError:
+            return files.read_text(route.key_file, files.SECRET_CAP).strip() or None
+        except (OSError, ValueError):
             return None
 
 

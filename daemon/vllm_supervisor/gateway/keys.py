@@ -7,6 +7,8 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
+from vllm_supervisor.host import files
+
 
 class Keys:
     def __init__(self, path: Path) -> None:
@@ -18,8 +20,8 @@ class Keys:
         """(Re-)read the file (SIGHUP); the number of keys. An unreadable file keeps none."""
         keys = []
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except OSError:
+            text = files.read_text(self.path, files.KEYS_CAP)
+        except (OSError, ValueError):  # absent, unreadable, a FIFO, too large, not UTF-8
             text = ""
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()

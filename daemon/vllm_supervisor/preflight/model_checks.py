@@ -18,7 +18,7 @@ from vllm_supervisor.engine import flags, tool_parsers
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound, detect
 from vllm_supervisor.engine.versions import show
-from vllm_supervisor.host import access, hfcache
+from vllm_supervisor.host import access, files, hfcache
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 
 KnownFlags = Mapping[str, Mapping[str, bool]]
@@ -143,8 +143,14 @@ def _check_key(path: Path, add: Add) -> None:
             "read it; systemd's LoadCredential= can hand it over)",
             "warning",
         )
-    elif not path.read_text(encoding="utf-8", errors="replace").strip():
-        add("api_key_file", f"{path} is empty")
+    else:
+        try:
+            key = files.read_bytes(path, files.SECRET_CAP)
+        except OSError as exc:
+            add("api_key_file", f"cannot read: {exc}")
+            return
+        if not key.strip():
+            add("api_key_file", f"{path} is empty")
 
 
 def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None, add: Add) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.host import files
 
 REDACTED = "<redacted>"
 # sd_notify(3), sd_listen_fds(3) and sd_watchdog_enabled(3) variables belong to the main PID.
@@ -63,7 +64,8 @@ class Command:
 
 
 def read_key_file(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
+    """The key in PATH: a regular file of at most files.SECRET_CAP bytes (host/files.py)."""
+    return files.read_text(path, files.SECRET_CAP).strip()
 
 
 def render(

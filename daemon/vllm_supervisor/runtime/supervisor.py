@@ -251,7 +251,12 @@ class Supervisor(EngineRuns):
         the engine (only when it runs and the command changed)."""
         if self.effects.reload is None:
             return ev.ReloadResult(False, False, "reload is not available here")
-        got = self.effects.reload()
+        try:
+            # Off the loop: parsing a large or hostile file must not stall the admin socket,
+            # the log pump or the health checks of the engine that serves meanwhile.
+            got = await asyncio.to_thread(self.effects.reload)
+        except Exception as exc:  # a reload that fails, for any reason, never ends the engine
+            got = f"the config could not be read: {type(exc).__name__}: {exc}"
         if isinstance(got, str):
             self.effects.log.error(
                 "reload refused: config invalid; keeping the running one",
