@@ -93,6 +93,11 @@ class House:
     def client(self, **kw: object) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key="none", **kw)  # type: ignore[arg-type]
 
+    def admin_activate(self, model: str) -> str:
+        """Activate MODEL through the gateway's admin socket; the state it ends in."""
+        client = Client([], "gateway", timeout=60, path=self.gateway.admin_socket)
+        return str(client.post_json("/admin/activate", {"model": model})["state"])
+
     def state(self, model: str) -> str:
         try:
             return str(Client([self.run], model, timeout=3).get_json("/v1/state")["state"])
@@ -226,12 +231,17 @@ def test_the_gateways_own_errors_are_in_openais_shape(house: Callable[..., House
 
 
 def stream_until_error(c: openai.OpenAI, model: str, match: str | None = None) -> list[str]:
-    """The texts of a chat stream that must end in an error event (APIError, MATCH)."""
+    """The texts of a chat stream that must end in an error event (APIError, MATCH); the
+    load's progress chunks the gateway sends first (gateway/progress.py) are not counted."""
     got: list[str] = []
     with pytest.raises(openai.APIError, match=match):
         for chunk in chat(c, model, stream=True):
-            got.append(chunk.choices[0].delta.content or "")
+            if not chunk.id.startswith("chatcmpl-load-"):
+                got.append(chunk.choices[0].delta.content or "")
     return got
+
+
+DIED = "stopped while answering, so this answer is incomplete. Try again in a moment."
 
 
 def test_an_engine_that_dies_mid_stream_ends_the_stream_and_the_next_request_is_served(
@@ -239,8 +249,12 @@ def test_an_engine_that_dies_mid_stream_ends_the_stream_and_the_next_request_is_
 ) -> None:
     h = house(["c"])
     c = h.client(max_retries=0, timeout=30)
-    assert stream_until_error(c, "c-served") == ["t0 ", "t1 "]
+    assert stream_until_error(c, "c-served", f"^model c {DIED}$") == ["t0 ", "t1 "]
     assert chat(h.client(timeout=60), "c-served").model == "c-served"  # after the restart
+    # The operator's line: one, with the model and the engine's own error.
+    lines = [ln for ln in h.gateway.text().splitlines() if "code=engine_failed" in ln]
+    assert len(lines) == 1 and lines[0].startswith("<3>request answered with an error")
+    assert "model=c status=502" in lines[0] and "fix=" in lines[0]
 
 
 def test_a_stream_that_ends_without_done_gives_the_client_an_error(
@@ -248,8 +262,9 @@ def test_a_stream_that_ends_without_done_gives_the_client_an_error(
 ) -> None:
     h = house(["t"])
     c = h.client(max_retries=0, timeout=30)
-    assert stream_until_error(c, "t-served", "ended without \\[DONE\\]") == ["t0 ", "t1 "]
+    assert stream_until_error(c, "t-served", f"^model t {DIED}$") == ["t0 ", "t1 "]
     assert chat(c, "t-served").model == "t-served"  # whole answers are not touched
+    assert 'fix="the engine\'s stream ended without [DONE]"' in h.gateway.text()
 
 
 def test_a_fallback_stream_that_ends_without_done_gives_the_client_an_error(
@@ -258,7 +273,8 @@ def test_a_fallback_stream_that_ends_without_done_gives_the_client_an_error(
     """The same through chat_fallback's completions stream, reshaped into chat chunks."""
     h = house(["u"])
     c = h.client(max_retries=0, timeout=30)
-    assert stream_until_error(c, "u-served", "ended without \\[DONE\\]") == ["t0 ", "t1 "]
+    assert stream_until_error(c, "u-served", f"^model u {DIED}$") == ["t0 ", "t1 "]
+    assert 'fix="the engine\'s stream ended without [DONE]"' in h.gateway.text()
 
 
 def test_on_failure_replaces_an_empty_streamed_chat_answer_and_relays_one_that_answers(
@@ -268,6 +284,9 @@ def test_on_failure_replaces_an_empty_streamed_chat_answer_and_relays_one_that_a
     c = h.client(max_retries=0, timeout=30)
     for model, fell_back, text in (("e", "completions (empty)", "t0 t1 t2 t3 t4 "),
                                    ("f", None, "t0 t1 t2 t3 t4 ")):  # fmt: skip
+        # Loaded first: a stream that waits for a load has sent its headers before the
+        # fallback is decided (gateway/progress.py), so it carries no fallback header.
+        assert h.admin_activate(model) == "ready"
         raw = c.chat.completions.with_raw_response.create(
             model=f"{model}-served", messages=[{"role": "user", "content": "hi"}], stream=True
         )

@@ -22,12 +22,21 @@ class Instances:
         self.diagnosis: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
         self.pending: dict[str, asyncio.Future[Seen]] = {}
+        self.reports: dict[str, Callable[[dict[str, object]], None]] = {}  # activations' states
 
     async def state(self, model: str, timeout: float = 3.0) -> Seen:
         return Seen(self.states[model], diagnosis=self.diagnosis.get(model))
 
-    async def activate(self, model: str, swap: bool, timeout: float) -> Seen:
+    async def activate(
+        self,
+        model: str,
+        swap: bool,
+        timeout: float,
+        on_state: Callable[[dict[str, object]], None] | None = None,
+    ) -> Seen:
         self.calls.append(f"activate {model}" + (" --swap" if swap else ""))
+        if on_state is not None:
+            self.reports[model] = on_state
         return await self._wait(model)
 
     async def deactivate(
@@ -95,7 +104,8 @@ async def test_a_full_queue_is_429_with_retry_after_and_a_cancelled_wait_leaves_
     await rig.until(lambda: rig.router.snapshot()["a"]["queued"] == 2)
     denial = await rig.ask("a")
     assert isinstance(denial, Denial) and denial.status == 429 and denial.retry_after
-    assert "2 requests already wait (max_queue 2)" in denial.message
+    assert "2 requests are already waiting for it. Try again" in denial.message
+    assert denial.fix is not None and "max_queue 2 reached" in denial.fix
     waiting[0].cancel()  # the client went away
     await rig.until(lambda: rig.router.snapshot()["a"]["queued"] == 1)
     late = rig.ask("a")  # room again
@@ -124,9 +134,17 @@ async def test_failed_down_and_not_on_demand_models_answer_503_saying_why() -> N
     rig.inst.diagnosis["f"] = {"title": "T", "cause": "C", "fix": "X"}
     await rig.settle()
     failed, down, off = await rig.ask("f"), await rig.ask("d"), await rig.ask("o")
-    assert isinstance(failed, Denial) and failed.message == "model f failed: T: C; fix: X"
-    assert isinstance(down, Denial) and "systemctl start vllm-supervisor@d" in down.message
-    assert isinstance(off, Denial) and "on_demand: false): vllmctl activate o" in off.message
+    # The client reads what happened and whether to retry; the operator's fix is for the log.
+    assert isinstance(failed, Denial) and failed.message == (
+        "model f could not be started (T). Try again later, or ask the server's operator."
+    )
+    assert failed.fix == "C; fix: X (vllmctl status f)"
+    assert isinstance(down, Denial) and down.fix == "systemctl start vllm-supervisor@d"
+    assert "not running" in down.message and "systemctl" not in down.message
+    assert isinstance(off, Denial) and off.fix == "it is inactive with on_demand: false: " + (
+        "vllmctl activate o"
+    )
+    assert "vllmctl" not in off.message
     assert rig.inst.calls == []  # none of them was activated
     await rig.close()
 
@@ -152,7 +170,8 @@ async def test_an_activation_that_fails_answers_its_waiters_with_the_diagnosis()
     diag = {"title": "GPU out of memory", "cause": "c", "fix": "lower max_model_len"}
     rig.inst.complete("a", "failed", diagnosis=diag)
     got = await waiting
-    assert isinstance(got, Denial) and got.status == 503 and "lower max_model_len" in got.message
+    assert isinstance(got, Denial) and got.status == 503 and "GPU out of memory" in got.message
+    assert got.fix is not None and "lower max_model_len" in got.fix
     await rig.close()
 
 
@@ -239,4 +258,49 @@ async def test_a_model_deactivated_elsewhere_is_seen_and_activated_on_the_next_r
     await rig.until(lambda: rig.inst.calls == ["activate a"])
     rig.inst.complete("a", "ready")
     assert await waiting == Lease("a")
+    await rig.close()
+
+
+async def test_an_activation_reports_its_phases_to_those_who_wait() -> None:
+    """gateway/progress.py shows these to a streamed chat waiting for the load."""
+    rig = Rig({"a": "inactive"})
+    rig.router.slots["a"].seen = Seen("inactive", extra={"time_to_ready": 41.2})
+    waiting = rig.ask("a")
+    await rig.until(lambda: "a" in rig.inst.reports)
+    phase, changed = rig.router.phase("a")
+    assert phase == "starting (its last start took 41 s)" and not changed.is_set()
+    rig.inst.reports["a"]({"state": "starting", "progress": {"phase": "loading weights"}})
+    await rig.until(changed.is_set)
+    assert rig.router.phase("a")[0] == "loading weights"
+    rig.inst.reports["a"]({"state": "probing"})
+    await rig.until(lambda: rig.router.phase("a")[0] == "checking that it answers")
+    rig.inst.complete("a", "ready")
+    assert await waiting == Lease("a")
+    assert rig.router.phase("a")[0].startswith("ready after ")
+    await rig.close()
+
+
+async def test_a_swap_is_shown_as_unloading_the_peer() -> None:
+    rig = Rig({"a": "ready", "b": "inactive"}, group="card0")
+    await rig.settle()
+    waiting = rig.ask("b")
+    await rig.until(lambda: "b" in rig.inst.pending)
+    assert rig.router.phase("b")[0] == "unloading a to make room on the GPU"
+    rig.inst.complete("b", "ready")
+    assert await waiting == Lease("b")
+    await rig.close()
+
+
+async def test_an_instance_that_refuses_the_call_itself_leaves_the_state_it_had() -> None:
+    """A 4xx of the instance (a bad option) carries no state: the model is not taken for
+    down, and an operator's deactivate gets the refusal to pass on."""
+    rig = Rig({"a": "ready"})
+    await rig.settle()
+    asked = asyncio.ensure_future(rig.router.deactivate("a", {"drain_timeout": 1.0}))
+    await rig.until(lambda: "a" in rig.inst.pending)
+    rig.inst.pending.pop("a").set_result(Seen("down", rejected=(400, "drain_timeout bad")))
+    got = await asked
+    assert isinstance(got, Seen) and got.rejected == (400, "drain_timeout bad")
+    assert rig.router.snapshot()["a"]["state"] == "ready"
+    assert await rig.ask("a") == Lease("a")
     await rig.close()

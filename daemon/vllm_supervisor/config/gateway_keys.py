@@ -28,6 +28,10 @@ class GatewaySettings:
     admin_keys_file: Path | None = None
     # Bearer keys for clients on the OpenAI paths; None: no key is asked for (loopback use).
     api_keys_file: Path | None = None
+    # The defaults of the per-model keys below (ModelGateway), for every model:
+    unsupported_tools: str = "drop"  # drop | refuse: tools sent to a model that calls none
+    load_progress: bool = True  # a streamed chat that waits for a load is shown its phases
+    request_timeout: float = 0.0  # seconds from forward to the answer's end; 0: none
 
     @property
     def host(self) -> str:
@@ -48,11 +52,15 @@ class ModelGateway:
     ttl: float | None = None
     max_queue: int | None = None
     concurrency: int | None = None
+    unsupported_tools: str | None = None
+    load_progress: bool | None = None
+    request_timeout: float | None = None
 
 
 MODEL_KEYS = tuple(f.name for f in fields(ModelGateway))
-ZERO_OK = {"ttl", "concurrency", "max_queue"}  # 0 means never / no cap / no waiting
+ZERO_OK = {"ttl", "concurrency", "max_queue", "request_timeout"}  # 0: never / no cap / none
 CHAT_FALLBACK = ("off", "on_failure", "always")
+UNSUPPORTED_TOOLS = ("drop", "refuse")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -82,6 +90,11 @@ def parse_gateway(node: YNode, problems: list[Problem]) -> GatewaySettings:
                 continue
             out = replace(out, **{key: Path(node.file).parent / v})  # type: ignore[arg-type]
             continue
+        if key in ("unsupported_tools", "load_progress"):
+            value = parse_model_key(ctx, vnode, key)
+            if value is not None:
+                out = replace(out, **{key: value})  # type: ignore[arg-type]
+            continue
         if key == "listen":
             try:
                 split_listen(str(vnode.scalar))
@@ -103,6 +116,16 @@ def parse_model_key(ctx: ProblemScope, node: YNode, key: str) -> object:
             return node.scalar
         ctx.err(node, key, f"expected true or false, got {node.plain()!r}")
         return None
+    if key == "load_progress":
+        if isinstance(node.scalar, bool):
+            return node.scalar
+        ctx.err(node, key, f"expected true or false, got {node.plain()!r}")
+        return None
+    if key == "unsupported_tools":
+        if node.scalar in UNSUPPORTED_TOOLS:
+            return node.scalar
+        ctx.err(node, key, f"expected drop or refuse; got {node.plain()!r}")
+        return None
     if key == "chat_fallback":
         if node.scalar is False:  # YAML 1.1 reads a bare `off` as false
             return "off"
@@ -110,7 +133,7 @@ def parse_model_key(ctx: ProblemScope, node: YNode, key: str) -> object:
             return node.scalar
         ctx.err(node, key, f"expected one of {', '.join(CHAT_FALLBACK)}; got {node.plain()!r}")
         return None
-    return number(ctx, node, key, 0, key != "ttl")
+    return number(ctx, node, key, 0, key not in ("ttl", "request_timeout"))
 
 
 def number(ctx: ProblemScope, node: YNode, key: str, line: int, whole: bool) -> float | None:

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (float() takes 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         a = sub.add_parser(name, parents=[common], help=help_)
         a.add_argument("model", metavar="MODEL")
         a.add_argument("--no-wait", action="store_true", help="return once accepted")
-        a.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
+        a.add_argument("--timeout", type=seconds, default=900.0, help="seconds to wait (900)")
         if name == "activate":
             a.add_argument(
                 "--swap",
@@ -64,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("model", metavar="MODEL")
     d.add_argument(
         "--drain-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         help="seconds to wait for running requests (30; 0: stop at once)",
     )
@@ -91,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, parents=[common], help=help_).add_argument("model", metavar="MODEL")
     pr = sub.add_parser("probe", parents=[common], help="preflight: names, chat, JSON, image")
     pr.add_argument("model", metavar="MODEL")
-    pr.add_argument("--timeout", type=float, default=60.0, help="seconds per check (60)")
+    pr.add_argument("--timeout", type=seconds, default=60.0, help="seconds per check (60)")
     sub.add_parser(
         "gpus", parents=[common], help="GPUs, their memory, and who holds it (models, orphans)"
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial
 from vllm_supervisor.host.peers import peer_allowed, peer_credentials
+from vllm_supervisor.protocol import jsonbody
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_GROUP = "vllm-admin"
@@ -51,11 +51,18 @@ class Admin:
         self._runner: web.AppRunner | None = None
         self.path: Path | None = None
 
-    def add_routes(self, router: web.UrlDispatcher, guard: bool) -> None:
+    def handlers(self, guard: bool) -> dict[str, tuple[str, Handler]]:
+        """path -> (method, handler); GUARD: behind the admin keys (the HTTP port)."""
         wrap = self._keyed if guard else (lambda h: h)
-        router.add_route("*", "/admin/state", wrap(self.state))
-        router.add_post("/admin/activate", wrap(self.activate))
-        router.add_post("/admin/deactivate", wrap(self.deactivate))
+        return {
+            "/admin/state": ("*", wrap(self.state)),
+            "/admin/activate": ("POST", wrap(self.activate)),
+            "/admin/deactivate": ("POST", wrap(self.deactivate)),
+        }
+
+    def add_routes(self, router: web.UrlDispatcher, guard: bool) -> None:
+        for path, (method, handler) in self.handlers(guard).items():
+            router.add_route(method, path, handler)
 
     # ---- the Unix socket -------------------------------------------------------------------
     async def start(self, path: Path) -> None:
@@ -97,23 +104,24 @@ class Admin:
         return guarded
 
     # ---- the paths -------------------------------------------------------------------------
-    async def _model(self, request: web.Request, required: bool) -> str | web.Response | None:
-        raw = await request.read()
-        if not raw.strip():
-            body: Any = {}
-        else:
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                return errors.answer(400, f"malformed JSON: {exc}", "invalid_json")
-        request["body"] = body if isinstance(body, dict) else {}
-        name = body.get("model") if isinstance(body, dict) else None
-        if name is None and not required:
-            return None
-        if not isinstance(name, str):
-            return errors.answer(400, "the body must name a 'model'", "no_model")
+    async def _model(
+        self, request: web.Request, types: dict[str, type], required: bool
+    ) -> str | web.Response | None:
+        """The instance named by the body's `model` (a served name, an alias or the instance
+        name); the body's other fields, checked by type (protocol/jsonbody.py), are kept in
+        request["body"]."""
+        try:
+            body = jsonbody.fields(await request.read(), {"model": str, **types})
+        except jsonbody.BadBody as exc:
+            return errors.answer(400, str(exc), "invalid_request")
+        request["body"] = body
+        name = body.get("model")
+        if name is None:
+            return (
+                errors.answer(400, "the body must name a 'model'", "no_model") if required else None
+            )
         if name in self.catalogue.routes:
-            return name
+            return str(name)
         route = self.catalogue.find(name)
         if route is None:
             known = ", ".join(self.catalogue.known())
@@ -131,7 +139,7 @@ class Admin:
         }
 
     async def state(self, request: web.Request) -> web.StreamResponse:
-        model = await self._model(request, required=False)
+        model = await self._model(request, {}, required=False)
         if isinstance(model, web.Response):
             return model
         if model is not None:
@@ -140,7 +148,7 @@ class Admin:
         return web.json_response({"models": self.router.snapshot()})
 
     async def activate(self, request: web.Request) -> web.StreamResponse:
-        model = await self._model(request, required=True)
+        model = await self._model(request, {}, required=True)
         if not isinstance(model, str):
             return model  # type: ignore[return-value]
         try:
@@ -154,12 +162,20 @@ class Admin:
         return web.json_response(await self._state_of(model))
 
     async def deactivate(self, request: web.Request) -> web.StreamResponse:
-        model = await self._model(request, required=True)
+        """Checked here before anything is asked (a NaN drain_timeout waited out the whole
+        load_timeout); a 4xx of the instance itself comes back as it was given."""
+        model = await self._model(request, {"drain_timeout": float, "stop": bool}, required=True)
         if not isinstance(model, str):
             return model  # type: ignore[return-value]
         body = request.get("body") or {}
+        if body.get("drain_timeout", 0) < 0:
+            return errors.answer(400, "drain_timeout must be >= 0 seconds", "invalid_request")
         options = {k: body[k] for k in ("drain_timeout", "stop") if k in body}
         got = await self.router.deactivate(model, options)
         if isinstance(got, Denial):
             return errors.answer(got.status, got.message, got.code)
+        if got.rejected is not None:
+            status, error = got.rejected
+            return errors.answer(status, f"model {model}: its instance refused: {error}",
+                                 "instance_refused")  # fmt: skip
         return web.json_response(await self._state_of(model))

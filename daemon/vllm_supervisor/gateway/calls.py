@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from vllm_supervisor.gateway.slots import InstancePort, Message, Outcome, Tick
+from vllm_supervisor.gateway.slots import InstancePort, Message, Outcome, Progress, Tick
 
 
 class Calls:
@@ -48,7 +48,11 @@ class Calls:
     # Each outcome carries when its call was asked: a view older than a request is not final.
     async def _activate(self, model: str, swap: bool) -> None:
         asked = self.clock()
-        seen = await self.instances.activate(model, swap, self.load_timeout)
+
+        def on_state(state: dict[str, Any]) -> None:
+            self.inbox.put_nowait(Progress(model, state))
+
+        seen = await self.instances.activate(model, swap, self.load_timeout, on_state)
         self.inbox.put_nowait(Outcome(model, seen, "activating", asked))
 
     async def _deactivate(self, model: str, options: dict[str, Any] | None) -> None:

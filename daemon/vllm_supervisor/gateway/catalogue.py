@@ -5,7 +5,7 @@ the gateway: block)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from vllm_supervisor.config.registry import Registry
 from vllm_supervisor.gateway.slots import Policy
 from vllm_supervisor.host import files
 from vllm_supervisor.host.locations import http_base, local_host
+from vllm_supervisor.preflight.gpu_fit import model_card
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,13 @@ class Route:
     key_file: Path | None
     deprecated: str | None
     chat_fallback: str = "off"  # off | on_failure | always (gateway/chat.py)
+    served: str = ""  # the name the engine answers to first (an alias is swapped for it)
+    aliases: tuple[str, ...] = ()
+    tool_support: str = "none"  # native | react | none (gateway/tools.py)
+    unsupported_tools: str = "drop"  # drop | refuse
+    load_progress: bool = True  # gateway/progress.py
+    request_timeout: float = 0.0  # 0: none
+    card: dict[str, object] = field(default_factory=dict)  # preflight/gpu_fit.model_card
 
 
 def policy(cfg: ModelConfig, gw: GatewaySettings) -> Policy:
@@ -38,19 +46,28 @@ def policy(cfg: ModelConfig, gw: GatewaySettings) -> Policy:
     )
 
 
+def route(cfg: ModelConfig, gw: GatewaySettings) -> Route:
+    m = cfg.gateway
+    return Route(
+        cfg.name,
+        cfg.served_model_names + cfg.aliases,
+        http_base(local_host(cfg.host), cfg.port),
+        cfg.api_key_file,
+        cfg.deprecated,
+        m.chat_fallback,
+        served=cfg.served_model_names[0],
+        aliases=cfg.aliases,
+        tool_support=cfg.tool_support,
+        unsupported_tools=m.unsupported_tools or gw.unsupported_tools,
+        load_progress=gw.load_progress if m.load_progress is None else m.load_progress,
+        request_timeout=gw.request_timeout if m.request_timeout is None else m.request_timeout,
+        card=model_card(cfg),
+    )
+
+
 class Catalogue:
     def __init__(self, reg: Registry) -> None:
-        self.routes = {
-            name: Route(
-                name,
-                cfg.served_model_names + cfg.aliases,
-                http_base(local_host(cfg.host), cfg.port),
-                cfg.api_key_file,
-                cfg.deprecated,
-                cfg.gateway.chat_fallback,
-            )
-            for name, cfg in reg.models.items()
-        }
+        self.routes = {name: route(cfg, reg.gateway) for name, cfg in reg.models.items()}
         self.policies = {name: policy(cfg, reg.gateway) for name, cfg in reg.models.items()}
         self.by_name = {n: r for r in self.routes.values() for n in r.names}
 

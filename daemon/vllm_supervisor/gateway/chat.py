@@ -15,11 +15,19 @@ from vllm_supervisor.gateway import errors, fallback
 from vllm_supervisor.gateway.catalogue import Route
 
 HEADER = "X-Vllm-Supervisor-Chat-Fallback"
+
 HOLD_MAX = 1 << 20  # bytes of an answerless stream held back before it is relayed anyway
 
 
 class Forwarder(Protocol):  # gateway/proxy.py's Proxy
     metrics: Any
+    log: Any
+
+    def fail(
+        self, status: int, message: str, code: str, model: str | None = None
+    ) -> web.Response: ...
+
+    async def prepare(self, request: web.Request, out: web.StreamResponse) -> None: ...
 
     async def open(
         self, route: Route, method: str, path: str, raw: bytes, given: Mapping[str, str]
@@ -31,6 +39,8 @@ class Forwarder(Protocol):  # gateway/proxy.py's Proxy
         route: Route,
         upstream: aiohttp.ClientResponse,
         head: bytes = b"",
+        marks: dict[str, str] | None = None,
+        watch_done: bool = True,
     ) -> web.StreamResponse: ...
 
 
@@ -90,7 +100,8 @@ class ChatFallback:
             fallback.check_rewritable(chat)
             prompt = await self._prompt(request, route, chat)
         except fallback.NotRewritable as exc:
-            return errors.answer(400, f"model {route.model}: {exc}", "chat_fallback_refused")
+            return self.proxy.fail(400, f"model {route.model}: {exc}", "chat_fallback_refused",
+                                   route.model)  # fmt: skip
         if isinstance(prompt, web.Response):
             return prompt
         body = json.dumps(fallback.completion_request(chat, prompt)).encode()
@@ -109,7 +120,7 @@ class ChatFallback:
             if not chat.get("stream"):
                 data = await upstream.json()
                 return web.json_response(fallback.chat_answer(data), headers=marks)
-            return await self._stream(request, upstream, marks)
+            return await self._stream(request, route.model, upstream, marks)
 
     async def _prompt(
         self, request: web.Request, route: Route, chat: dict[str, Any]
@@ -129,24 +140,30 @@ class ChatFallback:
         return fallback.flatten(chat.get("messages", []))
 
     async def _stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, marks: dict[str, str]
+        self,
+        request: web.Request,
+        route: str,
+        upstream: aiohttp.ClientResponse,
+        marks: dict[str, str],
     ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **marks}
-        )
-        await out.prepare(request)
+        out = request.get(errors.OUT)  # a stream already started (load progress) goes on
+        if out is None:
+            out = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **marks}
+            )
+            await self.proxy.prepare(request, out)
         reshape, events, done = fallback.ChunkReshaper(), fallback.Events(), False
+        fix = "the engine's stream ended without [DONE]"
         try:
             async for chunk in upstream.content.iter_any():
                 for data in events.feed(chunk):
                     done = done or data.strip() == b"[DONE]"
                     await out.write(reshape.event(data))
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            await out.write(errors.sse_event(502, f"the engine failed mid-stream ({exc})",
-                                             "engine_failed"))  # fmt: skip
-        else:
-            if not done:  # cut short (docs/vllm-behaviour.md, "Streams"): not a whole answer
-                await out.write(errors.sse_event(502, "the engine's stream ended without "
-                                                 "[DONE]", "engine_failed"))  # fmt: skip
+            done, fix = False, f"the engine failed mid-stream ({exc})"
+        if not done:  # cut short (docs/vllm-behaviour.md, "Streams"): not a whole answer
+            msg = f"model {route} {errors.ENGINE_DIED}"
+            errors.log_answer(self.proxy.log, 502, "engine_failed", route, msg, fix)
+            await out.write(errors.sse_event(502, msg, "engine_failed"))
         await out.write_eof()
         return out

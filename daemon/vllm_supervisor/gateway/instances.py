@@ -6,7 +6,9 @@ A socket that is absent or refuses means the instance's service is not running: 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,16 +29,21 @@ class Seen:
     diagnosis: dict[str, Any] | None = None
     refused: str | None = None  # a 409: the gpu_group peer that holds the group
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Another 4xx: the instance refused the call itself (a bad option, a newer protocol),
+    # which the gateway's admin passes on as it is, never as a state.
+    rejected: tuple[int, str] | None = None
 
     @classmethod
     def of(cls, status: int, answers: list[dict[str, Any]]) -> Seen:
         last = answers[-1] if answers else {}
+        error = str(last.get("error") or f"HTTP {status}")
         return cls(
             str(last.get("state") or DOWN),
             str(last.get("reason") or ""),
             last.get("diagnosis") if isinstance(last.get("diagnosis"), dict) else None,
-            str(last.get("error")) if status == 409 else None,
+            error if status == 409 else None,
             last,
+            (status, error) if 400 <= status < 500 and status != 409 else None,
         )
 
 
@@ -46,9 +53,17 @@ class Instances:
         self.bases = [runtime_bases] if isinstance(runtime_bases, Path) else runtime_bases
 
     async def request(
-        self, model: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+        self,
+        model: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout: float,
+        on_line: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[int, str] | None:
-        """(HTTP status, the answer's text), or None when the service is down."""
+        """(HTTP status, the answer's text), or None when the service is down. ON_LINE: each
+        JSON line of an NDJSON answer as it comes (an activation's states, for the gateway's
+        load progress)."""
         sock = next((p for b in self.bases if (p := socket_path(b, model)).exists()), None)
         if sock is None:
             return None
@@ -62,15 +77,31 @@ class Instances:
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as r,
             ):
-                return r.status, await r.text()
+                if on_line is None:
+                    return r.status, await r.text()
+                lines = []
+                async for raw in r.content:  # line by line, as the instance writes them
+                    line = raw.decode("utf-8", errors="replace")
+                    lines.append(line)
+                    with contextlib.suppress(ValueError):
+                        value = json.loads(line)
+                        if isinstance(value, dict):
+                            on_line(value)
+                return r.status, "".join(lines)
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
     async def call(
-        self, model: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+        self,
+        model: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout: float,
+        on_line: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[int, list[dict[str, Any]]] | None:
         """(HTTP status, every JSON line of the answer), or None when the service is down."""
-        got = await self.request(model, method, path, body, timeout)
+        got = await self.request(model, method, path, body, timeout, on_line)
         if got is None:
             return None
         answers = []
@@ -92,10 +123,17 @@ class Instances:
         got = await self.call(model, "GET", "/v1/state", None, timeout)
         return Seen(DOWN) if got is None else Seen.of(*got)
 
-    async def activate(self, model: str, swap: bool, timeout: float) -> Seen:
-        """Activate and wait until ready (or failed, or refused): the last state seen."""
+    async def activate(
+        self,
+        model: str,
+        swap: bool,
+        timeout: float,
+        on_state: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Seen:
+        """Activate and wait until ready (or failed, or refused): the last state seen.
+        ON_STATE: each state the instance reports on the way."""
         body = {"wait": True, "timeout": timeout, "swap": swap}
-        got = await self.call(model, "POST", "/v1/activate", body, timeout + 10)
+        got = await self.call(model, "POST", "/v1/activate", body, timeout + 10, on_state)
         return Seen(DOWN) if got is None else Seen.of(*got)
 
     async def deactivate(

@@ -96,6 +96,12 @@ class GatewayMetrics:
             ["model", "reason"],
             registry=self.registry,
         )
+        self.tools_removed = Counter(
+            "vllm_gateway_tools_removed",
+            "requests whose tools were removed for a model that calls none (unsupported_tools)",
+            ["model"],
+            registry=self.registry,
+        )
         self.registry.register(RouterCollector(router))
         router.on_activation = self.activated
 

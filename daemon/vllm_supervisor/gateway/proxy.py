@@ -1,12 +1,15 @@
-"""The gateway's HTTP side: find the model a request names, wait for the router's Lease, and
-relay the engine's answer chunk by chunk.
+"""Forwarding one client route (gateway/routes.py) to its model's engine: read the body
+whole (gateway/body.py), find the model it names, swap an alias for the served name, take
+tools out for a model that calls none (gateway/tools.py), wait for the router's Lease
+(showing a streamed chat the load, gateway/progress.py), and relay the engine's answer
+chunk by chunk, within the model's request_timeout.
 
-The body is read once, bounded by `gateway.max_body` (413 beyond), parsed only to find
-`model` (JSON keys have no order, so the whole body is needed), and forwarded as the same
-bytes. Streams are relayed as they come (`X-Accel-Buffering: no` tells nginx-like proxies
-in front not to buffer either). An engine that dies mid-stream ends the client's stream
-with an error event, and so does a chat or completions stream that ends without vLLM's
-closing `data: [DONE]`; nothing waits on a dead connection.
+The body is forwarded as the same bytes unless the gateway changed it (an alias, tools).
+Streams are relayed as they come (`X-Accel-Buffering: no` tells nginx-like proxies in front
+not to buffer either). An engine that dies mid-stream ends the client's stream with an
+error event, and so does a chat or completions stream that ends without vLLM's closing
+`data: [DONE]`; nothing waits on a dead connection. Every error answer is logged once, with
+the operator's fix (gateway/errors.py).
 """
 
 from __future__ import annotations
@@ -14,30 +17,30 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from vllm_supervisor.gateway import errors
+from vllm_supervisor.gateway import body, errors, progress, routes, tools
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys, Route
 from vllm_supervisor.gateway.chat import ChatFallback
-from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.router import Router
-from vllm_supervisor.gateway.slots import Denial
+from vllm_supervisor.gateway.slots import Denial, Lease
 
 # Request headers the engine gets from the client; the rest (its Authorization above all:
 # a gateway key is not an engine key) stay here.
 # Not Accept-Encoding: the engine's answers are relayed as they are, uncompressed.
 FORWARDED = ("Content-Type", "Accept", "User-Agent", "OpenAI-Organization")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOP = {"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Content-Encoding"}
 # vLLM ends every chat and completions stream with this event, after an error event too
 # (docs/vllm-behaviour.md): a stream of these paths that ends without it was cut short.
 DONE = b"data: [DONE]"
 DONE_PATHS = ("/v1/chat/completions", "/v1/completions")
+CHAT = "/v1/chat/completions"
+OUT, ENGINE_DIED = errors.OUT, errors.ENGINE_DIED
 
 
 class Proxy:
@@ -50,119 +53,188 @@ class Proxy:
         max_body: int,
         metrics: GatewayMetrics | None = None,
         engine_keys: EngineKeys | None = None,
-        client_keys: Keys | None = None,
+        log: Any = None,
     ) -> None:
         self.catalogue, self.router, self.session = catalogue, router, session
         self.load_timeout, self.max_body, self.metrics = load_timeout, max_body, metrics
-        self.engine_keys, self.client_keys = engine_keys, client_keys
+        self.engine_keys = engine_keys
+        self.log = log if log is not None else errors.QuietLog()
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_get("/health", self.health)
-        app.router.add_get("/v1/models", self.keyed(self.models))
-        app.router.add_get("/metrics", self.prometheus)
-        app.router.add_route("*", "/{path:.*}", self.keyed(self.forward))
+    def fail(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        model: str | None = None,
+        fix: str | None = None,
+        retry_after: float | None = None,
+    ) -> web.Response:
+        """An error answer of the gateway's own, logged once for the operator."""
+        errors.log_answer(self.log, status, code, model, message, fix)
+        return errors.answer(status, message, code, retry_after)
 
-    def keyed(self, handler: Handler) -> Handler:
-        """With gateway.api_keys_file: a client's bearer key, compared in constant time
-        (gateway/keys.py); never logged, never forwarded (engines get their own key)."""
+    async def prepare(self, request: web.Request, out: web.StreamResponse) -> None:
+        """Send OUT's headers, and remember that they went (a timeout or an error after this
+        point can only end the stream with an error event)."""
+        await out.prepare(request)
+        request[OUT] = out
 
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            keys = self.client_keys
-            if keys is not None and keys.label(request.headers.get("Authorization")) is None:
-                return errors.answer(401, "a valid API key is required (Authorization: "
-                                     "Bearer KEY)", "invalid_api_key")  # fmt: skip
-            return await handler(request)
-
-        return guarded
-
-    async def prometheus(self, request: web.Request) -> web.Response:
-        text = await self.metrics.text() if self.metrics is not None else ""
-        return web.Response(text=text, content_type="text/plain", charset="utf-8")
-
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def models(self, request: web.Request) -> web.Response:
-        """Every configured, non-deprecated name, with its model's state (an extension)."""
-        snap = self.router.snapshot()
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "vllm-supervisor",
-                "x_vllm_supervisor": {"model": r.model, **snap.get(r.model, {})},
-            }
-            for r in self.catalogue.routes.values()
-            if not r.deprecated
-            for name in r.names
-        ]
-        return web.json_response({"object": "list", "data": data})
-
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        if request.path.startswith("/admin/"):  # never an engine's: see gateway/admin.py
-            return errors.answer(
-                404,
-                "the admin paths are served on the gateway's admin socket; set "
-                "gateway.admin_keys_file to serve them on this port too",
-                "admin_not_here",
-            )
-        raw = await request.content.read(self.max_body + 1)
-        if len(raw) > self.max_body:
-            return errors.answer(413, f"request body over {self.max_body} bytes", "body_too_large")
-        routed = self._route(raw)
-        if isinstance(routed, web.Response):
-            return routed
-        route, body = routed
+    # ---- one client request ----------------------------------------------------------------
+    async def forward(self, request: web.Request, croute: routes.ClientRoute) -> web.StreamResponse:
+        try:
+            raw = await body.read(request, self.max_body)
+            parsed = body.parse(raw, croute, request.headers.get("Content-Type", ""))
+        except body.Refusal as exc:
+            resp = self.fail(exc.status, exc.message, exc.code)
+            if exc.status == 413:
+                resp.force_close()  # the rest of the body is not read: end the connection
+            return resp
+        route = self.catalogue.find(parsed.model)
+        if route is None:
+            known = ", ".join(self.catalogue.known())
+            return self.fail(404, f"model '{parsed.model[:200]}' does not exist here; known: "
+                             f"{known}", "model_not_found")  # fmt: skip
+        marks = {"X-Vllm-Supervisor-Model": route.model}
+        changed = parsed.model in route.aliases
+        if changed:
+            raw = body.renamed(raw, parsed, route.served)
+        if croute.tools and parsed.json is not None and route.tool_support != "native":
+            try:
+                n = tools.removed(parsed.json, route.model, route.tool_support,
+                                  route.unsupported_tools)  # fmt: skip
+            except body.Refusal as exc:
+                return self.fail(exc.status, exc.message, exc.code, route.model)
+            if n is not None:
+                raw = json.dumps(parsed.json).encode()
+                marks[tools.HEADER] = f"{n} (tool_support: {route.tool_support})"
+                if self.metrics is not None:
+                    self.metrics.tools_removed.labels(route.model).inc()
         started = time.monotonic()
-        out = await self._serve(request, route, raw, body)
+        out = await self._serve(request, croute, route, raw, parsed, marks)
         if self.metrics is not None:
             self.metrics.answered(route.model, out.status, time.monotonic() - started)
         return out
 
     async def _serve(
-        self, request: web.Request, route: Route, raw: bytes, body: dict[str, Any]
+        self,
+        request: web.Request,
+        croute: routes.ClientRoute,
+        route: Route,
+        raw: bytes,
+        parsed: body.Parsed,
+        marks: dict[str, str],
     ) -> web.StreamResponse:
+        acquire = asyncio.ensure_future(self.router.acquire(route.model))
+        show = (
+            route.load_progress
+            and croute.path == CHAT
+            and parsed.json is not None
+            and parsed.json.get("stream") is True
+            and not self.router.serving(route.model)
+        )
         try:
-            got = await asyncio.wait_for(self.router.acquire(route.model), self.load_timeout)
+            if show:
+                out = web.StreamResponse(headers={
+                    "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no", **marks})  # fmt: skip
+                got = await progress.wait_showing(request, out, self.prepare, self.router,
+                                                  route.model, parsed.model, acquire,
+                                                  self.load_timeout)  # fmt: skip
+            else:
+                got = await asyncio.wait_for(asyncio.shield(acquire), self.load_timeout)
         except TimeoutError:
-            state = self.router.snapshot()[route.model]["state"]
-            return errors.answer(
-                503,
-                f"model {route.model} was not ready within {self.load_timeout:g} s "
-                f"(gateway.load_timeout); it is {state}",
-                "load_timeout",
-            )
-        if isinstance(got, Denial):
-            return errors.answer(got.status, got.message, got.code, got.retry_after)
+            got = None
+        finally:
+            if not acquire.done():
+                acquire.cancel()  # the client left, or waited out the load: leave the queue
+        if not isinstance(got, Lease):
+            return await self._refused(request, route, got)
         try:
-            chat = request.path == "/v1/chat/completions" and request.method == "POST"
-            if chat and route.chat_fallback != "off":
-                return await ChatFallback(self).serve(request, route, raw, body)
-            upstream = await self.open(route, request.method, request.rel_url.path_qs, raw,
-                                       request.headers)  # fmt: skip
-            if isinstance(upstream, web.Response):
-                return upstream
-            return await self.relay(request, route, upstream)
+            return await self._answer(request, croute, route, raw, parsed, marks)
         finally:
             self.router.release(got)
 
-    def _route(self, raw: bytes) -> tuple[Route, dict[str, Any]] | web.Response:
-        try:
-            body: Any = json.loads(raw) if raw.strip() else None
-        except ValueError as exc:
-            return errors.answer(400, f"malformed JSON: {exc}", "invalid_json")
-        name = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not name:
-            return errors.answer(400, "the body must be a JSON object naming a 'model'", "no_model")
-        route = self.catalogue.find(name)
-        if route is None:
-            known = ", ".join(self.catalogue.known())
-            return errors.answer(
-                404, f"model '{name}' does not exist here; known: {known}", "model_not_found"
+    async def _refused(
+        self, request: web.Request, route: Route, got: Denial | None
+    ) -> web.StreamResponse:
+        if got is None:
+            state = self.router.snapshot()[route.model]["state"]
+            got = Denial(
+                503,
+                f"model {route.model} is still loading after {self.load_timeout:g} s. Try "
+                "again in a minute.",
+                "load_timeout",
+                30.0,
+                fix=f"not ready within gateway.load_timeout ({self.load_timeout:g} s); it "
+                f"is {state}",
             )
-        return route, body
+        return await self.late_or_now(request, route.model, got.status, got.message, got.code,
+                                      got.fix, got.retry_after)  # fmt: skip
 
+    async def late_or_now(
+        self,
+        request: web.Request,
+        model: str,
+        status: int,
+        message: str,
+        code: str,
+        fix: str | None = None,
+        retry_after: float | None = None,
+    ) -> web.StreamResponse:
+        """An error answer, or, once a stream's headers went out, its closing error event."""
+        out: web.StreamResponse | None = request.get(OUT)
+        if out is None:
+            return self.fail(status, message, code, model, fix, retry_after)
+        errors.log_answer(self.log, status, code, model, message, fix)
+        await progress.end_with_error(out, status, message, code)
+        return out
+
+    async def _answer(
+        self,
+        request: web.Request,
+        croute: routes.ClientRoute,
+        route: Route,
+        raw: bytes,
+        parsed: body.Parsed,
+        marks: dict[str, str],
+    ) -> web.StreamResponse:
+        """The engine's answer within the model's request_timeout (0: none). Past it the
+        engine's connection is closed, which aborts its request (vLLM's with_cancellation)."""
+        limit = route.request_timeout or None
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                if croute.path == CHAT and route.chat_fallback != "off" and parsed.json:
+                    resp = await ChatFallback(self).serve(request, route, raw, parsed.json)
+                    if isinstance(resp, web.Response):  # not a stream: maybe an error
+                        return await self.late(request, route.model, resp)
+                    return resp
+                path = croute.path + routes.query(request.raw_path)
+                upstream = await self.open(route, "POST", path, raw, request.headers)
+                if isinstance(upstream, web.Response):
+                    return await self.late(request, route.model, upstream)
+                return await self.relay(request, route, upstream, marks=marks,
+                                        watch_done=croute.path in DONE_PATHS)  # fmt: skip
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return await self.late_or_now(
+                request, route.model, 504,
+                f"model {route.model} took longer than {limit:g} s to answer, the most this "
+                "server allows, so the answer was stopped. Try a shorter request.",
+                "request_timeout", fix="request_timeout (per model, or in the gateway block)",
+            )  # fmt: skip
+
+    async def late(
+        self, request: web.Request, model: str, resp: web.Response
+    ) -> web.StreamResponse:
+        """RESP, an error answer: as it is, or as the end of a stream already started."""
+        if request.get(OUT) is None:
+            return resp
+        status, message, code = progress.error_of(resp)
+        return await self.late_or_now(request, model, status, message, code)
+
+    # ---- the engine side ---------------------------------------------------------------------
     async def open(
         self, route: Route, method: str, path: str, raw: bytes, given: Mapping[str, str]
     ) -> aiohttp.ClientResponse | web.Response:
@@ -206,9 +278,12 @@ class Proxy:
             )
         except (aiohttp.ClientError, OSError) as exc:
             self.router.stale(route.model)  # it was ready a moment ago: look again
-            return errors.answer(
-                502, f"model {route.model}: the engine is unreachable ({exc})", "engine_unreachable"
-            )
+            return self.fail(
+                502, f"model {route.model} did not answer. Try again in a moment.",
+                "engine_unreachable", route.model,
+                fix=f"its engine at {route.base} is unreachable ({exc}); the instance restarts "
+                f"a dead engine: vllmctl status {route.model}",
+            )  # fmt: skip
         if self.metrics is not None:
             self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
         return upstream
@@ -219,30 +294,36 @@ class Proxy:
         route: Route,
         upstream: aiohttp.ClientResponse,
         head: bytes = b"",
+        marks: dict[str, str] | None = None,
+        watch_done: bool = True,
     ) -> web.StreamResponse:
         """The engine's answer to the client: whole when its length is known, else chunk by
-        chunk as it comes. HEAD: the start of a stream already read (gateway/chat.py)."""
+        chunk as it comes. HEAD: the start of a stream already read (gateway/chat.py). When a
+        stream was started already (load progress), the engine's events follow in it."""
+        out: web.StreamResponse | None = request.get(OUT)
         async with upstream:
             headers = {k: v for k, v in upstream.headers.items() if k not in HOP}
-            headers["X-Accel-Buffering"] = "no"
-            headers["X-Vllm-Supervisor-Model"] = route.model
+            headers.update({"X-Accel-Buffering": "no", "X-Vllm-Supervisor-Model": route.model,
+                            **(marks or {})})  # fmt: skip
             sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-            if not sse and not head and upstream.content_length is not None:
+            if not sse and not head and (upstream.content_length is not None or out):
                 # A whole answer of known length (most non-streamed ones): one read, one
                 # write, no chunked framing: the cheapest relay (scripts/bench/gateway.py).
                 try:
-                    body = await upstream.read()
+                    data = await upstream.read()
                 except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                     self.router.stale(route.model)
-                    return errors.answer(502, f"model {route.model}: the engine failed "
-                                         f"mid-answer ({exc})", "engine_failed")  # fmt: skip
-                return web.Response(
-                    body=body, status=upstream.status, reason=upstream.reason, headers=headers
-                )
-            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            out.headers.update(headers)
-            await out.prepare(request)
-            watch = sse and upstream.status == 200 and request.path in DONE_PATHS
+                    return await self.late_or_now(request, route.model, 502,
+                                                  f"model {route.model} {ENGINE_DIED}",
+                                                  "engine_failed", fix=str(exc))  # fmt: skip
+                resp = web.Response(body=data, status=upstream.status, reason=upstream.reason,
+                                    headers=headers)  # fmt: skip
+                return await self.late(request, route.model, resp) if out else resp
+            if out is None:
+                out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                out.headers.update(headers)
+                await self.prepare(request, out)
+            watch = sse and upstream.status == 200 and watch_done
             tail = head[-64:]
             done = not watch or DONE in tail
             if head:
@@ -256,16 +337,20 @@ class Proxy:
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                 # The engine died mid-answer: tell a streaming client, and end the answer.
                 self.router.stale(route.model)
+                errors.log_answer(self.log, 502, "engine_failed", route.model,
+                                  f"model {route.model} {ENGINE_DIED}", str(exc))  # fmt: skip
                 if not sse:  # a cut connection, not a short answer that looks whole
                     if request.transport is not None:
                         request.transport.close()
                     return out
-                msg = f"model {route.model}: the engine failed mid-stream ({exc})"
-                await out.write(errors.sse_event(502, msg, "engine_failed"))
+                await out.write(errors.sse_event(502, f"model {route.model} {ENGINE_DIED}",
+                                                 "engine_failed"))  # fmt: skip
             else:
                 if not done:  # a clean end, but short: the client must not take it as whole
                     self.router.stale(route.model)
-                    msg = f"model {route.model}: the engine's stream ended without [DONE]"
+                    msg = f"model {route.model} {ENGINE_DIED}"
+                    errors.log_answer(self.log, 502, "engine_failed", route.model, msg,
+                                      "the engine's stream ended without [DONE]")  # fmt: skip
                     await out.write(errors.sse_event(502, msg, "engine_failed"))
             await out.write_eof()
         return out

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vllm_supervisor.gateway.calls import Calls
+from vllm_supervisor.gateway.errors import QuietLog
 from vllm_supervisor.gateway.instances import DOWN, Seen
 from vllm_supervisor.gateway.slots import (
     COMING,
@@ -37,6 +38,7 @@ from vllm_supervisor.gateway.slots import (
     Message,
     Outcome,
     Policy,
+    Progress,
     Release,
     Slot,
     Tick,
@@ -55,6 +57,7 @@ class Router:
         clock: Callable[[], float],
         load_timeout: float,
         refresh: float = 2.0,
+        log: Any = None,
     ) -> None:
         self.slots = {name: Slot(name, p) for name, p in policies.items()}
         self.instances, self.clock = instances, clock
@@ -62,6 +65,7 @@ class Router:
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
         self.calls = Calls(instances, self.inbox, clock, load_timeout)
         self._refreshed = -refresh
+        self.log = log if log is not None else QuietLog()
         self.activations = 0  # admin activations started (metrics, tests)
         self.swaps = 0
         # Called as each activation ends: (model, swapped, seconds, state) - gateway/metrics.py.
@@ -121,6 +125,10 @@ class Router:
                 self._outcome(self.slots[model], seen, done, asked)
             case Tick():
                 self._on_tick()
+            case Progress(model, state):
+                slot = self.slots[model]
+                if slot.busy == "activating":
+                    self._set_phase(slot, phase_of(state))
             case Deactivate(model, answer, options):
                 slot = self.slots[model]
                 busy = slot.busy or (
@@ -142,10 +150,12 @@ class Router:
                 waiter,
                 Denial(
                     429,
-                    f"model {slot.name}: {len(slot.queue)} requests already wait "
-                    f"(max_queue {slot.policy.max_queue}); retry later",
+                    f"model {slot.name} is busy: {len(slot.queue)} requests are already "
+                    f"waiting for it. Try again in a few seconds.",
                     "queue_full",
                     retry,
+                    fix=f"max_queue {slot.policy.max_queue} reached (gateway.max_queue, or "
+                    "the model's max_queue)",
                 ),
             )
             return
@@ -199,9 +209,10 @@ class Router:
                 slot,
                 Denial(
                     503,
-                    f"model {slot.name} is {state} and not started on demand (on_demand: "
-                    f"false): vllmctl activate {slot.name}",
+                    f"model {slot.name} is not loaded, and this server loads it only when its "
+                    "operator says so. Ask the server's operator.",
                     "model_not_active",
+                    fix=f"it is {state} with on_demand: false: vllmctl activate {slot.name}",
                 ),
             )
         else:
@@ -221,11 +232,19 @@ class Router:
                 return  # its requests first; a Release or an Outcome pumps us again
         slot.busy, slot.activating_since = "activating", self.clock()
         self.activations += 1
+        took = slot.seen.extra.get("time_to_ready")
+        last = f" (its last start took {took:.0f} s)" if isinstance(took, int | float) else ""
         if active:  # the instance's --swap deactivates them; none may serve meanwhile
             self.swaps += 1
             slot.evicting = [p.name for p in active]
             for peer in active:
                 peer.busy = "swapped out"
+            names = ", ".join(slot.evicting)
+            self._set_phase(slot, f"unloading {names} to make room on the GPU{last}")
+        else:
+            self._set_phase(slot, f"starting{last}")
+        self.log.info("activating", model=slot.name, swap_out=", ".join(slot.evicting) or None,
+                      waiting=len(slot.queue))  # fmt: skip
         self.calls.activate(slot.name, swap=bool(active) or unseen)
 
     def _pump_group(self, slot: Slot) -> None:
@@ -236,9 +255,17 @@ class Router:
                 self._pump(s)
 
     def _outcome(self, slot: Slot, seen: Seen, done: str | None, asked: float) -> None:
-        if done == "activating" and self.on_activation is not None:
+        if done == "activating":
             took = self.clock() - slot.activating_since
-            self.on_activation(slot.name, bool(slot.evicting), took, seen.state)
+            if self.on_activation is not None:
+                self.on_activation(slot.name, bool(slot.evicting), took, seen.state)
+            ok = seen.state == "ready"
+            (self.log.info if ok else self.log.error)(
+                "activated" if ok else "activation failed", model=slot.name,
+                swapped_out=", ".join(slot.evicting) or None, seconds=round(took, 1),
+                state=seen.state, reason=seen.reason or None,
+            )  # fmt: skip
+            self._set_phase(slot, f"ready after {took:.0f} s" if ok else f"{seen.state}")
         if done == "deactivating":
             for fut in slot.deactivations:
                 if not fut.done():
@@ -255,6 +282,16 @@ class Router:
             slot.looking = False
             if slot.busy is not None:
                 return  # a refresh raced a call under way: the call's answer counts
+        if seen.rejected is not None:  # the instance refused the call: no state in it
+            if done == "activating":
+                status, error = seen.rejected
+                self._deny_all(slot, Denial(503, f"model {slot.name} could not be loaded. "
+                                            "Ask the server's operator.", "activation_refused",
+                                            fix=f"its instance refused the activation "
+                                            f"({status}: {error})"))  # fmt: skip
+            self.calls.look(slot.name)
+            self._pump_group(slot)
+            return
         was = slot.seen.state
         slot.seen, slot.seen_at = seen, max(slot.seen_at, asked)
         if seen.state == "ready" and was != "ready":
@@ -265,10 +302,13 @@ class Router:
             elif seen.state == DOWN:
                 self._deny_all(slot, down(slot))
             elif seen.refused:
-                self._deny_all(slot, Denial(503, f"model {slot.name}: {seen.refused}", "busy"))
+                self._deny_all(slot, Denial(503, f"model {slot.name} cannot be loaded now: "
+                                            "another model holds its GPU. Try again later.",
+                                            "busy", 5.0, fix=seen.refused))  # fmt: skip
             else:
-                why = f"model {slot.name} did not become ready: it is {seen.state}"
-                self._deny_all(slot, Denial(503, f"{why} ({seen.reason})", "model_not_ready"))
+                self._deny_all(slot, Denial(503, f"model {slot.name} did not finish loading. "
+                                            "Try again in a minute.", "model_not_ready", 30.0,
+                                            fix=f"it is {seen.state} ({seen.reason})"))  # fmt: skip
         self._pump_group(slot)
 
     def _on_tick(self) -> None:
@@ -294,6 +334,23 @@ class Router:
                 if slot.busy is None:
                     self.calls.look(slot.name)
 
+    def _set_phase(self, slot: Slot, phase: str) -> None:
+        if phase == slot.phase:
+            return
+        slot.phase, changed = phase, slot.phase_set
+        slot.phase_set = asyncio.Event()
+        changed.set()
+
+    # ---- what handlers read (the owner's state, never changed from outside) ------------------
+    def serving(self, model: str) -> bool:
+        """Would a request for MODEL be served at once (ready, under its cap)?"""
+        return self._grantable(self.slots[model])
+
+    def phase(self, model: str) -> tuple[str, asyncio.Event]:
+        """What MODEL's activation does now, and an event set when that changes."""
+        slot = self.slots[model]
+        return slot.phase, slot.phase_set
+
     # ---- answers ---------------------------------------------------------------------------------
     def _answer(self, waiter: Waiter, answer: Lease | Denial) -> bool:
         if waiter.answer.done():  # its handler gave up (timeout, disconnect)
@@ -307,3 +364,16 @@ class Router:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return snapshot(self.slots, self.clock())
+
+
+def phase_of(state: dict[str, Any]) -> str:
+    """An activating instance's state (runtime/status.as_dict), as a client reads it."""
+    name = str(state.get("state") or "")
+    progress = state.get("progress")
+    if name == "starting" and isinstance(progress, dict) and progress.get("phase"):
+        return str(progress["phase"]).replace("spawned", "starting the engine")
+    if name == "probing":
+        return "checking that it answers"
+    if name == "restarting":
+        return f"restarting after a failure ({state.get('reason') or 'see the journal'})"
+    return name or "starting"

@@ -8,7 +8,9 @@ import asyncio
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import uvloop
@@ -20,6 +22,8 @@ from vllm_supervisor.config.problems import ConfigInvalid
 from vllm_supervisor.config.registry import Registry, default_config_dir, load_registry
 from vllm_supervisor.gateway.admin import Admin
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys
+from vllm_supervisor.gateway.front import Front
+from vllm_supervisor.gateway.http_server import Runner
 from vllm_supervisor.gateway.instances import Instances
 from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
@@ -58,34 +62,58 @@ def run(
     return uvloop.run(serve(reg, host, port, bases, sock))
 
 
+@dataclass
+class Gateway:
+    """The gateway's parts, wired: the router (its owner task is the caller's to run), the
+    admin, and the HTTP app every client reaches."""
+
+    app: web.Application
+    router: Router
+    admin: Admin
+    keys: Keys | None
+    client_keys: Keys | None
+
+
+def build(reg: Registry, instances: Any, session: aiohttp.ClientSession, log: Any) -> Gateway:
+    catalogue = Catalogue(reg)
+    gw = reg.gateway
+    router = Router(catalogue.policies, instances, time.monotonic, gw.load_timeout, log=log)
+    # The body is read by gateway/body.py, bounded by max_body; aiohttp's own cap applies
+    # only to request.read(), which the admin paths use.
+    app = web.Application(client_max_size=gw.max_body + 1)
+    metrics = GatewayMetrics(router, instances, list(catalogue.routes))
+    keys = Keys(gw.admin_keys_file) if gw.admin_keys_file else None
+    client_keys = Keys(gw.api_keys_file) if gw.api_keys_file else None
+    engine_keys = EngineKeys(catalogue, instances, time.monotonic)
+    admin = Admin(catalogue, router, instances, log, gw.load_timeout, keys)
+    proxy = Proxy(
+        catalogue, router, session, gw.load_timeout, gw.max_body, metrics, engine_keys, log
+    )
+    Front(
+        catalogue, router, proxy.forward, log, metrics, client_keys,
+        # the admin paths on the HTTP port only behind admin keys
+        admin.handlers(guard=True) if keys is not None else None,
+        gw.load_timeout,
+    ).routes(app)  # fmt: skip
+    return Gateway(app, router, admin, keys, client_keys)
+
+
 async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Path) -> int:
     log = logs.get()
     notifier = Notifier()
-    catalogue = Catalogue(reg)
-    gw = reg.gateway
     instances = Instances(bases)
-    router = Router(catalogue.policies, instances, time.monotonic, gw.load_timeout)
-    owner = asyncio.ensure_future(router.run())
     # No total timeout: a long generation streams for as long as it takes; connecting is quick.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     connector = aiohttp.TCPConnector(limit=0)  # concurrency is the router's to cap
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        app = web.Application(client_max_size=gw.max_body + 1)
-        metrics = GatewayMetrics(router, instances, list(catalogue.routes))
-        keys = Keys(gw.admin_keys_file) if gw.admin_keys_file else None
-        client_keys = Keys(gw.api_keys_file) if gw.api_keys_file else None
-        engine_keys = EngineKeys(catalogue, instances, time.monotonic)
-        admin = Admin(catalogue, router, instances, log, gw.load_timeout, keys)
-        if keys is not None:  # the admin paths on the HTTP port only behind admin keys
-            admin.add_routes(app.router, guard=True)
-        Proxy(
-            catalogue, router, session, gw.load_timeout, gw.max_body, metrics,
-            engine_keys, client_keys,
-        ).routes(app)  # fmt: skip
+        parts = build(reg, instances, session, log)
+        router, admin, keys, client_keys = parts.router, parts.admin, parts.keys, parts.client_keys
+        owner = asyncio.ensure_future(router.run())
+        models = list(router.slots)
         # handler_cancellation: a client that goes away cancels its handler, so a queued
         # request leaves the queue (router.acquire) and a relay stops at once.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, handler_cancellation=True
+        runner = Runner(
+            parts.app, log, access_log=None, handle_signals=False, handler_cancellation=True
         )
         await runner.setup()
         try:
@@ -115,9 +143,9 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
                     log.info("keys re-read", which=name, keys=k.load())
 
         loop.add_signal_handler(signal.SIGHUP, reread)
-        models = ", ".join(catalogue.routes) or "none"
-        log.info("gateway listening", listen=f"{host}:{port}", admin=str(sock), models=models)
-        notifier.ready(f"listening on {host}:{port} for {len(catalogue.routes)} model(s)")
+        log.info("gateway listening", listen=f"{host}:{port}", admin=str(sock),
+                 models=", ".join(models) or "none")  # fmt: skip
+        notifier.ready(f"listening on {host}:{port} for {len(models)} model(s)")
         await stop.wait()
         notifier.stopping("stopping: no new requests; in-flight ones may finish")
         log.info("gateway stopping")

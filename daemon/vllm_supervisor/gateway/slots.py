@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,7 +18,13 @@ COMING = ("starting", "probing", "restarting")  # on its way to ready: an activa
 
 class InstancePort(Protocol):
     async def state(self, model: str, timeout: float = 3.0) -> Seen: ...
-    async def activate(self, model: str, swap: bool, timeout: float) -> Seen: ...
+    async def activate(
+        self,
+        model: str,
+        swap: bool,
+        timeout: float,
+        on_state: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Seen: ...
     async def deactivate(
         self, model: str, timeout: float, options: dict[str, Any] | None = None
     ) -> Seen: ...
@@ -40,9 +47,10 @@ class Lease:
 @dataclass(frozen=True)
 class Denial:
     status: int  # 429 or 503
-    message: str
+    message: str  # for the person behind the client: what happened, whether to retry
     code: str
     retry_after: float | None = None
+    fix: str | None = None  # for the operator: the journal line's fix (gateway/errors.py)
 
 
 Answer = asyncio.Future[Lease | Denial]
@@ -70,6 +78,10 @@ class Slot:
     served: int = 0
     seen_at: float = -1.0  # when the admin call behind `seen` was made
     looking: bool = False  # a look (GET state) is under way
+    # What an activation is doing now, in words (gateway/progress.py shows it to a client
+    # waiting for it); `phase_set` is set, and replaced, at every change.
+    phase: str = ""
+    phase_set: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,14 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """A state an activating instance reported (its NDJSON answer, line by line)."""
+
+    model: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Deactivate:
     """An operator's deactivation (the gateway's admin paths): refused while busy."""
 
@@ -113,22 +133,30 @@ class Deactivate:
     options: dict[str, Any] = field(default_factory=dict)  # drain_timeout, stop
 
 
-Message = Acquire | Release | Cancel | Outcome | Tick | Deactivate
+Message = Acquire | Release | Cancel | Outcome | Tick | Deactivate | Progress
 
 
 def down(slot: Slot) -> Denial:
     return Denial(
         503,
-        f"model {slot.name}: its service is not running; start it with "
-        f"systemctl start vllm-supervisor@{slot.name}",
+        f"model {slot.name} is not available on this server right now (its service is not "
+        "running). Try again later, or ask the server's operator.",
         "service_not_running",
+        fix=f"systemctl start vllm-supervisor@{slot.name}",
     )
 
 
 def failed(slot: Slot) -> Denial:
     diag = slot.seen.diagnosis or {}
-    what = f"{diag.get('title')}: {diag.get('cause')}; fix: {diag.get('fix')}" if diag else ""
-    return Denial(503, f"model {slot.name} failed: {what or slot.seen.reason}", "model_failed")
+    title = str(diag.get("title") or "it failed to start")
+    fix = f"{diag.get('cause')}; fix: {diag.get('fix')}" if diag else slot.seen.reason
+    return Denial(
+        503,
+        f"model {slot.name} could not be started ({title}). Try again later, or ask the "
+        "server's operator.",
+        "model_failed",
+        fix=f"{fix} (vllmctl status {slot.name})",
+    )
 
 
 def snapshot(slots: dict[str, Slot], now: float) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vllm_supervisor.host import files
+
 GIB = 1024**3
 OVERHEAD_SHARE = 0.2
 OVERHEAD_FIXED = 2 * GIB
@@ -96,7 +98,7 @@ def estimate(folder: Path, engine: Mapping[str, object]) -> Estimate | str:
     """The estimate for a model folder with the model's `engine:` options, or why there is
     none (no config.json, no safetensors, an architecture without these keys)."""
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(files.read_bytes(folder / "config.json", files.CONFIG_CAP * 4))
         weights = safetensors_bytes(folder)
         dtype = engine.get("kv_cache_dtype")
         kv = kv_bytes_per_token(config, dtype if isinstance(dtype, str) else "auto")

@@ -6,6 +6,7 @@ sleep also needs host RAM for the weights.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,9 +14,9 @@ from pathlib import Path
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import Problem
 from vllm_supervisor.engine.detect import EngineInfo
-from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate
+from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate, text_config
 from vllm_supervisor.gpu.nvml import Gpus
-from vllm_supervisor.host import hfcache, meminfo
+from vllm_supervisor.host import files, hfcache, meminfo
 
 
 def number(value: object, default: float) -> float:
@@ -123,3 +124,27 @@ def sleep_ram_problems(
             "warning",
         )
     ]
+
+
+def model_card(cfg: ModelConfig) -> dict[str, object]:
+    """What a client routes on (the gateway's /v1/models, `vllmctl export litellm`): the
+    context length (engine.max_model_len, else the checkpoint's max_position_embeddings),
+    tool calling (tool_support: native) and vision (a declared capability, or a
+    vision_config in the checkpoint). Unknown facts are None, never guessed."""
+    length = cfg.engine.get("max_model_len")
+    config: dict[str, object] = {}
+    folder = model_folder(cfg)
+    if folder is not None:
+        try:
+            got = json.loads(files.read_bytes(folder / "config.json", files.CONFIG_CAP * 4))
+            config = got if isinstance(got, dict) else {}
+        except (OSError, ValueError):
+            config = {}
+    if not isinstance(length, int) or isinstance(length, bool):
+        known = text_config(config).get("max_position_embeddings")
+        length = known if isinstance(known, int) and not isinstance(known, bool) else None
+    return {
+        "max_model_len": length,
+        "tool_calling": cfg.tool_support == "native",
+        "vision": "vision" in cfg.capabilities or "vision_config" in config,
+    }

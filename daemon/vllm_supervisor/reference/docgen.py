@@ -137,6 +137,29 @@ MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
         "`gateway.concurrency`",
         "host gateway: requests in flight to the model at once; more wait in its queue. 0: no cap",
     ),
+    "unsupported_tools": (
+        "`drop`, `refuse`",
+        "`gateway.unsupported_tools`",
+        "host gateway, for a model whose `tool_support` is not `native`: `drop` removes "
+        "`tools`, `tool_choice` and `parallel_tool_calls` from a request that lets the model "
+        "answer without a call (none, `auto` or `none`) and says so in "
+        "`X-Vllm-Supervisor-Tools-Removed`; `refuse` answers it 400. A request that demands "
+        "a call (`required`, a named function) is refused either way",
+    ),
+    "load_progress": (
+        "bool",
+        "`gateway.load_progress`",
+        "host gateway: a streamed chat that waits for the model to load (or swap in) gets the "
+        "load's phases at once, as `reasoning` deltas (Open WebUI shows them as its "
+        "'Thinking' block), then the answer; `false`: nothing is sent until the engine answers",
+    ),
+    "request_timeout": (
+        "seconds",
+        "`gateway.request_timeout`",
+        "host gateway: the most one request may take from its forward to the engine to the "
+        "end of the answer; beyond, 504 (or an error event in a stream) and the engine's "
+        "request is aborted. 0: no limit",
+    ),
     "autostart": (
         "bool",
         "`true`",
@@ -204,6 +227,12 @@ GATEWAY_DOCS: dict[str, str] = {
     "admin_keys_file": "a file of bearer keys (one a line, an optional label after it) that "
     "may use `/admin/state`, `/admin/activate` and `/admin/deactivate` on the HTTP port; "
     "without it those paths are served on the gateway's admin socket only. Re-read on SIGHUP",
+    "unsupported_tools": "for every model whose `tool_support` is not `native`: `drop` or "
+    "`refuse` the tools a request sends (model key `unsupported_tools`)",
+    "load_progress": "show a streamed chat that waits for a load the load's phases as "
+    "`reasoning` deltas (model key `load_progress`)",
+    "request_timeout": "seconds from a request's forward to the end of its answer; beyond, 504 "
+    "and the engine's request is aborted; 0: no limit (model key `request_timeout`)",
     "api_keys_file": "a file of bearer keys for clients (same format): with it, every OpenAI "
     "path and `/v1/models` need one (401 otherwise); `/health` and `/metrics` stay open. Keys "
     "appear in no log, metric or answer; re-read on SIGHUP. Engines get their own key "
@@ -265,8 +294,9 @@ def render() -> str:
         "## `gateway:` block",
         "",
         "The host gateway's settings (`vllm-supervisor gateway`, `vllm-gateway.service`), in "
-        "`models.yaml` only. The per-model keys `ttl`, `max_queue` and `concurrency` override "
-        "the defaults below.",
+        "`models.yaml` only. The per-model keys `ttl`, `max_queue`, `concurrency`, "
+        "`unsupported_tools`, `load_progress` and `request_timeout` override the defaults "
+        "below.",
         "",
         "| key | default | meaning |",
         "| --- | --- | --- |",

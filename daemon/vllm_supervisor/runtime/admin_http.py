@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from vllm_supervisor.protocol import jsonbody
 from vllm_supervisor.runtime.events import Ack
 
 MAX_BODY = 64 * 1024
@@ -37,27 +38,11 @@ async def answers(path: Path) -> bool:
 
 
 async def read_body(request: web.Request, fields: dict[str, type]) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
+    """The body's fields, each of its type (protocol/jsonbody.py: NaN and inf refused)."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    for key, value in body.items():
-        want = fields.get(key)
-        if want is None:
-            raise BadRequest(f"unknown field '{key}'; known: {', '.join(sorted(fields))}")
-        ok = (
-            isinstance(value, bool)
-            if want is bool
-            else (isinstance(value, int | float) and not isinstance(value, bool))
-        )
-        if not ok:
-            raise BadRequest(f"field '{key}' must be {want.__name__}, got {value!r}")
-    return body
+        return jsonbody.fields(await request.read(), fields)
+    except jsonbody.BadBody as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def timeout_of(body: dict[str, Any]) -> float:
