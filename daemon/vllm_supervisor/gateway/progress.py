@@ -87,7 +87,9 @@ async def wait_showing(
         watch: asyncio.Future[Any] = asyncio.ensure_future(changed.wait())
         both: list[asyncio.Future[Any]] = [acquire, watch]
         try:
-            done, _ = await asyncio.wait(both, timeout=min(left, TICK))
+            done, _ = await asyncio.wait(
+                both, timeout=min(left, TICK), return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             watch.cancel()
         if not done:

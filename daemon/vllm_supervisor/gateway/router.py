@@ -127,8 +127,9 @@ class Router:
                 self._on_tick()
             case Progress(model, state):
                 slot = self.slots[model]
-                if slot.busy == "activating":
-                    self._set_phase(slot, phase_of(state))
+                phase = phase_of(state)
+                if slot.busy == "activating" and phase is not None:
+                    self._set_phase(slot, phase)
             case Deactivate(model, answer, options):
                 slot = self.slots[model]
                 busy = slot.busy or (
@@ -366,9 +367,12 @@ class Router:
         return snapshot(self.slots, self.clock())
 
 
-def phase_of(state: dict[str, Any]) -> str:
-    """An activating instance's state (runtime/status.as_dict), as a client reads it."""
+def phase_of(state: dict[str, Any]) -> str | None:
+    """An activating instance's state (runtime/status.as_dict), as a client reads it; None
+    for an end (ready, failed, ...), which the activation's outcome says itself."""
     name = str(state.get("state") or "")
+    if name not in ("starting", "probing", "restarting"):
+        return None
     progress = state.get("progress")
     if name == "starting" and isinstance(progress, dict) and progress.get("phase"):
         return str(progress["phase"]).replace("spawned", "starting the engine")
@@ -376,4 +380,4 @@ def phase_of(state: dict[str, Any]) -> str:
         return "checking that it answers"
     if name == "restarting":
         return f"restarting after a failure ({state.get('reason') or 'see the journal'})"
-    return name or "starting"
+    return "starting the engine"
