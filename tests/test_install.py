@@ -108,10 +108,12 @@ def test_an_interpreter_under_a_home_is_refused_for_a_host_and_named_for_a_tree(
 ) -> None:
     """ProtectHome=yes hides /home and /root from the unit: a venv made from pyenv's Python
     there fails with status=203/EXEC. A --root tree is not a live host: warned, not refused."""
-    here = [os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)]
-    if not any(p.startswith(("/home/", "/root/")) for p in here):
+    # The interpreter the test venv was made from: it has pip and venv, which a venv made by
+    # uv (the dev venv, on a fresh cache) lacks, and install.sh needs one of them or uv.
+    base = os.path.realpath(Path(sys.base_prefix) / "bin" / "python3")
+    if not base.startswith(("/home/", "/root/")):
         pytest.skip("this Python is not under /home or /root")
-    env = {"VSUP_PYTHON": sys.executable}
+    env = {"VSUP_PYTHON": base}
     tree = install(tmp_path, "--no-engine", "--dry-run", env=env)
     assert tree.returncode == 0, tree.stderr
     assert "warning: VSUP_PYTHON=" in tree.stdout and "ProtectHome=yes" in tree.stdout

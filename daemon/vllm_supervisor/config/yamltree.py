@@ -63,7 +63,12 @@ class YNode:
 def load(text: str, file: str) -> tuple[YNode | None, list[Problem]]:
     """Parse one YAML document. Syntax errors, and documents too deep or too large once
     their aliases are expanded, come back as problems, not exceptions."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The constructor reads the text already: a control character is refused here
+        # (yaml.reader.ReaderError), and found by tests/config/test_properties.py.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        return None, [Problem(file, 0, "", f"YAML error: {exc}")]
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -116,11 +121,7 @@ class _Converter:
             key_lines: dict[str, int] = {}
             for knode, vnode in node.value:
                 kline = knode.start_mark.line + 1
-                key = (
-                    self.ctor.construct_object(knode)
-                    if isinstance(knode, yaml.ScalarNode)
-                    else None
-                )
+                key = self.scalar(knode) if isinstance(knode, yaml.ScalarNode) else None
                 if not isinstance(key, str | int | float) or isinstance(key, bool):
                     out.append(Problem(file, kline, "", "mapping keys must be plain strings"))
                     continue
@@ -136,7 +137,7 @@ class _Converter:
             return YNode(file, line, mapping=mapping, key_lines=key_lines)
         if isinstance(node, yaml.SequenceNode):
             return YNode(file, line, sequence=[self.convert(v, depth + 1) for v in node.value])
-        value = self.ctor.construct_object(node)
+        value = self.scalar(node)
         if (not isinstance(value, str | int | float | bool) and value is not None) or (
             isinstance(value, float) and not math.isfinite(value)
         ):
@@ -145,3 +146,14 @@ class _Converter:
             # the type with the key.
             value = str(node.value)
         return YNode(file, line, scalar=value)
+
+    def scalar(self, node: yaml.Node) -> object:
+        """The node's value as YAML types it; a tag no safe loader knows (`!0`,
+        `!!python/object`) or a value its tag refuses (`!!int x`) is a problem, and the
+        source text stands in (found by tests/config/test_properties.py)."""
+        try:
+            return self.ctor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.out.append(Problem(self.file, node.start_mark.line + 1, "", f"YAML: {problem}"))
+            return str(node.value)
