@@ -103,3 +103,29 @@ def test_an_export_no_other_host_could_use_is_warned_about(tmp_path: Path) -> No
     res = export(etc, "--host", "gpu1.lan", "--via-gateway")  # the gateway on loopback too
     assert "the gateway listens on 127.0.0.1:8000: gpu1.lan:8000 is unreachable" in res.stderr
     assert export(etc).stderr == ""  # no --host: this host's own view, nothing to warn about
+
+
+def test_entries_carry_what_a_router_routes_on(tmp_path: Path) -> None:
+    """Context length, tool calling and vision, as LiteLLM's model_info reads them (issue
+    18, item 4): from the config, else from the checkpoint's config.json."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        '{"max_position_embeddings": 32768, "vision_config": {"hidden_size": 8}}'
+    )
+    etc = write_config(
+        tmp_path,
+        f"""
+    models:
+      t: {{model: o/t, port: 8001, tool_support: native, engine: {{max_model_len: 8192,
+           tool_call_parser: hermes, enable_auto_tool_choice: true}}}}
+      v: {{model: {folder}, port: 8002}}
+      u: {{model: o/unknown, port: 8003}}
+    """,
+    )
+    info = {e["model_name"]: e["model_info"] for e in model_list(load_registry(etc).models, [])}
+    assert info["t"]["max_input_tokens"] == 8192 and info["t"]["supports_function_calling"]
+    assert not info["t"]["supports_vision"]
+    assert info["v"]["max_input_tokens"] == 32768 and info["v"]["supports_vision"]
+    assert not info["v"]["supports_function_calling"]
+    assert "max_input_tokens" not in info["u"]  # not on this host: not guessed

@@ -94,6 +94,8 @@ def test_the_front_door_with_the_real_engine(engine_env: EngineEnv, tmp_path: Pa
         print(f"1 MB prompt answered in {time.monotonic() - t1:.2f} s")
         assert status == 400, data
         assert "malformed" not in json.dumps(data) and "context" in json.dumps(data).lower()
+        engine_errors = [ln for ln in gateway.text().splitlines() if "code=engine_error" in ln]
+        assert len(engine_errors) == 1 and "model=tiny status=400" in engine_errors[0]
 
         # vLLM's dev route: a 404 of the gateway's, nothing in the engine's access log.
         with socket.create_connection(("127.0.0.1", gw_port), timeout=30) as s:

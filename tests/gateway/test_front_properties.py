@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import socket
 import string
 import threading
@@ -234,3 +235,23 @@ def test_normalise_leaves_no_dot_or_empty_segment(path: str) -> None:
     assert once == "/" or all(seg not in ("", ".", "..") for seg in once.split("/")[1:])
     if "%" not in path:
         assert routes.normalise(once) == once
+
+
+def test_an_audio_upload_is_routed_by_its_form_field_with_the_openai_client(
+    stand: Stand,
+) -> None:
+    """Multipart routes find their model in the form (issue 18, item 2); an alias there is
+    swapped for the served name, and the file's bytes reach the engine untouched."""
+    import openai
+
+    audio = os.urandom(3000)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{stand.port}/v1", api_key="x",
+                           max_retries=0)  # fmt: skip
+    before = len(stand.seen)
+    client.audio.transcriptions.create(model="m-alias", file=("a.wav", audio, "audio/wav"))
+    [(method, path, raw)] = stand.seen[before:]
+    assert (method, path) == ("POST", "/v1/audio/transcriptions")
+    assert b'name="model"\r\n\r\nm-served\r\n' in raw and audio in raw
+    # No model field: a 400 that says so; not a form at all: a 400 that says what it takes.
+    status, data = status_and_json(stand.send(head("POST", "/v1/audio/translations", 2), [b"{}"]))
+    assert status == 400 and "multipart/form-data" in data["error"]["message"]

@@ -22,6 +22,7 @@ from vllm_supervisor.config.gateway_keys import GatewaySettings
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.model_keys import loopback
 from vllm_supervisor.host.locations import http_base, local_host
+from vllm_supervisor.preflight.gpu_fit import model_card
 
 # LiteLLM's provider for vLLM's OpenAI-compatible server.
 PROVIDER = "hosted_vllm"
@@ -42,6 +43,14 @@ def model_list(
             continue
         served = cfg.served_model_names[0]
         own = local_host(gateway.host if gateway else cfg.host)
+        # What LiteLLM's router and its clients route on (litellm's model_info keys).
+        card = model_card(cfg)
+        facts: dict[str, Any] = {
+            "supports_function_calling": card["tool_calling"],
+            "supports_vision": card["vision"],
+        }
+        if card["max_model_len"] is not None:
+            facts["max_input_tokens"] = facts["max_tokens"] = card["max_model_len"]
         for host in hosts or [own]:
             port = gateway.port if gateway else cfg.port
             base = http_base(host, port) + "/v1"
@@ -61,6 +70,7 @@ def model_list(
                             "id": f"{name}@{host}:{router_name}",
                             "description": cfg.description,
                             "supervisor_model": name,
+                            **facts,
                         },
                     }
                 )

@@ -132,6 +132,7 @@ class Proxy:
             and parsed.json.get("stream") is True
             and not self.router.serving(route.model)
         )
+        got: Lease | Denial | None = None
         try:
             if show:
                 out = web.StreamResponse(headers={
@@ -143,10 +144,17 @@ class Proxy:
             else:
                 got = await asyncio.wait_for(asyncio.shield(acquire), self.load_timeout)
         except TimeoutError:
-            got = None
+            # Answered in the moment since the timeout fired: that answer stands.
+            got = acquire.result() if acquire.done() and not acquire.cancelled() else None
         finally:
             if not acquire.done():
                 acquire.cancel()  # the client left, or waited out the load: leave the queue
+            elif got is None and not acquire.cancelled():
+                # Answered as the client left: a lease granted then must go back, or the
+                # model counts a request in flight for ever.
+                late = acquire.result()
+                if isinstance(late, Lease):
+                    self.router.release(late)
         if not isinstance(got, Lease):
             return await self._refused(request, route, got)
         try:
@@ -318,6 +326,11 @@ class Proxy:
                                                   "engine_failed", fix=str(exc))  # fmt: skip
                 resp = web.Response(body=data, status=upstream.status, reason=upstream.reason,
                                     headers=headers)  # fmt: skip
+                if upstream.status >= 400 and out is None:  # the engine's own error answer
+                    # (late() logs one that ends a started stream)
+                    status, message, _ = progress.error_of(resp)
+                    errors.log_answer(self.log, status, "engine_error", route.model,
+                                      message[:300])  # fmt: skip
                 return await self.late(request, route.model, resp) if out else resp
             if out is None:
                 out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
