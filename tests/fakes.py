@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -99,9 +100,11 @@ class RecordingNotifier(Notifier):
     def __init__(self) -> None:
         super().__init__({})
         self.sent: list[dict[str, str]] = []
+        self.at: list[float] = []  # when each was sent
 
     def send(self, **fields: str | int) -> bool:
         self.sent.append({k: str(v) for k, v in fields.items()})
+        self.at.append(time.monotonic())
         return True
 
     def count(self, key: str) -> int:

@@ -41,6 +41,11 @@ def test_the_tree_keeps_every_contract() -> None:
         ("engine/detect.py", "from vllm_supervisor.config import model", "Layers"),
         ("ctl/commands.py", "import aiohttp.web", "vllmctl stays light"),
         ("protocol/jsonbody.py", "from vllm_supervisor.host import files", "Layers"),
+        # The three programs are siblings: none imports another (issue 19).
+        ("runtime/group.py", "from vllm_supervisor.gateway import router", "Layers"),
+        ("gateway/router.py", "from vllm_supervisor.runtime import states", "Layers"),
+        ("gateway/front.py", "from vllm_supervisor.ctl import client", "Layers"),
+        ("runtime/service.py", "from vllm_supervisor import cli", "Layers"),
         ("protocol/jsonbody.py", "import yaml", "The protocol leaf"),
         ("runtime/states.py", "from vllm_supervisor.runtime import supervisor", "No import cycles"),
     ],

@@ -71,7 +71,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "vllm_supervisor.runtime.main",
+            "vllm_supervisor.cli",
             "run",
             "m",
             "--config-dir",

@@ -145,13 +145,13 @@ def main() -> None:
     try:
         for name in ports:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "vllm_supervisor.runtime.main", "run", name,
+                [sys.executable, "-m", "vllm_supervisor.cli", "run", name,
                  "--config-dir", str(tmp / "etc"), "--state-dir", str(tmp / name)],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             ))  # fmt: skip
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "vllm_supervisor.runtime.main", "gateway", "--config-dir",
+            [sys.executable, "-m", "vllm_supervisor.cli", "gateway", "--config-dir",
              str(tmp / "etc"), "--admin-socket", str(tmp / "gw.sock")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -104,7 +104,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "vllm_supervisor.runtime.main",
+            "vllm_supervisor.cli",
             "run",
             "tiny",
             "--config-dir",

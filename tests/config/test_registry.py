@@ -280,6 +280,23 @@ def test_tool_support_native_needs_parser_and_auto_choice(tmp_path: Path) -> Non
     )
 
 
+def test_a_tool_parser_without_native_tool_support_is_warned_about(tmp_path: Path) -> None:
+    """The gateway drops tools for a model whose tool_support is not native (issue 18):
+    a parser configured beside tool_support: none would go unused, silently."""
+    reg = load(
+        tmp_path,
+        """
+    models:
+      a: {model: x/y, port: 1, engine: {tool_call_parser: hermes, enable_auto_tool_choice: true}}
+    """,
+    )
+    assert [str(w) for w in reg.warnings] == [
+        f"{tmp_path}/etc/models.yaml:2: warning: models.a.tool_support: is none, so the host "
+        "gateway drops the tools clients send (unsupported_tools), though the engine has a "
+        "tool parser: set tool_support: native"
+    ]
+
+
 def test_gpus_must_cover_tensor_and_pipeline_parallel(tmp_path: Path) -> None:
     got = errors(
         tmp_path,

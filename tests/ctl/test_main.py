@@ -117,13 +117,13 @@ def test_unknown_model(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "no model 'nosuch' in" in res.stderr and "configured: a" in res.stderr
     # For the daemon an unknown instance name is a configuration problem: exit 78, no restart.
-    res = run("vllm_supervisor.runtime.main", "check", "nosuch", "--config-dir", str(cfg))
+    res = run("vllm_supervisor.cli", "check", "nosuch", "--config-dir", str(cfg))
     assert res.returncode == 78
 
 
 def test_daemon_check_exits_78_on_invalid(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, BROKEN)
-    res = run("vllm_supervisor.runtime.main", "check", "good", "--config-dir", str(cfg))
+    res = run("vllm_supervisor.cli", "check", "good", "--config-dir", str(cfg))
     assert res.returncode == 78
     assert "models.good.engine.dtype" in res.stderr
 

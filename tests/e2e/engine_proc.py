@@ -14,19 +14,39 @@ from pathlib import Path
 from vllm_supervisor.preflight.render import Command
 
 _HANDED_OUT: set[int] = set()
+# Under pytest-xdist every worker is a process of its own: two workers asking the kernel for
+# a free port could each be handed the one the other just released. Each worker takes its
+# ports from a block of its own, below Linux's ephemeral range (32768-60999), where no
+# connection's local port lands.
+_BLOCK = 2000
+_FIRST = 10000
 
 
 def free_port() -> int:
     """A port free now, and never one this test process handed out before: the kernel may
     give a just-released port again, and a test that asks for two ports (a model's and the
     gateway's) then got one port twice (config refused: "port N is model 'k''s port")."""
-    while True:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    start = _FIRST + _BLOCK * int(worker[2:])
+    for port in range(start, start + _BLOCK):
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # someone else's: skip it
             return port
+    raise RuntimeError(f"worker {worker} has handed out all of its {_BLOCK} ports")
 
 
 @dataclass

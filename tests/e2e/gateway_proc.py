@@ -31,7 +31,7 @@ class GatewayProc:
                 [
                     sys.executable,
                     "-m",
-                    "vllm_supervisor.runtime.main",
+                    "vllm_supervisor.cli",
                     "gateway",
                     "--config-dir",
                     str(config_dir),

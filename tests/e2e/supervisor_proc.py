@@ -76,7 +76,7 @@ class SupervisorProc:
             [
                 sys.executable,
                 "-m",
-                "vllm_supervisor.runtime.main",
+                "vllm_supervisor.cli",
                 "run",
                 model,
                 "--config-dir",

@@ -424,7 +424,7 @@ def test_second_supervisor_refuses_and_stale_socket_is_replaced(
         [
             sys.executable,
             "-m",
-            "vllm_supervisor.runtime.main",
+            "vllm_supervisor.cli",
             "run",
             "m",
             "--config-dir",

@@ -64,6 +64,8 @@ def setup(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
                 "          enforce_eager: true\n",
                 "          enforce_eager: true\n          tool_call_parser: hermes\n"
                 "          enable_auto_tool_choice: true\n",
+            ).replace(
+                "        chat_fallback:", "        tool_support: native\n        chat_fallback:"
             )
         body += one.replace("      tiny:", f"      {name}:").split("models:\n", 1)[1]
     cfg = write_config(tmp, f'    gateway: {{listen: "127.0.0.1:{gw_port}"}}\n    models:\n' + body)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from vllm_supervisor.ctl.client import Client, CtlError
-from vllm_supervisor.runtime.group import FREE
+from vllm_supervisor.protocol.states import HOLDS_NO_GPU as FREE
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.supervisor_proc import SupervisorProc

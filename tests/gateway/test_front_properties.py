@@ -32,8 +32,8 @@ from vllm_supervisor.config.registry import load_registry
 from vllm_supervisor.gateway import routes
 from vllm_supervisor.gateway.errors import QuietLog
 from vllm_supervisor.gateway.http_server import Runner
-from vllm_supervisor.gateway.instances import Seen
 from vllm_supervisor.gateway.service import build
+from vllm_supervisor.protocol.admin import Seen
 
 from tests.e2e.engine_proc import free_port
 from tests.e2e.test_front_door import status_and_json

@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from vllm_supervisor.gateway.instances import DOWN, Seen
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial, Lease, Policy
+from vllm_supervisor.protocol.admin import Seen
+from vllm_supervisor.protocol.states import DOWN
 
 
 class Instances:
@@ -78,7 +79,12 @@ class Rig:
             await asyncio.sleep(0.005)
 
     async def settle(self) -> None:
-        await asyncio.sleep(0.12)  # two refreshes: the router has seen every state
+        """Until the router has looked at every model since now (not a fixed sleep: on a
+        loaded machine two refresh periods were not always two refreshes)."""
+        since = time.monotonic()
+        await self.until(
+            lambda: all(s.seen_at >= since for s in self.router.slots.values() if not s.busy)
+        )
 
     async def close(self) -> None:
         self.task.cancel()

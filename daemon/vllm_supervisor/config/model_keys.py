@@ -156,6 +156,19 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
             "native tool calling needs engine.tool_call_parser and "
             "engine.enable_auto_tool_choice: true",
         )
+    if cfg.tool_support != "native" and e.get("tool_call_parser"):
+        f, ln = cfg.locate("engine.tool_call_parser")
+        ctx.problems.append(
+            Problem(
+                f,
+                ln,
+                f"{ctx.prefix}.tool_support",
+                f"is {cfg.tool_support}, so the host gateway drops the tools clients send "
+                "(unsupported_tools), though the engine has a tool parser: set tool_support: "
+                "native",
+                "warning",
+            )
+        )
     if e.get("enable_auto_tool_choice") is True and not e.get("tool_call_parser"):
         err(
             "engine.enable_auto_tool_choice",

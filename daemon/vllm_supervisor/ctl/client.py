@@ -1,20 +1,20 @@
-"""vllmctl's client for the admin socket: HTTP over AF_UNIX with the standard library only,
-so `vllmctl status` does not pay for importing aiohttp (docs/performance.md)."""
+"""vllmctl's client for the admin socket: protocol/admin.py's exchange (the standard
+library's asyncio, so `vllmctl status` does not pay for importing aiohttp: docs/performance.md),
+with each failure said as an operator reads it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
-import http.client
 import json
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from vllm_supervisor import exitcodes
-from vllm_supervisor.host.locations import socket_path
+from vllm_supervisor.protocol import admin
+from vllm_supervisor.protocol.admin import socket_path
 
 
 class CtlError(Exception):
@@ -44,18 +44,6 @@ def find_socket(bases: list[Path], model: str) -> Path:
     return paths[0]
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
-        self.sock = s
-
-
 class Client:
     def __init__(
         self, bases: list[Path], model: str, timeout: float = 10.0, path: Path | None = None
@@ -67,14 +55,18 @@ class Client:
         self.unit = "vllm-gateway" if path is not None else f"vllm-supervisor@{model}"
 
     def _open(
-        self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None = None
-    ) -> http.client.HTTPResponse:
-        conn = _UnixConnection(str(self.path), timeout or self.timeout)
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        timeout: float | None = None,
+        on_line: admin.RawSink | None = None,
+    ) -> admin.Answer:
+        """One exchange (protocol/admin.py, the client every side uses), its failures turned
+        into what an operator reads and the exit code that goes with it."""
+        limit = timeout or self.timeout
         try:
-            data = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            conn.request(method, url, body=data, headers=headers)
-            resp = conn.getresponse()
+            got = asyncio.run(admin.exchange(self.path, method, url, body, limit, on_line))
         except FileNotFoundError:
             raise CtlError(
                 f"{self.model}: not running: systemctl start {self.unit}", exitcodes.NOT_RUNNING
@@ -91,41 +83,46 @@ class Client:
                 "group vllm-admin (usermod -aG vllm-admin USER; log in again)",
                 exitcodes.PERMISSION,
             ) from None
+        except TimeoutError:
+            raise CtlError(
+                f"{self.model}: no answer within {limit:g} s", exitcodes.FAILED
+            ) from None
         except OSError as exc:
             code = exitcodes.PERMISSION if exc.errno == errno.EACCES else exitcodes.FAILED
             raise CtlError(f"{self.model}: {exc}", code) from None
-        if resp.status == 403:
-            raise CtlError(f"{self.model}: {_error(resp)}", exitcodes.PERMISSION)
-        if resp.status == 422:  # the supervisor refused the config (reload)
-            raise CtlError(f"{self.model}: {_error(resp)}", exitcodes.CONFIG)
-        if resp.status >= 400:
-            raise CtlError(f"{self.model}: {_error(resp)}", exitcodes.FAILED)
-        return resp
+        if got.status == 403:
+            raise CtlError(f"{self.model}: {_error(got)}", exitcodes.PERMISSION)
+        if got.status == 422:  # the supervisor refused the config (reload)
+            raise CtlError(f"{self.model}: {_error(got)}", exitcodes.CONFIG)
+        if got.status >= 400:
+            raise CtlError(f"{self.model}: {_error(got)}", exitcodes.FAILED)
+        return got
 
     def get_json(self, url: str) -> dict[str, Any]:
-        data = json.loads(self._open("GET", url, None).read())
+        data = json.loads(self._open("GET", url, None).body)
         return data if isinstance(data, dict) else {}
 
     def get_text(self, url: str) -> str:
-        return self._open("GET", url, None).read().decode("utf-8", errors="replace")
+        return self._open("GET", url, None).body.decode("utf-8", errors="replace")
 
     def stream(
-        self, method: str, url: str, body: dict[str, Any] | None, timeout: float | None = None
-    ) -> Iterator[bytes]:
-        resp = self._open(method, url, body, timeout)
-        while True:
-            line = resp.readline()
-            if not line:
-                return
-            yield line
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        on_line: admin.RawSink,
+        timeout: float | None = None,
+    ) -> None:
+        """Each line of the answer to ON_LINE as it comes (an order followed, logs -f)."""
+        self._open(method, url, body, timeout, on_line)
 
     def post_json(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.loads(self._open("POST", url, body).read())
+        data = json.loads(self._open("POST", url, body).body)
         return data if isinstance(data, dict) else {}
 
 
-def _error(resp: http.client.HTTPResponse) -> str:
-    raw = resp.read()
+def _error(resp: admin.Answer) -> str:
+    raw = resp.body
     try:
         data = json.loads(raw)
         if isinstance(data, dict) and "error" in data:

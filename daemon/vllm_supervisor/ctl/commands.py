@@ -13,16 +13,15 @@ from typing import Any
 from vllm_supervisor import exitcodes
 from vllm_supervisor.ctl.client import Client, CtlError, running_models
 from vllm_supervisor.host.locations import runtime_dirs, state_roots
+from vllm_supervisor.protocol.states import COMING, UNKNOWN, State
 
-COLOURS = {
-    "ready": "32",
-    "failed": "31",
-    "starting": "33",
-    "probing": "33",
-    "restarting": "33",
-    "draining": "33",
-    "stopping": "33",
-    "sleeping": "34",
+DEACTIVATED = (State.INACTIVE, State.SLEEPING)  # where a deactivation ends well
+
+COLOURS: dict[str, str] = {
+    State.READY: "32",
+    State.FAILED: "31",
+    **{s: "33" for s in (*COMING, State.DRAINING, State.STOPPING)},
+    State.SLEEPING: "34",
 }
 
 
@@ -84,7 +83,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 code = max(code, exc.code)
             row = {
                 "model": name,
-                "state": "not running" if exc.code == exitcodes.NOT_RUNNING else "unknown",
+                "state": "not running" if exc.code == exitcodes.NOT_RUNNING else UNKNOWN,
                 "since": None,
                 "pid": None,
                 "restarts": None,
@@ -155,7 +154,11 @@ def follow(
     client = Client(base(args), args.model)
     tty = sys.stdout.isatty() and not args.json
     last: dict[str, Any] = {}
-    for raw in client.stream("POST", url, body, timeout=body.get("timeout", 900) + 30):
+
+    def show(raw: bytes) -> None:
+        nonlocal last
+        if not raw.strip():
+            return
         last = json.loads(raw)
         if tty:
             print(
@@ -163,6 +166,8 @@ def follow(
             )
         elif not args.json:
             print(f"{args.model}: {last.get('status', last.get('state'))}", flush=True)
+
+    client.stream("POST", url, body, show, timeout=body.get("timeout", 900) + 30)
     if tty:
         print()
     if args.json:
@@ -171,7 +176,7 @@ def follow(
         print(f"{args.model}: timed out, still {last.get('state')}", file=sys.stderr)
         return exitcodes.FAILED, last
     state = last.get("state")
-    if (state != "failed") if done_ok is None else (state in done_ok):
+    if (state != State.FAILED) if done_ok is None else (state in done_ok):
         return exitcodes.OK, last
     diag = last.get("diagnosis") or {}
     if diag and not args.json:
@@ -190,7 +195,7 @@ def cmd_activate(args: argparse.Namespace, url: str = "/v1/activate") -> int:
         st = Client(base(args), args.model).post_json(url, {"wait": False, **swap})
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('status')}")
         return exitcodes.OK
-    code = follow(args, url, {"wait": True, "timeout": args.timeout, **swap}, {"ready"})[0]
+    code = follow(args, url, {"wait": True, "timeout": args.timeout, **swap}, {State.READY})[0]
     tell_gateway(args.model)
     return code
 
@@ -242,17 +247,20 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
         opts: dict[str, Any] = {k: body[k] for k in ("drain_timeout", "stop") if k in body}
         st = gateway.post_json("/admin/deactivate", {"model": args.model, **opts})
         print(json.dumps(st, indent=2) if args.json else f"{args.model}: {st.get('state')}")
-        return exitcodes.OK if st.get("state") in ("inactive", "sleeping") else exitcodes.FAILED
-    return follow(args, "/v1/deactivate", body, {"inactive", "sleeping"})[0]
+        return exitcodes.OK if st.get("state") in DEACTIVATED else exitcodes.FAILED
+    return follow(args, "/v1/deactivate", body, set(DEACTIVATED))[0]
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     url = f"/v1/logs?n={args.n}" + ("&follow=1" if args.follow else "")
     client = Client(base(args), args.model, timeout=None if args.follow else 10)  # type: ignore[arg-type]
+
+    def write(line: bytes) -> None:
+        sys.stdout.write(line.decode("utf-8", errors="replace"))
+        sys.stdout.flush()
+
     try:
-        for line in client.stream("GET", url, None):
-            sys.stdout.write(line.decode("utf-8", errors="replace"))
-            sys.stdout.flush()
+        client.stream("GET", url, None, write)
     except KeyboardInterrupt:
         return exitcodes.OK
     return exitcodes.OK

@@ -21,6 +21,7 @@ from vllm_supervisor import exitcodes
 from vllm_supervisor.ctl.client import Client, CtlError
 from vllm_supervisor.host import files
 from vllm_supervisor.host.locations import local_host
+from vllm_supervisor.protocol.states import State
 
 # A 1x1 transparent PNG.
 PIXEL = base64.b64decode(
@@ -79,7 +80,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     except CtlError as exc:
         print(exc, file=sys.stderr)
         return exc.code
-    if st.get("state") != "ready":
+    if st.get("state") != State.READY:
         print(
             f"{args.model}: not ready ({st.get('state')}): vllmctl activate {args.model}",
             file=sys.stderr,

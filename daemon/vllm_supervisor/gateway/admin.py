@@ -21,12 +21,12 @@ from aiohttp import web
 
 from vllm_supervisor.gateway import errors
 from vllm_supervisor.gateway.catalogue import Catalogue
-from vllm_supervisor.gateway.instances import Instances
 from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial
 from vllm_supervisor.host.peers import peer_allowed, peer_credentials
 from vllm_supervisor.protocol import jsonbody
+from vllm_supervisor.protocol.admin import Instances
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_GROUP = "vllm-admin"

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from vllm_supervisor.gateway.slots import InstancePort, Message, Outcome, Progress, Tick
+from vllm_supervisor.gateway.slots import Busy, InstancePort, Message, Outcome, Progress, Tick
 
 
 class Calls:
@@ -53,12 +53,12 @@ class Calls:
             self.inbox.put_nowait(Progress(model, state))
 
         seen = await self.instances.activate(model, swap, self.load_timeout, on_state)
-        self.inbox.put_nowait(Outcome(model, seen, "activating", asked))
+        self.inbox.put_nowait(Outcome(model, seen, Busy.ACTIVATING, asked))
 
     async def _deactivate(self, model: str, options: dict[str, Any] | None) -> None:
         asked = self.clock()
         seen = await self.instances.deactivate(model, self.load_timeout, options)
-        self.inbox.put_nowait(Outcome(model, seen, "deactivating", asked))
+        self.inbox.put_nowait(Outcome(model, seen, Busy.DEACTIVATING, asked))
 
     async def _look(self, model: str) -> None:
         asked = self.clock()

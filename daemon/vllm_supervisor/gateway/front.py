@@ -27,14 +27,20 @@ from vllm_supervisor.gateway.catalogue import Catalogue, Route
 from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.router import Router
-from vllm_supervisor.gateway.slots import Denial
+from vllm_supervisor.gateway.slots import Busy, Denial
 from vllm_supervisor.protocol import jsonbody
+from vllm_supervisor.protocol.states import COMING, UNKNOWN, State
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Forward = Callable[[web.Request, routes.ClientRoute], Awaitable[web.StreamResponse]]
 # llama.cpp's `status.value` (Open WebUI: loaded/sleeping = loaded; loading/unloaded = not).
-LLAMA_STATUS = {"ready": "loaded", "sleeping": "sleeping", "draining": "loaded"}
-LOADING = ("starting", "probing", "restarting", "activating")
+LLAMA_STATUS: dict[str, str] = {
+    State.READY: "loaded",
+    State.SLEEPING: "sleeping",
+    State.DRAINING: "loaded",
+}
+LOADING = COMING | {Busy.ACTIVATING}
+LLAMA_FAILED = "failed"  # llama.cpp's flag in its status object
 
 
 class Front:
@@ -183,11 +189,11 @@ class Front:
 def entry(name: str, r: Route, snap: dict[str, Any]) -> dict[str, Any]:
     """One /v1/models entry: OpenAI's fields, vLLM's `max_model_len`, the capabilities a
     router reads, llama.cpp's `status`, and ours."""
-    state = str(snap.get("state", "unknown"))
+    state = str(snap.get("state", UNKNOWN))
     status: dict[str, Any] = {"value": LLAMA_STATUS.get(state) or (
         "loading" if state in LOADING else "unloaded")}  # fmt: skip
-    if state == "failed":
-        status["failed"] = True
+    if state == State.FAILED:
+        status[LLAMA_FAILED] = True
     return {
         "id": name,
         "object": "model",

@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from vllm_supervisor.gateway.router import Router
+from vllm_supervisor.protocol.states import State
 
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LOAD = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
@@ -49,7 +50,7 @@ class RouterCollector:
             "vllm_gateway_model_ready", "1 when the gateway sees the model ready", labels=["model"]
         )
         for model, row in snap.items():
-            ready.add_metric([model], 1.0 if row["state"] == "ready" else 0.0)
+            ready.add_metric([model], 1.0 if row["state"] == State.READY else 0.0)
         yield ready
 
 
@@ -106,7 +107,7 @@ class GatewayMetrics:
         router.on_activation = self.activated
 
     def activated(self, model: str, swap: bool, seconds: float, state: str) -> None:
-        outcome = "ready" if state == "ready" else "failed"
+        outcome = State.READY if state == State.READY else State.FAILED
         self.activations.labels(model, str(swap).lower(), outcome).inc()
         self.activation_seconds.labels(model, str(swap).lower()).observe(seconds)
 

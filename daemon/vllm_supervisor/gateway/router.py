@@ -24,12 +24,10 @@ from typing import Any
 
 from vllm_supervisor.gateway.calls import Calls
 from vllm_supervisor.gateway.errors import QuietLog
-from vllm_supervisor.gateway.instances import DOWN, Seen
 from vllm_supervisor.gateway.slots import (
-    COMING,
     FREE,
-    UNKNOWN,
     Acquire,
+    Busy,
     Cancel,
     Deactivate,
     Denial,
@@ -47,6 +45,8 @@ from vllm_supervisor.gateway.slots import (
     failed,
     snapshot,
 )
+from vllm_supervisor.protocol.admin import Seen
+from vllm_supervisor.protocol.states import COMING, DOWN, UNKNOWN, State
 
 
 class Router:
@@ -128,7 +128,7 @@ class Router:
             case Progress(model, state):
                 slot = self.slots[model]
                 phase = phase_of(state)
-                if slot.busy == "activating" and phase is not None:
+                if slot.busy is Busy.ACTIVATING and phase is not None:
                     self._set_phase(slot, phase)
             case Deactivate(model, answer, options):
                 slot = self.slots[model]
@@ -140,13 +140,13 @@ class Router:
                 if busy:
                     answer.set_result(Denial(409, f"model {model} is busy: {busy}", "busy"))
                 else:
-                    slot.busy = "deactivating"
+                    slot.busy = Busy.DEACTIVATING
                     slot.deactivations.append(answer)
                     self.calls.deactivate(model, options)
 
     def _acquire(self, slot: Slot, waiter: Waiter) -> None:
         if len(slot.queue) >= slot.policy.max_queue and not self._grantable(slot):
-            retry = 1.0 if slot.seen.state == "ready" else 5.0
+            retry = 1.0 if slot.seen.state == State.READY else 5.0
             self._answer(
                 waiter,
                 Denial(
@@ -165,7 +165,7 @@ class Router:
 
     # ---- decisions -------------------------------------------------------------------------------
     def _ready(self, slot: Slot) -> bool:
-        return slot.seen.state == "ready" and slot.busy is None
+        return slot.seen.state == State.READY and slot.busy is None
 
     def _grantable(self, slot: Slot) -> bool:
         cap = slot.policy.concurrency
@@ -193,7 +193,7 @@ class Router:
         if not slot.queue or slot.busy is not None or self._ready(slot):
             return
         state = slot.seen.state
-        final = state in (DOWN, "failed") or not (slot.policy.on_demand or state in COMING)
+        final = state in (DOWN, State.FAILED) or not (slot.policy.on_demand or state in COMING)
         if final and slot.seen_at < slot.queue[-1].since:
             # A denial must rest on a view taken after the request came: the service may
             # have started since the last refresh (systemctl start of both at once).
@@ -203,7 +203,7 @@ class Router:
             return
         if state == DOWN:
             self._deny_all(slot, down(slot))
-        elif state == "failed":
+        elif state == State.FAILED:
             self._deny_all(slot, failed(slot))
         elif not slot.policy.on_demand and state not in COMING:
             self._deny_all(
@@ -231,7 +231,7 @@ class Router:
             waiting = any(self._turn(peer, w) for w in peer.queue)
             if peer.in_flight or waiting or peer.busy:
                 return  # its requests first; a Release or an Outcome pumps us again
-        slot.busy, slot.activating_since = "activating", self.clock()
+        slot.busy, slot.activating_since = Busy.ACTIVATING, self.clock()
         self.activations += 1
         took = slot.seen.extra.get("time_to_ready")
         last = f" (its last start took {took:.0f} s)" if isinstance(took, int | float) else ""
@@ -239,12 +239,13 @@ class Router:
             self.swaps += 1
             slot.evicting = [p.name for p in active]
             for peer in active:
-                peer.busy = "swapped out"
+                peer.busy = Busy.SWAPPED_OUT
             names = ", ".join(slot.evicting)
             self._set_phase(slot, f"unloading {names} to make room on the GPU{last}")
         else:
             self._set_phase(slot, f"starting{last}")
-        self.log.info("activating", model=slot.name, swap_out=", ".join(slot.evicting) or None,
+        evicting = ", ".join(slot.evicting) or None
+        self.log.info("activation begins", model=slot.name, swap_out=evicting,
                       waiting=len(slot.queue))  # fmt: skip
         self.calls.activate(slot.name, swap=bool(active) or unseen)
 
@@ -256,18 +257,18 @@ class Router:
                 self._pump(s)
 
     def _outcome(self, slot: Slot, seen: Seen, done: str | None, asked: float) -> None:
-        if done == "activating":
+        if done is Busy.ACTIVATING:
             took = self.clock() - slot.activating_since
             if self.on_activation is not None:
                 self.on_activation(slot.name, bool(slot.evicting), took, seen.state)
-            ok = seen.state == "ready"
+            ok = seen.state == State.READY
             (self.log.info if ok else self.log.error)(
                 "activated" if ok else "activation failed", model=slot.name,
                 swapped_out=", ".join(slot.evicting) or None, seconds=round(took, 1),
                 state=seen.state, reason=seen.reason or None,
             )  # fmt: skip
             self._set_phase(slot, f"ready after {took:.0f} s" if ok else f"{seen.state}")
-        if done == "deactivating":
+        if done is Busy.DEACTIVATING:
             for fut in slot.deactivations:
                 if not fut.done():
                     fut.set_result(seen)
@@ -284,7 +285,7 @@ class Router:
             if slot.busy is not None:
                 return  # a refresh raced a call under way: the call's answer counts
         if seen.rejected is not None:  # the instance refused the call: no state in it
-            if done == "activating":
+            if done is Busy.ACTIVATING:
                 status, error = seen.rejected
                 self._deny_all(slot, Denial(503, f"model {slot.name} could not be loaded. "
                                             "Ask the server's operator.", "activation_refused",
@@ -295,10 +296,10 @@ class Router:
             return
         was = slot.seen.state
         slot.seen, slot.seen_at = seen, max(slot.seen_at, asked)
-        if seen.state == "ready" and was != "ready":
+        if seen.state == State.READY and was != State.READY:
             slot.ready_at = slot.last_done = self.clock()
-        if done == "activating" and seen.state != "ready":
-            if seen.state == "failed":
+        if done is Busy.ACTIVATING and seen.state != State.READY:
+            if seen.state == State.FAILED:
                 self._deny_all(slot, failed(slot))
             elif seen.state == DOWN:
                 self._deny_all(slot, down(slot))
@@ -324,7 +325,7 @@ class Router:
                 and not slot.queue
                 and idle >= ttl
             ):
-                slot.busy = "deactivating"
+                slot.busy = Busy.DEACTIVATING
                 self.calls.deactivate(slot.name)
         for slot in self.slots.values():  # a safety net: no wakeup can be missed for long
             if slot.queue:
@@ -371,13 +372,13 @@ def phase_of(state: dict[str, Any]) -> str | None:
     """An activating instance's state (runtime/status.as_dict), as a client reads it; None
     for an end (ready, failed, ...), which the activation's outcome says itself."""
     name = str(state.get("state") or "")
-    if name not in ("starting", "probing", "restarting"):
+    if name not in COMING:
         return None
     progress = state.get("progress")
-    if name == "starting" and isinstance(progress, dict) and progress.get("phase"):
+    if name == State.STARTING and isinstance(progress, dict) and progress.get("phase"):
         return str(progress["phase"]).replace("spawned", "starting the engine")
-    if name == "probing":
+    if name == State.PROBING:
         return "checking that it answers"
-    if name == "restarting":
+    if name == State.RESTARTING:
         return f"restarting after a failure ({state.get('reason') or 'see the journal'})"
     return "starting the engine"

@@ -24,12 +24,12 @@ from vllm_supervisor.gateway.admin import Admin
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys
 from vllm_supervisor.gateway.front import Front
 from vllm_supervisor.gateway.http_server import Runner
-from vllm_supervisor.gateway.instances import Instances
 from vllm_supervisor.gateway.keys import Keys
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.proxy import Proxy
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.host import locations
+from vllm_supervisor.protocol.admin import Instances
 from vllm_supervisor.systemd import logs
 from vllm_supervisor.systemd.notify import Notifier
 

@@ -4,16 +4,24 @@ Lease or a Denial), and the messages the router's one task handles (router.py)."
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vllm_supervisor.gateway.instances import DOWN, Seen
+from vllm_supervisor.protocol.admin import Seen
+from vllm_supervisor.protocol.states import DOWN, HOLDS_NO_GPU, UNKNOWN, State
 
-UNKNOWN = "unknown"  # not seen yet
-FREE = ("inactive", "failed", "sleeping", DOWN)  # holds no GPU memory for its group
-COMING = ("starting", "probing", "restarting")  # on its way to ready: an activate joins it
+FREE = HOLDS_NO_GPU | {DOWN}  # holds no GPU memory for its group (a service that is down)
+
+
+class Busy(enum.StrEnum):
+    """A call of the router's to an instance that is under way."""
+
+    ACTIVATING = "activating"
+    DEACTIVATING = "deactivating"
+    SWAPPED_OUT = "swapped out"  # a peer's activation deactivates it
 
 
 class InstancePort(Protocol):
@@ -69,7 +77,7 @@ class Slot:
     seen: Seen = field(default_factory=lambda: Seen(UNKNOWN))
     in_flight: int = 0
     queue: deque[Waiter] = field(default_factory=deque)
-    busy: str | None = None  # "activating", "deactivating", "swapped out": a call under way
+    busy: Busy | None = None  # a call under way
     evicting: list[str] = field(default_factory=list)  # peers this activation swaps out
     activating_since: float = 0.0
     deactivations: list[asyncio.Future[Seen | Denial]] = field(default_factory=list)  # admin
@@ -107,7 +115,7 @@ class Outcome:
 
     model: str
     seen: Seen
-    done: str | None = None  # the busy call that ended ("activating", "deactivating")
+    done: Busy | None = None  # the busy call that ended (activating, deactivating)
     asked: float = 0.0  # when the call was made: a view older than a request is not final
 
 
@@ -164,7 +172,7 @@ def snapshot(slots: dict[str, Slot], now: float) -> dict[str, dict[str, Any]]:
     out = {}
     for name, s in slots.items():
         ttl_left = None
-        if s.policy.ttl > 0 and s.seen.state == "ready" and not s.in_flight:
+        if s.policy.ttl > 0 and s.seen.state == State.READY and not s.in_flight:
             ttl_left = max(0.0, s.policy.ttl - (now - s.last_done))
         out[name] = {
             "state": s.busy or s.seen.state,

@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from vllm_supervisor.protocol import admin
+
 SYSTEM_RUNTIME_DIR = Path("/run/vllm-supervisor")
 # The gateway's own admin socket (its unit: RuntimeDirectory=vllm-gateway). Not under
 # SYSTEM_RUNTIME_DIR: that folder is root's, and each instance's folder is its own.
@@ -91,8 +93,7 @@ def gateway_sockets(env: Mapping[str, str] | None = None, uid: int | None = None
     return [own / "admin.sock", SYSTEM_GATEWAY_SOCKET]
 
 
-def socket_path(base: Path, model: str) -> Path:
-    return base / model / "admin.sock"
+socket_path = admin.socket_path  # the protocol's own: where MODEL's admin socket is
 
 
 def state_root(env: Mapping[str, str] | None = None, uid: int | None = None) -> Path:

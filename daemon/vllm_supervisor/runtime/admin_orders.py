@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from vllm_supervisor.protocol.states import TERMINAL_DOWN, TERMINAL_UP
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime.admin_http import (
     BadRequest,
@@ -24,8 +25,6 @@ from vllm_supervisor.runtime.admin_http import (
 from vllm_supervisor.runtime.states import State
 from vllm_supervisor.runtime.supervisor import Supervisor
 
-TERMINAL_UP = {State.READY.value, State.FAILED.value, State.INACTIVE.value}
-TERMINAL_DOWN = {State.INACTIVE.value, State.FAILED.value, State.SLEEPING.value}
 Order = ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
 
 
@@ -88,7 +87,7 @@ class Orders:
         request: web.Request,
         event: ev.Activate | ev.Deactivate | ev.Restart,
         body: dict[str, Any],
-        terminal: set[str],
+        terminal: frozenset[State],
         default_wait: bool,
     ) -> web.StreamResponse:
         wait = bool(body.get("wait", default_wait))
@@ -123,7 +122,7 @@ class Orders:
         request: web.Request,
         q: asyncio.Queue[dict[str, Any]],
         snap: dict[str, Any],
-        terminal: set[str],
+        terminal: frozenset[State],
         timeout: float,
         restart_seen: bool,
     ) -> web.StreamResponse:
@@ -144,7 +143,7 @@ class Orders:
                 snap = await asyncio.wait_for(q.get(), timeout=min(left, 5.0))
             except TimeoutError:
                 snap = self._state()  # progress tick for the caller
-            restart_seen = restart_seen or snap["state"] != State.READY.value
+            restart_seen = restart_seen or snap["state"] != State.READY
             await resp.write((json.dumps(snap) + "\n").encode())
         await resp.write_eof()
         return resp

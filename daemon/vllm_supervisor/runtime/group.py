@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from vllm_supervisor.gateway.instances import DOWN, Instances
+from vllm_supervisor.protocol.admin import Instances
+from vllm_supervisor.protocol.states import DOWN, HOLDS_NO_GPU, State
 
-FREE = ("inactive", "failed", "sleeping")  # a sleeping engine gave its GPU memory back
 LOCK_WAIT = 300.0  # a swap holds the lock through the peer's drain, stop and memory release
 DEACTIVATE_WAIT = 300.0
 
@@ -33,15 +33,15 @@ class Group:
         self.instances, self.lock_dir = Instances(runtime_base), lock_dir
 
     async def _state(self, peer: str) -> str:
-        """The peer's state; "inactive" when its service does not answer."""
+        """The peer's state; inactive when its service does not answer."""
         seen = await self.instances.state(peer)
-        return "inactive" if seen.state == DOWN else seen.state
+        return State.INACTIVE if seen.state == DOWN else seen.state
 
     async def active_peer(self, peers: tuple[str, ...]) -> tuple[str, str] | None:
         """(name, state) of a peer that holds the group, or None."""
         for peer in peers:
             state = await self._state(peer)
-            if state not in FREE:
+            if state not in HOLDS_NO_GPU:
                 return peer, state
         return None
 
@@ -50,7 +50,7 @@ class Group:
         and wait until it is free; None on success, else why not."""
         await self.instances.deactivate(peer, DEACTIVATE_WAIT)
         state = await self._state(peer)
-        return None if state in FREE else f"peer {peer} did not deactivate (it is {state})"
+        return None if state in HOLDS_NO_GPU else f"peer {peer} did not deactivate (it is {state})"
 
     @contextlib.asynccontextmanager
     async def lock(self, group: str) -> AsyncIterator[None]:

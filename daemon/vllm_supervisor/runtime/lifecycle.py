@@ -62,7 +62,7 @@ class Lifecycle:
             "engine failure",
             model=self.name,
             reason=reason,
-            cause=finding.cause.id if finding else "unknown",
+            cause=finding.cause.id if finding else None,
             fix=finding.fix if finding else "",
         )
         return finding

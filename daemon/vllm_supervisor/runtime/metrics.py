@@ -23,7 +23,7 @@ def supervisor_metrics(s: dict[str, Any]) -> str:
         "vllm_supervisor_up",
         "gauge",
         "1 when the engine is ready to serve",
-        [(m, 1.0 if s["state"] in ("ready", "draining") else 0.0)],
+        [(m, 1.0 if s["state"] in (State.READY, State.DRAINING) else 0.0)],
     )
     metric(
         "vllm_supervisor_state",

@@ -212,7 +212,7 @@ async def _main(
         loop.add_signal_handler(signal.SIGINT, sup.post, ev.Shutdown("SIGINT"))
         loop.add_signal_handler(signal.SIGHUP, sup.post, ev.Reload("SIGHUP"))
         log.info(
-            "starting",
+            "supervisor up",
             model=model,
             engine=loaded[1].label,
             endpoint=setup.endpoint,

@@ -1,4 +1,5 @@
-"""The one state enum and the one transition table. Only the supervisor changes state.
+"""The one transition table over the one state enum (protocol/states.py, which every side
+shares). Only the supervisor changes state.
 
 EDGES lists exactly the transitions supervisor.py makes, each with the event that causes it;
 tests/runtime/test_supervisor.py fails when an edge is never taken by the tests, and states.check
@@ -8,25 +9,9 @@ restarting cannot help) and systemd decides what comes next.
 
 from __future__ import annotations
 
-import enum
+from vllm_supervisor.protocol.states import State
 
-
-class State(enum.Enum):
-    INACTIVE = "inactive"  # no engine, none wanted
-    STARTING = "starting"  # engine spawned, loading (no HTTP listener yet)
-    PROBING = "probing"  # /health answered: checking served names and one generation
-    READY = "ready"  # serving; READY=1 sent
-    DRAINING = "draining"  # deactivating: waiting for running requests to finish
-    RESTARTING = "restarting"  # engine gone, waiting out the backoff
-    STOPPING = "stopping"  # group being stopped (deactivate, reload, shutdown, failure)
-    SLEEPING = (
-        "sleeping"  # deactivated by vLLM's sleep mode: the engine lives, its GPU memory freed
-    )
-    FAILED = "failed"  # restart budget spent or unrecoverable; diagnosis kept
-
-    @property
-    def engine_expected(self) -> bool:
-        return self in (State.STARTING, State.PROBING, State.READY, State.DRAINING)
+__all__ = ["EDGES", "TRANSITIONS", "IllegalTransition", "State", "check"]
 
 
 EDGES: tuple[tuple[State, State, str], ...] = (

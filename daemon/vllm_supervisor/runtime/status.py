@@ -51,10 +51,10 @@ def status_line(st: Status) -> str:
         return f"{st.phase} ({st.now - (st.spawned_at or st.now):.0f} s)"
     if s is State.PROBING:
         # A generation that was ready before is being woken from sleep (runtime/sleep.py).
-        doing = "probing" if st.ready_at is None else "waking from sleep, then probing"
+        doing = State.PROBING if st.ready_at is None else f"waking from sleep, then {State.PROBING}"
         return f"{doing}: served names and a 1-token generation"
     if s is State.READY:
-        return f"ready on {st.endpoint}" if st.endpoint else "ready"
+        return f"{State.READY} on {st.endpoint}" if st.endpoint else State.READY
     if s is State.RESTARTING:
         return f"restarting after {st.reason} ({st.budget_used}/{st.budget})"
     if s is State.FAILED and st.failure is not None:

@@ -1,4 +1,6 @@
-"""vllm-supervisor: the daemon's command line (systemd's ExecStart calls `run`)."""
+"""vllm-supervisor: the command line of the two daemons (systemd's ExecStart calls `run` for an
+instance, `gateway` for the host gateway) and of `check`. Its own top module, over the
+sides it starts: runtime (an instance) and gateway are siblings, neither imports the other."""
 
 from __future__ import annotations
 
