@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from vllm_supervisor.config.limits import GATEWAY_LISTEN, PORT_RANGE
 from vllm_supervisor.config.problems import Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode
 
@@ -17,7 +18,7 @@ MIB = 1024**2
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    listen: str = "127.0.0.1:8000"  # HOST:PORT of the OpenAI front door
+    listen: str = GATEWAY_LISTEN  # HOST:PORT of the OpenAI front door
     ttl: float = 0.0  # seconds idle (no request in flight) before deactivating; 0: never
     max_queue: int = 64  # requests waiting per model; beyond: 429 with Retry-After
     load_timeout: float = 900.0  # seconds a request waits for its model to be ready: 503
@@ -66,7 +67,8 @@ UNSUPPORTED_TOOLS = ("drop", "refuse")
 def split_listen(listen: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port); ValueError when it is neither."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    low, high = PORT_RANGE
+    if not sep or not host or not port.isdigit() or not low <= int(port) <= high:
         raise ValueError(listen)
     return host.strip("[]"), int(port)
 

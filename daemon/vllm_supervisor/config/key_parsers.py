@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
+from vllm_supervisor.config.limits import PORT_RANGE
 from vllm_supervisor.config.problems import ProblemScope, did_you_mean
 from vllm_supervisor.config.settings import BLOCKS
 from vllm_supervisor.config.yamltree import YNode
@@ -98,9 +99,10 @@ def boolean(ctx: ProblemScope, node: YNode, key: str) -> object:
 
 def port(ctx: ProblemScope, node: YNode, key: str) -> object:
     v = node.scalar
-    if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535:
+    low, high = PORT_RANGE
+    if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high:
         return v
-    ctx.err(node, key, f"expected a TCP port 1-65535, got {node.plain()!r}")
+    ctx.err(node, key, f"expected a TCP port {low}-{high}, got {node.plain()!r}")
     return None
 
 
@@ -173,6 +175,11 @@ def path_in(base: Path) -> Callable[[ProblemScope, YNode, str], object]:
         return p if p.is_absolute() else (base / p)
 
     return conv
+
+
+def path(ctx: ProblemScope, node: YNode, key: str) -> object:
+    """A path; relative to the file of the model that names it."""
+    return path_in(Path(ctx.file).parent)(ctx, node, key)
 
 
 def local_path(model: str, base: Path) -> str:

@@ -1,14 +1,16 @@
-"""Per-model keys: their types, defaults, and the rules that span several keys."""
+"""A model's config from its keys (the table: config/key_table.py), and the rules that span
+several keys."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from vllm_supervisor.config import gateway_keys, settings
+from vllm_supervisor.config import gateway_keys, key_table, settings
 from vllm_supervisor.config import key_parsers as p
+from vllm_supervisor.config.key_table import CAPABILITIES, MODEL_KEYS, PER_MODEL_ONLY, TOOL_SUPPORT
+from vllm_supervisor.config.limits import LOOPBACK
 from vllm_supervisor.config.model import ModelConfig, default_venv
 from vllm_supervisor.config.problems import Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode
@@ -16,51 +18,7 @@ from vllm_supervisor.engine import flags
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.options import OptionValue
 
-TOOL_SUPPORT = ("native", "react", "none")
-# Capabilities are read by tools (vllmctl probe sends an image only to `vision` models), so a
-# typo must not silently switch a check off.
-CAPABILITIES = (
-    "chat",
-    "completion",
-    "vision",
-    "audio",
-    "tools",
-    "structured_output",
-    "reasoning",
-    "embedding",
-    "rerank",
-    "code",
-    "long_context",
-)
-MODEL_KEYS = (
-    "model",
-    "served_model_name",
-    "host",
-    "port",
-    "venv",
-    "gpus",
-    "gpu_group",
-    "env",
-    "offline",
-    "api_key_file",
-    "tool_support",
-    "description",
-    "roles",
-    "capabilities",
-    "aliases",
-    "deprecated",
-    "engine",
-    "extra_args",
-    *gateway_keys.MODEL_KEYS,
-    "autostart",
-    "deactivate",
-    "sleep_level",
-    "startup",
-    "health",
-    "restart",
-    "stop",
-)
-PER_MODEL_ONLY = frozenset({"model", "served_model_name", "port", "aliases"})
+__all__ = ["CAPABILITIES", "MODEL_KEYS", "PER_MODEL_ONLY", "TOOL_SUPPORT", "build_model"]
 
 
 def build_model(
@@ -71,62 +29,51 @@ def build_model(
         return None
     own: dict[str, YNode] = {}
     for key, node in body.mapping.items():
-        if key in MODEL_KEYS:
+        if key in key_table.BY_NAME:  # read at each call: the table is the one place
             own[key] = node
         else:
-            ctx.err(node, key, "unknown key" + did_you_mean(key, MODEL_KEYS), body.key_lines[key])
+            known = key_table.BY_NAME
+            ctx.err(node, key, "unknown key" + did_you_mean(key, known), body.key_lines[key])
     merged = {**defaults, **own}
     where: dict[str, tuple[str, int]] = {k: (n.file, n.line) for k, n in merged.items()}
-
-    def get(
-        key: str, conv: Callable[[ProblemScope, YNode, str], object], default: object
-    ) -> object:
-        node = merged.get(key)
-        return default if node is None else conv(ctx, node, key)
-
-    model = get("model", p.string, None)
-    if "model" not in merged:
-        ctx.problems.append(
-            Problem(
-                body.file,
-                line,
-                f"{ctx.prefix}.model",
-                "is required (a local directory or a Hugging Face repo id)",
-            )
-        )
-    port = get("port", p.port, None)
-    if "port" not in merged:
-        ctx.problems.append(Problem(body.file, line, f"{ctx.prefix}.port", "is required"))
-    served = get("served_model_name", p.names, (name,))
-    engine = _engine(ctx, defaults.get("engine"), own.get("engine"), where)
-    env = _env(ctx, defaults.get("env"), own.get("env"))
-    extra = get("extra_args", p.extra_args, ())
-    cfg_dir = Path(body.file).parent
-    venv = get("venv", p.path_in(cfg_dir), default_venv())
-    key_file = get("api_key_file", p.path_in(cfg_dir), None)
-    deprecated = get("deprecated", p.deprecated, None)
+    # The keys the table parses (key_table.ModelKey.parse): the value, or its fallback.
+    v: dict[str, object] = {}
+    for mk in key_table.KEYS:
+        if mk.parse is None:
+            continue
+        found = merged.get(mk.name)
+        if found is None:
+            if mk.required:
+                ctx.problems.append(
+                    Problem(body.file, line, f"{ctx.prefix}.{mk.name}", mk.required)
+                )
+            v[mk.name] = mk.fallback()
+            continue
+        got = mk.parse(ctx, found, mk.name)
+        v[mk.name] = got if got is not None else mk.fallback()
+    model, served, port, deprecated = v["model"], v["served_model_name"], v["port"], v["deprecated"]
     cfg = ModelConfig(
         name=name,
         file=body.file,
         line=line,
-        model=p.local_path(model, cfg_dir) if isinstance(model, str) else "",
+        model=p.local_path(model, Path(body.file).parent) if isinstance(model, str) else "",
         served_model_names=served if isinstance(served, tuple) else (name,),
-        host=str(get("host", p.string, "127.0.0.1")),
+        host=str(v["host"]),
         port=port if isinstance(port, int) else 0,
-        venv=venv if isinstance(venv, Path) else default_venv(),
+        venv=_path(v["venv"]) or default_venv(),
         gpus=p.gpus(ctx, merged.get("gpus")),
-        gpu_group=group if isinstance(group := get("gpu_group", p.group_name, None), str) else None,
-        env=env,
-        offline=get("offline", p.boolean, False) is True,
-        api_key_file=key_file if isinstance(key_file, Path) else None,
-        tool_support=str(get("tool_support", p.choice(TOOL_SUPPORT), "none")),
-        description=str(get("description", p.string, "")),
-        roles=p.as_tuple(get("roles", p.str_list(None), ())),
-        capabilities=p.as_tuple(get("capabilities", p.str_list(CAPABILITIES), ())),
-        aliases=p.as_tuple(get("aliases", p.names, ())),
+        gpu_group=group if isinstance(group := v["gpu_group"], str) else None,
+        env=_env(ctx, defaults.get("env"), own.get("env")),
+        offline=v["offline"] is True,
+        api_key_file=_path(v["api_key_file"]),
+        tool_support=str(v["tool_support"]),
+        description=str(v["description"]),
+        roles=p.as_tuple(v["roles"]),
+        capabilities=p.as_tuple(v["capabilities"]),
+        aliases=p.as_tuple(v["aliases"]),
         deprecated=deprecated if isinstance(deprecated, str) else None,
-        engine=engine,
-        extra_args=p.as_tuple(extra),
+        engine=_engine(ctx, defaults.get("engine"), own.get("engine"), where),
+        extra_args=p.as_tuple(v["extra_args"]),
         where=where,
         supervision=_supervision(ctx, defaults, own),
         gateway=gateway_keys.model_gateway(ctx, merged),
@@ -138,6 +85,10 @@ def build_model(
     # Returned even when invalid: cross-model checks (ports, names) still run on it, so one
     # pass reports everything; the registry raises before anyone can use it.
     return cfg
+
+
+def _path(value: object) -> Path | None:
+    return value if isinstance(value, Path) else None
 
 
 def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
@@ -208,7 +159,7 @@ def _sleep_rules(ctx: ProblemScope, cfg: ModelConfig) -> None:
                 f"{ctx.prefix}.deactivate",
                 f"sleep needs vLLM's dev mode, which serves unauthenticated admin endpoints "
                 f"(/sleep, /collective_rpc) on the engine's port: host {cfg.host!r} is not "
-                "loopback. Bind the engine to 127.0.0.1 (the host gateway or a proxy serves "
+                f"loopback. Bind the engine to {LOOPBACK} (the host gateway or a proxy serves "
                 "clients), or use deactivate: stop",
             )
         )

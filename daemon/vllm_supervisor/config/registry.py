@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vllm_supervisor.config import model_keys
+from vllm_supervisor.config import key_table, model_keys
 from vllm_supervisor.config.gateway_keys import GatewaySettings, parse_gateway
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import ConfigInvalid, Problem, ProblemScope, did_you_mean
@@ -150,19 +150,19 @@ def _defaults(node: YNode, problems: list[Problem]) -> dict[str, YNode]:
     out: dict[str, YNode] = {}
     for key, value in node.mapping.items():
         line = node.key_lines[key]
-        if key in model_keys.PER_MODEL_ONLY:
+        if key in key_table.PER_MODEL_ONLY:
             problems.append(
                 Problem(
                     node.file, line, f"defaults.{key}", "is per model and cannot have a default"
                 )
             )
-        elif key not in model_keys.MODEL_KEYS:
+        elif key not in key_table.BY_NAME:
             problems.append(
                 Problem(
                     node.file,
                     line,
                     f"defaults.{key}",
-                    "unknown key" + did_you_mean(key, model_keys.MODEL_KEYS),
+                    "unknown key" + did_you_mean(key, key_table.BY_NAME),
                 )
             )
         else:

