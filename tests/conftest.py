@@ -39,6 +39,25 @@ def engine_env() -> EngineEnv:
     return EngineEnv(Path(venv), Path(model))
 
 
+# Tests that share state keep to one pytest-xdist worker (scripts/test runs the tiers side by
+# side): the real-systemd tier boots one container per module and drives it test after test;
+# the transition-table test reads what the recording modules' tests saw in this process.
+XDIST_GROUPS = {
+    "tests.runtime.test_supervisor": "transitions",
+    "tests.runtime.test_supervisor_sleep": "transitions",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        group = XDIST_GROUPS.get(module.__name__ if module is not None else "")
+        if item.get_closest_marker("systemd") is not None:
+            group = "systemd"
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Run `async def` tests on a fresh event loop (no pytest-asyncio needed), bounded."""

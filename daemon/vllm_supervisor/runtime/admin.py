@@ -21,12 +21,18 @@ from aiohttp import web
 
 from vllm_supervisor.host.peers import peer_allowed, peer_credentials
 from vllm_supervisor.runtime import socketdir
-from vllm_supervisor.runtime.admin_http import MAX_BODY, BadRequest, answers, gone, json_response
+from vllm_supervisor.runtime.admin_http import (
+    MAX_BODY,
+    AdminPort,
+    BadRequest,
+    answers,
+    gone,
+    json_response,
+)
 from vllm_supervisor.runtime.admin_orders import Orders
 from vllm_supervisor.runtime.metrics import engine_key_metrics, supervisor_metrics
 from vllm_supervisor.runtime.states import State
 from vllm_supervisor.runtime.status import as_dict
-from vllm_supervisor.runtime.supervisor import Supervisor
 
 DEFAULT_GROUP = "vllm-admin"
 
@@ -38,7 +44,7 @@ class AlreadyServed(Exception):
 class Admin:
     def __init__(
         self,
-        sup: Supervisor,
+        sup: AdminPort,
         path: Path,
         group: str,
         log: Any,
@@ -157,10 +163,10 @@ class Admin:
         if n < 0:
             raise BadRequest("n must be >= 0")
         follow = request.query.get("follow", "0") in ("1", "true", "yes")
-        tail = list(self.sup.engine_log.recent)[-n:] if n else []
+        tail = self.sup.log_tail(n)
         if not follow:
             return web.Response(text="".join(ln + "\n" for ln in tail), content_type="text/plain")
-        lines_q = self.sup.engine_log.followers.subscribe()
+        lines_q = self.sup.follow_log()
         try:
             resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
             await resp.prepare(request)
@@ -175,7 +181,7 @@ class Admin:
                 await resp.write("".join(ln + "\n" for ln in lines).encode())
             return resp
         finally:
-            self.sup.engine_log.followers.unsubscribe(lines_q)
+            self.sup.unfollow_log(lines_q)
 
     async def metrics(self, request: web.Request) -> web.Response:
         text = supervisor_metrics(self._state())
@@ -197,8 +203,7 @@ class Admin:
         _, uid, _ = peer_credentials(sock) if sock is not None else (0, -1, -1)
         if uid not in (0, os.getuid()):
             return json_response({"error": "the engine key is for the service's user only"}, 403)
-        address = self.sup.setup.address
-        return json_response({"key": address.api_key if address is not None else None})
+        return json_response({"key": self.sup.engine_key()})
 
     def _state(self) -> dict[str, Any]:
         """The supervisor's Status, plus the GPU memory its engine's group holds now (NVML;

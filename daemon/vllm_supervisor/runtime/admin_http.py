@@ -7,14 +7,36 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from vllm_supervisor.protocol import jsonbody
+from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime.events import Ack
+from vllm_supervisor.runtime.states import State
+from vllm_supervisor.runtime.status import Status
 
 MAX_BODY = 64 * 1024
+
+
+class AdminPort(Protocol):
+    """What the admin socket may see of the supervisor and ask of it (runtime/supervisor.py
+    implements it): post an event, read a status, follow states and engine lines. Nothing
+    here changes state; only the events it posts do."""
+
+    name: str
+
+    @property
+    def state(self) -> State: ...
+    def status(self) -> Status: ...
+    def post(self, event: ev.Event) -> None: ...
+    def engine_key(self) -> str | None: ...
+    def log_tail(self, n: int) -> list[str]: ...
+    def follow_log(self) -> asyncio.Queue[list[str]]: ...
+    def unfollow_log(self, q: asyncio.Queue[list[str]]) -> None: ...
+    def follow_states(self) -> asyncio.Queue[dict[str, Any]]: ...
+    def unfollow_states(self, q: asyncio.Queue[dict[str, Any]]) -> None: ...
 
 
 class BadRequest(web.HTTPBadRequest):

@@ -15,6 +15,7 @@ from aiohttp import web
 from vllm_supervisor.protocol.states import TERMINAL_DOWN, TERMINAL_UP
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime.admin_http import (
+    AdminPort,
     BadRequest,
     ack_future,
     gone,
@@ -23,13 +24,12 @@ from vllm_supervisor.runtime.admin_http import (
     timeout_of,
 )
 from vllm_supervisor.runtime.states import State
-from vllm_supervisor.runtime.supervisor import Supervisor
 
 Order = ev.Activate | ev.Deactivate | ev.Restart | ev.Reload
 
 
 class Orders:
-    def __init__(self, sup: Supervisor, state: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, sup: AdminPort, state: Callable[[], dict[str, Any]]) -> None:
         self.sup, self._state = sup, state
 
     async def activate(self, request: web.Request) -> web.StreamResponse:
@@ -66,7 +66,7 @@ class Orders:
                 request, q, self._state(), TERMINAL_UP, timeout, restart_seen=False
             )
         finally:
-            self.sup.state_feed.unsubscribe(q)
+            self.sup.unfollow_states(q)
 
     async def deactivate(self, request: web.Request) -> web.StreamResponse:
         body = await read_body(
@@ -103,18 +103,18 @@ class Orders:
                 request, q, snap, terminal, timeout, restart_seen=not isinstance(event, ev.Restart)
             )
         finally:
-            self.sup.state_feed.unsubscribe(q)
+            self.sup.unfollow_states(q)
 
     async def _submit(self, event: Order) -> tuple[asyncio.Queue[dict[str, Any]], ev.Ack]:
         """Post an event and wait until the supervisor has handled it. The subscription is
         taken first, so no transition it causes can slip past; the caller unsubscribes."""
-        q = self.sup.state_feed.subscribe()
+        q = self.sup.follow_states()
         try:
             self.sup.post(event)
             assert event.ack is not None
             return q, await event.ack  # handled: what follows is this request's doing
         except BaseException:
-            self.sup.state_feed.unsubscribe(q)
+            self.sup.unfollow_states(q)
             raise
 
     async def _follow(
