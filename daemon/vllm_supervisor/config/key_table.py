@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_args
 
 from vllm_supervisor.config import key_parsers as p
 from vllm_supervisor.config import settings
 from vllm_supervisor.config.gateway_keys import CHAT_FALLBACK, UNSUPPORTED_TOOLS
 from vllm_supervisor.config.limits import LOOPBACK, PORT_RANGE
-from vllm_supervisor.config.model import default_venv
+from vllm_supervisor.config.model import ToolSupport, default_venv
 from vllm_supervisor.config.problems import ProblemScope
 from vllm_supervisor.config.yamltree import YNode
 from vllm_supervisor.engine import flags
@@ -29,7 +29,7 @@ from vllm_supervisor.engine import options as engine_options
 
 Parse = Callable[[ProblemScope, YNode, str], object]
 
-TOOL_SUPPORT = ("native", "react", "none")
+TOOL_SUPPORT: tuple[ToolSupport, ...] = get_args(ToolSupport)
 # Capabilities are read by tools (vllmctl probe sends an image only to `vision` models), so a
 # typo must not silently switch a check off.
 CAPABILITIES = (

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from vllm_supervisor.config.gateway_keys import ModelGateway
 from vllm_supervisor.config.settings import Supervision
 from vllm_supervisor.engine.options import OptionValue
 
 DEFAULT_VENV = Path("/opt/vllm-supervisor/engine")
+ToolSupport = Literal["native", "react", "none"]
 
 
 def default_venv() -> Path:
@@ -34,7 +36,7 @@ class ModelConfig:
     env: dict[str, str]
     offline: bool
     api_key_file: Path | None
-    tool_support: str
+    tool_support: ToolSupport
     description: str
     roles: tuple[str, ...]
     capabilities: tuple[str, ...]

@@ -11,7 +11,7 @@ from vllm_supervisor.config import gateway_keys, key_table, settings
 from vllm_supervisor.config import key_parsers as p
 from vllm_supervisor.config.key_table import CAPABILITIES, MODEL_KEYS, PER_MODEL_ONLY, TOOL_SUPPORT
 from vllm_supervisor.config.limits import LOOPBACK
-from vllm_supervisor.config.model import ModelConfig, default_venv
+from vllm_supervisor.config.model import ModelConfig, ToolSupport, default_venv
 from vllm_supervisor.config.problems import Problem, ProblemScope, did_you_mean
 from vllm_supervisor.config.yamltree import YNode
 from vllm_supervisor.engine import flags
@@ -66,7 +66,7 @@ def build_model(
         env=_env(ctx, defaults.get("env"), own.get("env")),
         offline=v["offline"] is True,
         api_key_file=_path(v["api_key_file"]),
-        tool_support=str(v["tool_support"]),
+        tool_support=_tool_support(v["tool_support"]),
         description=str(v["description"]),
         roles=p.as_tuple(v["roles"]),
         capabilities=p.as_tuple(v["capabilities"]),
@@ -85,6 +85,13 @@ def build_model(
     # Returned even when invalid: cross-model checks (ports, names) still run on it, so one
     # pass reports everything; the registry raises before anyone can use it.
     return cfg
+
+
+def _tool_support(value: object) -> ToolSupport:
+    for known in TOOL_SUPPORT:  # the parser took one of these, else reported it
+        if value == known:
+            return known
+    return "none"
 
 
 def _path(value: object) -> Path | None:
@@ -232,8 +239,9 @@ def _supervision(
         how = layer.get("deactivate")
         if how is not None:
             v = p.choice(settings.DEACTIVATE)(ctx, how, "deactivate")
-            if isinstance(v, str):
-                sup = replace(sup, deactivate=v)
+            for known in settings.DEACTIVATE:
+                if v == known:
+                    sup = replace(sup, deactivate=known)
         level = layer.get("sleep_level")
         if level is not None:
             v = p.sleep_level(ctx, level, "sleep_level")

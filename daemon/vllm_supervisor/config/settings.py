@@ -8,6 +8,7 @@ reported with file, line and key (config/key_parsers.py parses them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,17 @@ class Stop:
     grace: float = 30.0  # SIGTERM -> SIGKILL of the group (vLLM drains within this)
 
 
-DEACTIVATE = ("stop", "sleep")
+Deactivate = Literal["stop", "sleep"]
+DEACTIVATE: tuple[Deactivate, ...] = get_args(Deactivate)
 SLEEP_LEVELS = (1, 2)
 
 
 @dataclass(frozen=True)
 class Supervision:
     autostart: bool = True
-    deactivate: str = "stop"  # or "sleep": vLLM's sleep mode, CUDA engines (runtime/sleep.py)
+    deactivate: Deactivate = (
+        "stop"  # or "sleep": vLLM's sleep mode, CUDA engines (runtime/sleep.py)
+    )
     sleep_level: int = 1  # 1: weights to host RAM; 2: weights discarded, reloaded at wake
     startup: Startup = field(default_factory=Startup)
     health: Health = field(default_factory=Health)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_supervisor.config.gateway_keys import GatewaySettings
-from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.model import ModelConfig, ToolSupport
 from vllm_supervisor.config.registry import Registry
 from vllm_supervisor.gateway.slots import Policy
 from vllm_supervisor.host import files
@@ -28,7 +28,7 @@ class Route:
     chat_fallback: str = "off"  # off | on_failure | always (gateway/chat.py)
     served: str = ""  # the name the engine answers to first (an alias is swapped for it)
     aliases: tuple[str, ...] = ()
-    tool_support: str = "none"  # native | react | none (gateway/tools.py)
+    tool_support: ToolSupport = "none"  # gateway/tools.py
     unsupported_tools: str = "drop"  # drop | refuse
     load_progress: bool = True  # gateway/progress.py
     request_timeout: float = 0.0  # 0: none
