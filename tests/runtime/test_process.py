@@ -115,3 +115,21 @@ async def test_stop_without_escalation() -> None:
     escalated, left = await eng.stop(grace=5)
     assert not escalated and left == []
     assert (await eng.wait()).signal == signal.SIGTERM
+
+
+async def test_the_engine_gets_its_environment_as_given() -> None:
+    """The warden needs the supervisor's folder on PYTHONPATH; the engine must not get it
+    (before, it got the package's own folder, its subpackages as top-level modules)."""
+    code = "import os; print(repr(os.environ.get('PYTHONPATH'))); print(os.environ.get('X'))"
+    sink = Sink()
+    eng = await process.spawn([sys.executable, "-c", code], {"PATH": "/usr/bin:/bin",
+                                                            "X": "y"}, sink)  # fmt: skip
+    await eng.wait()
+    assert await eng.kill() == []
+    assert sink.lines == ["None", "y"]
+    sink = Sink()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "/opt/mine"}
+    eng = await process.spawn([sys.executable, "-c", code], env, sink)
+    await eng.wait()
+    assert await eng.kill() == []
+    assert sink.lines == ["'/opt/mine'", "None"]

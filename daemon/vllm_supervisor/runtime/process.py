@@ -30,6 +30,7 @@ BATCH_WAIT = 0.001
 PIPE_SIZE = 1024 * 1024  # fcntl(2) F_SETPIPE_SZ: room for ~1 ms of a flood
 
 WARDEN = "vllm_supervisor.runtime.warden"  # run by module path: moves with warden.py (tested)
+ENGINE_PYTHONPATH = "VSUP_ENGINE_PYTHONPATH"  # warden.py reads it: keep the two in step
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,16 @@ async def spawn(
     argv: Sequence[str], env: dict[str, str], on_lines: Callable[[list[str], str], None]
 ) -> Engine:
     warden = [sys.executable, "-m", WARDEN, str(os.getpid()), "--", *argv]
-    # Run the warden from the supervisor's own import path, wherever it was installed.
-    pkg_root = str(Path(__file__).resolve().parent.parent)
+    # Run the warden from the supervisor's own import path, wherever it was installed or
+    # checked out: the folder that holds the package (it named the package's own folder,
+    # which only an installed package made up for). The engine gets ENV as it was given:
+    # the warden hands the original PYTHONPATH back (warden.ENGINE_PYTHONPATH).
+    pkg_root = str(Path(__file__).resolve().parents[2])
     wenv = dict(env)
     wenv["PYTHONPATH"] = pkg_root + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
+    wenv[ENGINE_PYTHONPATH] = env.get("PYTHONPATH", "")
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size: best effort
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 
 PR_SET_PDEATHSIG = 1
 
@@ -47,7 +48,11 @@ def main(argv: list[str]) -> int:
     # The engine inherits our stdout/stderr (the supervisor's pipe) and our process group;
     # it must not inherit the ignored SIGTERM: restore defaults in the child.
     child = subprocess.Popen(
-        argv[2:], restore_signals=True, preexec_fn=_default_signals, close_fds=True
+        argv[2:],
+        restore_signals=True,
+        preexec_fn=_default_signals,
+        close_fds=True,
+        env=engine_env(os.environ),
     )
     while True:
         try:
@@ -62,6 +67,23 @@ def main(argv: list[str]) -> int:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
+
+
+# process.spawn put the supervisor's own folder on PYTHONPATH for this module, and the
+# engine's own PYTHONPATH here ("" when it had none): the engine gets its environment as the
+# supervisor rendered it (process.ENGINE_PYTHONPATH names the same variable).
+ENGINE_PYTHONPATH = "VSUP_ENGINE_PYTHONPATH"
+
+
+def engine_env(env: Mapping[str, str]) -> dict[str, str]:
+    out = dict(env)
+    original = out.pop(ENGINE_PYTHONPATH, None)
+    if original is not None:
+        if original:
+            out["PYTHONPATH"] = original
+        else:
+            out.pop("PYTHONPATH", None)
+    return out
 
 
 def _default_signals() -> None:
