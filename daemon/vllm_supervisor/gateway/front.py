@@ -36,7 +36,7 @@ Forward = Callable[[web.Request, routes.ClientRoute], Awaitable[web.StreamRespon
 # llama.cpp's `status.value` (Open WebUI: loaded/sleeping = loaded; loading/unloaded = not).
 LLAMA_STATUS: dict[str, str] = {
     State.READY: "loaded",
-    State.SLEEPING: "sleeping",
+    State.SLEEPING: State.SLEEPING,  # llama.cpp's word for it is ours
     State.DRAINING: "loaded",
 }
 LOADING = COMING | {Busy.ACTIVATING}

@@ -37,9 +37,9 @@ from vllm_supervisor.runtime.tasks import DRAIN, LIVENESS, SLEEP, GenerationTask
 class Intent(enum.Enum):
     """What the supervisor wants of its engine, set once by each order that changes it."""
 
-    INACTIVE = "inactive"  # none (deactivate; at start until autostart's activate)
-    ACTIVE = "active"  # serving (activate, restart; a reload that restarts it)
-    SHUTDOWN = "shutdown"  # none, and the process ends once the engine is gone
+    INACTIVE = enum.auto()  # none (deactivate; at start until autostart's activate)
+    ACTIVE = enum.auto()  # serving (activate, restart; a reload that restarts it)
+    SHUTDOWN = enum.auto()  # none, and the process ends once the engine is gone
 
 
 @dataclass
