@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,21 +44,42 @@ def engine_env() -> EngineEnv:
 
 # Tests that share state keep to one pytest-xdist worker (scripts/test runs the tiers side by
 # side): the real-systemd tier boots one container per module and drives it test after test;
-# the transition-table test reads what the recording modules' tests saw in this process.
-XDIST_GROUPS = {
-    "tests.runtime.test_supervisor": "transitions",
-    "tests.runtime.test_supervisor_sleep": "transitions",
+# the transition-table test reads what the recording modules' tests saw in its process. The
+# real-engine tier keeps to one worker too: on this 2-core machine two vLLM starts at once
+# take longer than one after the other, and its timeouts were set for one at a time.
+# pytest-xdist's own grouping (--dist loadgroup, the xdist_group mark) does nothing under
+# pytest 9: it renames item._nodeid, which pytest 9 no longer reads. So the scheduler is
+# ours: LoadScopeScheduling, whose scope is the group of a test's file.
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = {
+    "tests/runtime/test_supervisor.py": "transitions",
+    "tests/runtime/test_supervisor_sleep.py": "transitions",
 }
+_TIER = re.compile(r"^pytestmark = pytest\.mark\.(engine|systemd)\b", re.M)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        module = getattr(item, "module", None)
-        group = XDIST_GROUPS.get(module.__name__ if module is not None else "")
-        if item.get_closest_marker("systemd") is not None:
-            group = "systemd"
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+@functools.cache
+def group_of(path: str) -> str | None:
+    """The worker group of a test file: its tier (engine, systemd) by its module mark, or
+    GROUPS', or none (its tests go wherever a worker is free)."""
+    if path in GROUPS:
+        return GROUPS[path]
+    try:
+        found = _TIER.search((ROOT / path).read_text())
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid.split("::", 1)[0]) or nodeid
+
+    return Grouped(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
