@@ -24,7 +24,7 @@ def test_every_tier_module_is_grouped_by_its_mark() -> None:
         }  # fmt: skip
         if tiers:
             seen += 1
-            assert group_of(rel) == tiers.pop(), rel
+            assert (group_of(rel) or "").split("-")[0] == tiers.pop(), rel
     assert seen >= 12  # the engine modules and the systemd one, at least
     assert group_of("tests/runtime/test_supervisor_sleep.py") == "transitions"
     assert group_of("tests/gateway/test_router.py") is None
