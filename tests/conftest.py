@@ -44,34 +44,26 @@ def engine_env() -> EngineEnv:
 
 # Tests that share state keep to one pytest-xdist worker (scripts/test runs the tiers side by
 # side): the real-systemd tier boots one container per module and drives it test after test;
-# the transition-table test reads what the recording modules' tests saw in its process. The
-# real-engine tier keeps to two: on this 2-core machine more vLLM starts at once take longer
-# than one after the other, and its timeouts were set for one at a time.
+# a real-engine module shares its engines between its tests (module fixtures); the
+# transition-table test reads what the recording modules' tests saw in its process.
 # pytest-xdist's own grouping (--dist loadgroup, the xdist_group mark) does nothing under
 # pytest 9: it renames item._nodeid, which pytest 9 no longer reads. So the scheduler is
-# ours: LoadScopeScheduling, whose scope is the group of a test's file.
+# ours: LoadScopeScheduling, whose scope is the group of a test's file. The suite is bound by
+# the CPU (a vLLM start costs ~28 s of it, three imports of ~7 s): the engine modules are
+# groups of their own, so that the workers stay busy to the end rather than one tier
+# finishing alone on one core.
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "tests/runtime/test_supervisor.py": "transitions",
     "tests/runtime/test_supervisor_sleep.py": "transitions",
-}
-# The real-engine tier runs on two workers, split so that each takes about as long (the
-# modules' times in one CI run: --durations): one engine at a time per worker.
-ENGINE_B = {
-    "tests/e2e/test_gateway_chat_fallback_real_engine.py",
-    "tests/e2e/test_gpu_group_real_engine.py",
-    "tests/e2e/test_admin_real_engine.py",
-    "tests/e2e/test_quickstart.py",
-    "tests/e2e/test_real_engine.py",
-    "tests/e2e/test_tiny_model.py",
 }
 _TIER = re.compile(r"^pytestmark = pytest\.mark\.(engine|systemd)\b", re.M)
 
 
 @functools.cache
 def group_of(path: str) -> str | None:
-    """The worker group of a test file: its tier (engine, systemd) by its module mark, or
-    GROUPS', or none (its tests go wherever a worker is free)."""
+    """The worker group of a test file: GROUPS', the systemd tier's, a real-engine module's
+    own (the file), or none (its tests go wherever a worker is free)."""
     if path in GROUPS:
         return GROUPS[path]
     try:
@@ -80,8 +72,7 @@ def group_of(path: str) -> str | None:
         return None
     if found is None:
         return None
-    tier = found.group(1)
-    return tier + ("-b" if tier == "engine" and path in ENGINE_B else "")
+    return "systemd" if found.group(1) == "systemd" else path
 
 
 @pytest.hookimpl(optionalhook=True)
