@@ -90,6 +90,22 @@ def test_pip_when_forced_or_when_there_is_no_uv(tmp_path: Path) -> None:
     )  # no uv and no cache to fetch it into
 
 
+def cached_uv() -> tuple[Path, str]:
+    """The test cache, and the uv on PATH or the one scripts/test fetched into it ('')."""
+    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
+    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    return cache, uv
+
+
+def without_pip_settings_or_certs() -> dict[str, str]:
+    """This environment less pip's and uv's settings and every CA setting: a host where
+    only pip's own configuration says what to trust."""
+    return {
+        k: v for k, v in os.environ.items()
+        if "CERT" not in k and "CA_BUNDLE" not in k and not k.startswith(("PIP_", "UV_"))
+    }  # fmt: skip
+
+
 def one_module_wheel(folder: Path) -> Path:
     """A wheel made by hand: installing it needs no index and no build backend."""
     files = {
@@ -117,8 +133,7 @@ def test_venv_install_leaves_bytecode_for_a_service_that_cannot_write_it(
 ) -> None:
     """The units run with ProtectSystem=strict and operators are not root: bytecode not
     written at install is compiled again by every engine start and every vllmctl call."""
-    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
-    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    _, uv = cached_uv()
     if installer == "uv" and not uv:
         pytest.skip("no uv here (scripts/test fetches one into the cache)")
     wheel = one_module_wheel(tmp_path)
@@ -202,15 +217,11 @@ def test_uv_trusts_a_ca_that_pip_trusts_only_through_its_cert_setting(tmp_path: 
     bundle: pip trusts it through PIP_CERT (or pip.conf's cert), uv through SSL_CERT_FILE.
     With SSL_CERT_FILE unset, as on a host where only pip was told, uv failed with
     `invalid peer certificate: UnknownIssuer` (issue 19)."""
-    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
-    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    _, uv = cached_uv()
     bundle = "/etc/ssl/certs/ca-certificates.crt"
     if not uv or not Path(bundle).exists():
         pytest.skip("needs uv (scripts/test fetches one) and the system CA bundle")
-    env = {
-        k: v for k, v in os.environ.items()
-        if "CERT" not in k and "CA_BUNDLE" not in k and not k.startswith(("PIP_", "UV_"))
-    }  # fmt: skip
+    env = without_pip_settings_or_certs()
     env.update(PATH=f"{Path(uv).parent}:/usr/bin:/bin", PIP_CONFIG_FILE=os.devnull,
                PIP_CERT=bundle, PIP_INDEX_URL="https://pypi.org/simple",
                UV_NO_CACHE="1", VSUP_INSTALLER="uv", HOME=str(tmp_path))  # fmt: skip
@@ -247,14 +258,10 @@ def test_the_scripts_run_as_root_with_no_home(tmp_path: Path) -> None:
 
 
 def test_setup_engine_names_an_untrusted_certificate_not_the_torch_index(tmp_path: Path) -> None:
-    cache = Path(os.environ.get("VSUP_CACHE_DIR", Path.home() / ".cache/vllm-supervisor"))
-    uv = shutil.which("uv") or (str(cache / "uv/bin/uv") if (cache / "uv/bin/uv").exists() else "")
+    cache, uv = cached_uv()
     if not uv:
         pytest.skip("needs uv (scripts/test fetches one)")
-    env = {
-        k: v for k, v in os.environ.items()
-        if "CERT" not in k and "CA_BUNDLE" not in k and not k.startswith(("PIP_", "UV_"))
-    }  # fmt: skip
+    env = without_pip_settings_or_certs()
     env.update(PATH=f"{Path(uv).parent}:/usr/bin:/bin", PIP_CONFIG_FILE=os.devnull,
                PIP_INDEX_URL="https://pypi.org/simple", UV_NO_CACHE="1",
                VSUP_INSTALLER="uv", VSUP_CACHE_DIR=str(cache))  # fmt: skip
