@@ -20,6 +20,7 @@ Behaviour comes from FAKE_MODE (comma-separated), e.g. "load=2,exit0_after=1":
   chunks=N          a streamed answer ("stream": true) has N chunks (5), chunk_delay=S apart
   stream_die=N      exit 0 after N chunks of a stream (an engine that dies mid-stream)
   stream_cut=N      end a stream cleanly after N chunks, without its closing [DONE]
+  half_event=N      after N chunks of a stream, send half of the next event, then stall 10 s
   chat_empty        chat answers (streamed or not) have empty content; completions do not
   utf8_line         log a line holding a prompt in UTF-8 (as --enable-log-requests does)
 A non-streamed answer's usage.prompt_tokens is the request body's size in bytes. Tools
@@ -273,6 +274,7 @@ def main() -> None:
                     os._exit(0)
                 if "stream_cut" in o and i == int(o["stream_cut"]):
                     break
+                half = "half_event" in o and i == int(o["half_event"])
                 text = "" if chat and "chat_empty" in o else f"t{i} "
                 if chat:
                     delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
@@ -281,7 +283,12 @@ def main() -> None:
                 else:
                     event = answer(name, self.path)
                     event["choices"] = [{"index": 0, "text": text, "finish_reason": None}]
-                send(b"data: " + json.dumps(event).encode() + b"\n\n")
+                data = b"data: " + json.dumps(event).encode() + b"\n\n"
+                if half:  # an event cut between two HTTP chunks, the second one late
+                    send(data[: len(data) // 2])
+                    time.sleep(10)
+                    data = data[len(data) // 2 :]
+                send(data)
                 time.sleep(float(o.get("chunk_delay", "0.01")))
             else:
                 send(b"data: [DONE]\n\n")

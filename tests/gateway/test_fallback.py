@@ -111,3 +111,20 @@ def test_answers_and_chunks_are_reshaped_into_chat() -> None:
     second = json.loads(r.event(json.dumps(completion).encode())[6:])
     assert second["choices"][0]["delta"] == {"content": "ok"} and second["usage"]
     assert r.event(b"[DONE]") == b"data: [DONE]\n\n"
+
+
+def test_whole_relays_only_whole_events_and_keeps_the_rest() -> None:
+    """gateway/proxy.Whole: an error event must never follow half an event."""
+    from vllm_supervisor.gateway.proxy import Whole
+
+    cut = Whole(sse=True)
+    assert cut.feed(b'data: {"a": 1}\n\ndata: {"b"') == b'data: {"a": 1}\n\n'
+    assert cut.pending == b'data: {"b"'
+    assert cut.feed(b": 2}\n") == b""  # still no blank line
+    assert cut.feed(b"\ndata: [DONE]\n\n") == b'data: {"b": 2}\n\ndata: [DONE]\n\n'
+    assert cut.pending == b""
+    whole = b"data: x\r\n\r\n"
+    assert cut.feed(whole) is whole  # a read that ends on an event's end: not copied
+    assert Whole(sse=False).feed(b"half") == b"half"
+    big = Whole(sse=True)
+    assert big.feed(b"x" * Whole.LIMIT) == b"x" * Whole.LIMIT  # no blank line for 1 MiB
