@@ -72,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.model, args.config_dir, args.state_dir, args.runtime_dir, args.admin_group)
     from vllm_supervisor.config.registry import default_config_dir
     from vllm_supervisor.preflight.check import UnknownModel, run_check
+    from vllm_supervisor.preflight.model_checks import AccessCheck
 
     config_dir = args.config_dir or default_config_dir()
     try:
-        report = run_check(config_dir, [args.model], probe=False)
+        # Paths as this user: it is the service's user when the unit runs it (issue 20: a
+        # model folder it cannot enter is named with its fix, here as at `run`).
+        report = run_check(config_dir, [args.model], probe=False, paths=AccessCheck())
     except UnknownModel as exc:
         # The unit is vllm-supervisor@MODEL: an unknown MODEL is a config problem, not usage.
         print(f"vllm-supervisor: {exc}", file=sys.stderr)

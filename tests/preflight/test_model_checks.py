@@ -43,7 +43,7 @@ def test_missing_local_model_and_venv(tmp_path: Path) -> None:
     got = problems(cfg)
     assert (
         got[0] == f"models.m.model: {tmp_path}/nope does not exist (a local model "
-        "directory, or a repo id 'org/name')"
+        "folder, a .gguf file, or a repo id 'org/name')"
     )
     assert got[1].startswith(f"models.m.venv: {tmp_path}/v is not a Python venv")
 

@@ -29,6 +29,8 @@ REAL = {
     "invalid-config-value": ("invalid-config-value", "fix the option or env: value"),
     "unknown-quantization": ("unknown-quantization", "fix engine.quantization"),
     "engine-killed": ("engine-core-died", "the supervisor restarts the engine"),
+    # A .gguf file given to vLLM 0.32 without vllm-gguf-plugin (issue 20).
+    "gguf-without-plugin": ("gguf-unsupported", "install vllm-gguf-plugin in the engine venv"),
     # Captured under the real-systemd tier's minimal Debian root (no libnuma1), and as user
     # vllm with model.safetensors at mode 0600 (what make-tiny-model used to write).
     "libnuma-missing": ("host-library-missing", "apt-get install libnuma1"),
@@ -99,6 +101,16 @@ SAMPLES = {
     "than the derived max_model_len (max_position_embeddings=32768 "
     "or model_max_length=None in model's config.json).",
     "port-in-use": "OSError: [Errno 98] Address already in use",
+    # Issue 20: lines the matcher named none of. The first from PyTorch's ProcessGroupNCCL
+    # (as vLLM's ranks print it), the second from vllm/v1/worker/gpu_worker.py (0.32).
+    "nccl-timeout": "[rank1]:[E1202 09:12:01.123456 ProcessGroupNCCL.cpp:632] [Rank 1] "
+    "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=4821, OpType=ALLREDUCE, "
+    "NumelIn=1048576, NumelOut=1048576, Timeout(ms)=600000) ran for 600012 milliseconds "
+    "before timing out.",
+    "memory-profiling": "AssertionError: Error in memory profiling. Initial free memory "
+    "70.12 GiB, current free memory 71.50 GiB. This happens when other processes sharing the "
+    "same container release GPU memory while vLLM is profiling during initialization.",
+    "gguf-unsupported": "ValueError: GGUF format is not supported",
     "unknown-flag": "vllm serve: error: unrecognized arguments: --x",
     "bad-flag-value": "vllm serve: error: argument --dtype: invalid choice: 'x'",
     "unknown-quantization": "Value error, Unknown quantization method: x. Must be one of ['awq']",
@@ -131,6 +143,11 @@ def test_every_cause_has_a_sample_and_the_table_is_large_enough() -> None:
     ids = {c.id for c in TABLE}
     assert ids == set(SAMPLES)
     assert len(ids) >= 25
+
+
+def test_the_collective_that_timed_out_is_named() -> None:
+    found = diagnose([SAMPLES["nccl-timeout"]])
+    assert found is not None and "(ALLREDUCE)" in found.why
 
 
 def test_values_from_the_log_reach_the_fix() -> None:

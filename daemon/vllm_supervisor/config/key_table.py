@@ -93,8 +93,8 @@ def _keys() -> tuple[ModelKey, ...]:
     K = ModelKey
     gw = "host gateway: "
     return (
-        K("model", "string", "required", "local model directory, or a Hugging Face repo id "
-          "(`org/name`); `./` and `../` are relative to the file",
+        K("model", "string", "required", "local model directory, a single `.gguf` file, or a "
+          "Hugging Face repo id (`org/name`); `./` and `../` are relative to the file",
           {"type": "string", "minLength": 1}, p.string, None, True,
           "is required (a local directory or a Hugging Face repo id)"),
         K("served_model_name", "string or list", "the model's name",

@@ -23,6 +23,7 @@ class Device:
     name: str
     total: int  # bytes
     used: int  # bytes
+    capability: tuple[int, int] | None = None  # CUDA compute capability, where NVML says
 
     @property
     def free(self) -> int:
@@ -78,7 +79,8 @@ class Nvml:
             mem = nv.nvmlDeviceGetMemoryInfo(handle)
             out.append(
                 Device(index, _text(nv.nvmlDeviceGetUUID(handle)),
-                       _text(nv.nvmlDeviceGetName(handle)), int(mem.total), int(mem.used))
+                       _text(nv.nvmlDeviceGetName(handle)), int(mem.total), int(mem.used),
+                       _capability(nv, handle))
             )  # fmt: skip
         return out
 
@@ -92,14 +94,18 @@ class Nvml:
 
 class Recorded:
     """Answers recorded from a real host (or written for a test):
-    {"devices": [{"index", "uuid", "name", "total", "used"}], "holders": {"0": [{"pid", "used"}]}}
+    {"devices": [{"index", "uuid", "name", "total", "used", "capability"?: [8, 0]}],
+     "holders": {"0": [{"pid", "used"}]}}
     """
 
     available = True
     reason = ""
 
     def __init__(self, answers: Mapping[str, Any]) -> None:
-        self._devices = [Device(**d) for d in answers.get("devices", [])]
+        self._devices = [
+            Device(**{**d, "capability": tuple(d["capability"])} if "capability" in d else d)
+            for d in answers.get("devices", [])
+        ]
         self._holders: dict[int, Sequence[Mapping[str, Any]]] = {
             int(k): v for k, v in answers.get("holders", {}).items()
         }
@@ -109,6 +115,16 @@ class Recorded:
 
     def holders(self, index: int) -> list[Holder]:
         return [Holder(int(h["pid"]), h.get("used")) for h in self._holders.get(index, [])]
+
+
+def _capability(nv: Any, handle: Any) -> tuple[int, int] | None:
+    """nvmlDeviceGetCudaComputeCapability (NVML 11+): (major, minor), or None where the
+    driver cannot say (the checks that need it then judge nothing)."""
+    try:
+        major, minor = nv.nvmlDeviceGetCudaComputeCapability(handle)
+    except (nv.NVMLError, AttributeError, TypeError, ValueError):
+        return None
+    return int(major), int(minor)
 
 
 def _text(value: str | bytes) -> str:

@@ -18,6 +18,7 @@ from vllm_supervisor.gpu.nvml import Gpus, open_gpus
 from vllm_supervisor.preflight.gpu_fit import (
     engine_gpus,
     fit_problems,
+    gpu_capabilities,
     model_estimate,
     sleep_ram_problems,
 )
@@ -112,7 +113,11 @@ def run_check(
                     known = flagcache.probe_flags(engine)
                 except (RuntimeError, OSError) as exc:
                     report.notes.append(f"{name}: could not list vLLM's flags ({exc})")
-        info, found = check_model(cfg, engines, known)
+        capabilities: dict[int, tuple[int, int]] = {}
+        if isinstance(engine, EngineInfo) and engine_gpus(cfg, engine):
+            gpus = gpus or open_gpus()
+            capabilities = gpu_capabilities(cfg, engine, gpus)
+        info, found = check_model(cfg, engines, known, capabilities=capabilities)
         mr.engine = info
         mr.problems += found
         if paths is not None:

@@ -16,7 +16,8 @@ from vllm_supervisor.config.problems import Problem
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate, text_config
 from vllm_supervisor.gpu.nvml import Gpus
-from vllm_supervisor.host import files, hfcache, meminfo
+from vllm_supervisor.host import files, meminfo
+from vllm_supervisor.preflight import sources
 
 
 def number(value: object, default: float) -> float:
@@ -52,14 +53,21 @@ def resolve(refs: tuple[int | str, ...], gpus: Gpus) -> tuple[tuple[int, ...], l
     return found, [r for r in refs if r not in by_ref]
 
 
+def gpu_capabilities(cfg: ModelConfig, info: EngineInfo, gpus: Gpus) -> dict[int, tuple[int, int]]:
+    """The compute capability of each GPU the model uses that NVML reports one for."""
+    if not gpus.available:
+        return {}
+    used, _missing = resolve(engine_gpus(cfg, info), gpus)
+    return {d.index: d.capability for d in gpus.devices()
+            if d.index in used and d.capability is not None}  # fmt: skip
+
+
 def utilization(cfg: ModelConfig) -> float:
     return number(cfg.engine.get("gpu_memory_utilization"), 0.9)  # vLLM's default
 
 
 def model_folder(cfg: ModelConfig, env: Mapping[str, str] = os.environ) -> Path | None:
-    if hfcache.is_local_path(cfg.model) or Path(cfg.model).exists():
-        return Path(cfg.model).expanduser()
-    return hfcache.snapshot(cfg.model, {**env, **cfg.env})
+    return sources.folder(cfg, env)
 
 
 def model_estimate(cfg: ModelConfig) -> Estimate | str:

@@ -10,7 +10,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import Problem, did_you_mean
@@ -20,12 +19,10 @@ from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound, detect
 from vllm_supervisor.engine.versions import show
 from vllm_supervisor.host import access, files, hfcache
 from vllm_supervisor.host.access import Identity, Need, R, W, X
+from vllm_supervisor.preflight import sources
+from vllm_supervisor.preflight.sources import Add
 
 KnownFlags = Mapping[str, Mapping[str, bool]]
-
-
-class Add(Protocol):
-    def __call__(self, key: str, message: str, severity: str = "error") -> None: ...
 
 
 Engines = dict[Path, EngineInfo | EngineNotFound]
@@ -46,7 +43,9 @@ def check_model(
     engines: Engines,
     known: KnownFlags | None = None,
     environ: Mapping[str, str] = os.environ,
+    capabilities: Mapping[int, tuple[int, int]] | None = None,
 ) -> tuple[EngineInfo | None, list[Problem]]:
+    """CAPABILITIES: the compute capability of each GPU the model uses, where NVML answers."""
     out: list[Problem] = []
 
     def add(key: str, message: str, severity: str = "error") -> None:
@@ -63,13 +62,16 @@ def check_model(
 
     info = engine_for(cfg.venv, engines)
     env = {**environ, **cfg.env}
-    _check_ref(cfg.model, "model", cfg.offline, env, add)
+    sources.check_source(cfg, None if isinstance(info, EngineNotFound) else info, add)
+    if not sources.is_local(cfg.model):
+        _check_ref(cfg.model, "model", cfg.offline, env, add)
     tok = cfg.engine.get("tokenizer")
     if isinstance(tok, str):
         _check_ref(tok, "engine.tokenizer", cfg.offline, env, add)
     tpl = cfg.engine.get("chat_template")
-    if isinstance(tpl, str) and "{" not in tpl and "\n" not in tpl and not Path(tpl).is_file():
+    if isinstance(tpl, str) and "{" not in tpl and "\n" not in tpl and not os.path.isfile(tpl):
         add("engine.chat_template", f"file {tpl} not found (give a path or the template text)")
+    sources.check_quantization(cfg, env, capabilities or {}, add)
     if cfg.api_key_file is not None:
         _check_key(cfg.api_key_file, add)
     if isinstance(info, EngineNotFound):
@@ -92,12 +94,9 @@ def check_model(
 
 
 def _check_ref(ref: str, key: str, offline: bool, env: Mapping[str, str], add: Add) -> None:
-    if hfcache.is_local_path(ref) or Path(ref).exists():
-        p = Path(ref)
-        if not p.exists():
-            add(key, f"{ref} does not exist (a local model directory, or a repo id 'org/name')")
-        elif p.is_dir() and key == "model" and not (p / "config.json").is_file():
-            add(key, f"{ref} has no config.json: not a Hugging Face model directory", "warning")
+    if sources.is_local(ref):
+        if not os.path.exists(os.path.expanduser(ref)):
+            add(key, f"{ref} does not exist (a local folder, or a repo id 'org/name')")
     elif offline and not hfcache.cached(ref, env):
         add(
             key,
@@ -161,7 +160,12 @@ def _check_version(cfg: ModelConfig, info: EngineInfo, known: KnownFlags | None,
             add(f"engine.{name}", f"needs vLLM >= {show(opt.since)}; {cfg.venv} has {info.label}")
     if cfg.engine.get("max_model_len") == "auto" and rel < (0, 20, 0):
         add("engine.max_model_len", f"'auto' needs vLLM >= 0.20; {info.label} rejects it")
-    if cfg.engine.get("load_format") == "gguf" and rel >= (0, 32, 0):
+    if (
+        cfg.engine.get("load_format") == "gguf"
+        and rel >= (0, 32, 0)
+        and not sources.is_gguf(cfg.model)  # sources.check_source has said it
+        and not sources.gguf_plugin(info)
+    ):
         add(
             "engine.load_format",
             f"GGUF loading left vLLM in 0.32 ({info.label}): install "
@@ -214,7 +218,9 @@ def path_needs(
     for key, ref in (("model", cfg.model), ("engine.tokenizer", tok)):
         if not isinstance(ref, str):
             continue
-        if hfcache.is_local_path(ref) or Path(ref).exists():
+        if sources.is_local(ref) and sources.is_gguf(ref) and not os.path.isdir(ref):
+            needs.append(Need(Path(ref).expanduser(), R, key, "the GGUF file"))
+        elif sources.is_local(ref):
             folder = Path(ref).expanduser()
             needs.append(Need(folder, R | X, key, "the model folder"))
             needs += [Need(f, R, key, "the model file") for f in access.model_files(folder)]

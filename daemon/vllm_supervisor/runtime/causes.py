@@ -124,6 +124,32 @@ TABLE: tuple[Cause, ...] = (
       "check NCCL_* settings, P2P/IOMMU, and that all gpus: are healthy "
       "(NCCL_DEBUG=INFO in env: shows more)",
       r"NCCL error|NCCL WARN|ncclInternalError|ncclSystemError", 80),
+    # PyTorch's ProcessGroupNCCL watchdog: a collective (all-reduce across the
+    # tensor-parallel ranks) hung past its timeout; the rank aborts. Issue 20.
+    Cause("nccl-timeout", "a GPU collective operation timed out",
+      "a tensor/pipeline-parallel collective ({op}) hung until NCCL's watchdog gave up: a "
+      "rank stalled, died, or lost its link to the others",
+      "the supervisor restarts the engine; if it repeats, check every GPU of gpus: "
+      "(nvidia-smi, dmesg for Xid errors) and the links between them (NCCL_DEBUG=INFO in env:)",
+      r"Watchdog caught collective operation timeout: WorkNCCL\((?:.*?OpType=(?P<op>\w+))?",
+      88, fatal_while_serving=True),
+    # vllm/v1/worker/gpu_worker.py: free memory rose while vLLM profiled (another process,
+    # such as a gpu_group member still stopping, freed memory in the middle). Issue 20.
+    Cause("memory-profiling", "GPU memory changed while vLLM measured it",
+      "another process released GPU memory while the engine profiled its own use, so its "
+      "measure is wrong and vLLM stops",
+      "start again once the GPU is settled (the supervisor retries); keep other processes "
+      "off the model's GPUs (vllmctl gpus shows who holds them)",
+      r"Error in memory profiling\. Initial free memory", 85),
+    # vLLM >= 0.32 without vllm-gguf-plugin reads a .gguf file as a config.json (captured:
+    # tests/data/engine-logs/gguf-without-plugin.log). Issue 20.
+    Cause("gguf-unsupported", "this vLLM cannot load a GGUF file",
+      "GGUF loading left vLLM in 0.32: without vllm-gguf-plugin it reads {path} as a JSON "
+      "config",
+      "install vllm-gguf-plugin in the engine venv (it needs a CUDA engine), or serve the "
+      "model's safetensors release instead",
+      r"config file at '(?P<path>[^']+\.gguf)' is not a valid JSON file|GGUF format is not "
+      r"supported", 90, retry=False),
     Cause("port-in-use", "port already in use",
       "another process listens on the model's port (an orphaned engine, or another service)",
       "free the port (ss -ltnp shows who holds it) or change port:",

@@ -62,7 +62,13 @@ class _Default(dict[str, str]):
 # Literal parts of FATAL_WHILE_SERVING: `in` checks gate the regex (a flood of ordinary lines
 # must cost no regex scan). tests/runtime/test_diagnose.py checks that every alternative of every
 # fatal row holds one of them.
-FATAL_WORDS = ("EngineDeadError", "fatal error", "unexpectedly", "encountered an issue")
+FATAL_WORDS = (
+    "EngineDeadError",
+    "fatal error",
+    "unexpectedly",
+    "encountered an issue",
+    "collective operation timeout",
+)
 
 
 def first_fatal_line(text: str) -> str | None:
