@@ -55,9 +55,13 @@ def test_broken_file_lists_every_error_and_exits_78(tmp_path: Path) -> None:
         "'max_model_len'?)",
         f"{f}:14: models.bad.extra_args: --host is owned by the supervisor: set `host:`",
         f"{f}:10: models.bad.port: port 8001 is already used by model 'good'",
+        # The per-model checks run in the same pass (issue 20: they waited for the file-level
+        # errors to be fixed, so check needed two runs).
+        f"{f}:5: models.good.venv: /opt/vllm-supervisor/engine is not a Python venv",
+        f"{f}:8: models.bad.venv: /opt/vllm-supervisor/engine is not a Python venv",
     ):
         assert line in res.stdout + res.stderr, (line, res.stderr)
-    assert "config invalid: 6 error(s)" in res.stderr
+    assert "config invalid: 8 error(s)" in res.stderr
 
 
 def test_json_output(tmp_path: Path) -> None:

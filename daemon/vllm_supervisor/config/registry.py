@@ -105,16 +105,26 @@ def load_registry(config_dir: Path = DEFAULT_CONFIG_DIR) -> Registry:
     _cross_checks(models, problems)
     if gateway_at is not None:  # a host that runs no gateway may use its default port
         _gateway_port(gateway, gateway_at, models, problems)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise ConfigInvalid(problems)
-    return Registry(
+    reg = Registry(
         config_dir,
         tuple(str(f) for f in files),
         models,
         tuple(p for p in problems if p.severity == "warning"),
         gateway,
     )
+    if any(p.severity == "error" for p in problems):
+        raise RegistryInvalid(problems, reg)
+    return reg
+
+
+class RegistryInvalid(ConfigInvalid):
+    """ConfigInvalid, with the models that parsed on their own (PARTIAL): `check` goes on to
+    check those against the host, so one run lists everything (issue 20: a duplicate port
+    hid every per-model problem until it was fixed). Nothing may serve from PARTIAL."""
+
+    def __init__(self, problems: list[Problem], partial: Registry) -> None:
+        super().__init__(problems)
+        self.partial = partial
 
 
 def _read(path: Path, problems: list[Problem]) -> YNode | None:

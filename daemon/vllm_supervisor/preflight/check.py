@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import ConfigInvalid, Problem
-from vllm_supervisor.config.registry import Registry, load_registry
+from vllm_supervisor.config.registry import Registry, RegistryInvalid, load_registry
 from vllm_supervisor.engine import flagcache
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
 from vllm_supervisor.gpu.estimate import Estimate
@@ -77,6 +77,15 @@ def run_check(
     report = Report(config_dir)
     try:
         reg: Registry = load_registry(config_dir)
+    except RegistryInvalid as exc:
+        # Go on with the models that parsed, so one run lists every problem; none of them
+        # can start while the file-level errors stand (report.ok is false).
+        report.problems = list(exc.problems)
+        reg = exc.partial
+        asked = names
+        names = [n for n in names if n in reg.models]
+        if asked and not names:
+            return report  # the model asked for did not parse: its problems are listed
     except ConfigInvalid as exc:
         report.problems = exc.problems
         return report
@@ -90,13 +99,16 @@ def run_check(
     chosen = set(names) or set(reg.models)
     engines: dict[Path, EngineInfo | EngineNotFound] = {}
     gpus: Gpus | None = None  # NVML, opened for the first CUDA engine
-    for w in reg.warnings:
+    for w in reg.warnings if not report.problems else ():  # partial: already in problems
         owner = _owner(w, chosen)
         if owner is None:
             report.problems.append(w)
     for name in sorted(chosen):
         cfg = reg.models[name]
-        mr = ModelReport(cfg, problems=[w for w in reg.warnings if _owner(w, {name}) == name])
+        mr = ModelReport(
+            cfg,
+            problems=[w for w in reg.warnings if _owner(w, {name}) == name and not report.problems],
+        )
         mr.peers = tuple(
             sorted(
                 n
