@@ -528,3 +528,25 @@ def test_chat_fallback_reads_yamls_bare_off_and_refuses_the_rest(tmp_path: Path)
         "models.d.chat_fallback: expected one of off, on_failure, always; got True" in g
         for g in bad
     ), bad
+
+
+def test_an_engine_other_hosts_reach_without_a_key_is_warned(tmp_path: Path) -> None:
+    """Issue 20: `host: 0.0.0.0` with no api_key_file was accepted silently."""
+    key = tmp_path / "key"
+    key.write_text("k\n")
+    reg = load(
+        tmp_path,
+        f"""
+    models:
+      a: {{model: x/y, port: 8001, host: 0.0.0.0}}
+      b: {{model: x/y, port: 8002, host: 10.0.0.5, api_key_file: {key}}}
+      c: {{model: x/y, port: 8003, host: "::1"}}
+      d: {{model: x/y, port: 8004}}
+    """,
+    )
+    assert [str(w) for w in reg.warnings] == [
+        f"{tmp_path}/etc/models.yaml:2: warning: models.a.host: '0.0.0.0' lets other hosts "
+        "reach the engine, and no api_key_file is set: anyone who reaches the port may use the "
+        "model. Set api_key_file, or bind to 127.0.0.1 and serve clients through the host "
+        "gateway"
+    ]

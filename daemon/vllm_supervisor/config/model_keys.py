@@ -133,6 +133,21 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
             "needs engine.tool_call_parser (vLLM refuses to start without one)",
         )
     _sleep_rules(ctx, cfg)
+    if not loopback(cfg.host) and cfg.api_key_file is None:
+        # vLLM serves every client that reaches the port when it has no --api-key; a
+        # wildcard or LAN address makes that the whole network (issue 20).
+        f, ln = cfg.locate("host")
+        ctx.problems.append(
+            Problem(
+                f,
+                ln,
+                f"{ctx.prefix}.host",
+                f"{cfg.host!r} lets other hosts reach the engine, and no api_key_file is set: "
+                "anyone who reaches the port may use the model. Set api_key_file, or bind to "
+                f"{LOOPBACK} and serve clients through the host gateway",
+                "warning",
+            )
+        )
     world = 1
     for k in ("tensor_parallel_size", "pipeline_parallel_size"):
         v = e.get(k)
