@@ -70,6 +70,9 @@ def test_every_typed_option_renders_flags_the_real_parser_accepts(
           generation_config: vllm
           max_logprobs: 5
           enable_log_requests: false
+          max_log_len: 100
+          disable_log_stats: true
+          limit_mm_per_prompt: {{image: 2, video: 0}}
           shutdown_timeout: 5
           seed: 1
     """,
@@ -95,8 +98,9 @@ def test_flag_list_matches_the_rendering_rules(
     assert flagcache.cached_flags(info) == flags
     for opt in engine_options.OPTIONS:
         assert opt.flag in flags, f"{opt.flag} unknown to {info.label}"
-        # Booleans render as --x / --no-x: vLLM must build them with BooleanOptionalAction.
-        assert flags[opt.flag]["negatable"] is (opt.kind == "bool"), opt.name
+        # Booleans render as --x / --no-x: vLLM must build them with BooleanOptionalAction,
+        # except the store_true flags marked negatable=False (false renders nothing).
+        assert flags[opt.flag]["negatable"] is (opt.kind == "bool" and opt.negatable), opt.name
     for gone in ("--disable-log-requests", "--task", "--swap-space"):
         assert gone not in flags  # the rejections in flags.MOVED hold for 0.32
 

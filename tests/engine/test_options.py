@@ -61,6 +61,9 @@ CASES: list[tuple[str, object, list[str], object]] = [
     ("generation_config", "vllm", ["--generation-config", "vllm"], False),
     ("max_logprobs", -1, ["--max-logprobs", "-1"], -2),
     ("enable_log_requests", True, ["--enable-log-requests"], "true"),
+    ("max_log_len", 200, ["--max-log-len", "200"], -1),
+    ("disable_log_stats", True, ["--disable-log-stats"], "yes"),
+    ("limit_mm_per_prompt", {"image": 2}, ["--limit-mm-per-prompt", '{"image":2}'], [2]),
     ("shutdown_timeout", 30, ["--shutdown-timeout", "30"], -1),
     ("seed", 0, ["--seed", "0"], "zero"),
 ]
@@ -111,3 +114,15 @@ def test_max_model_len_auto() -> None:
 def test_booleans_are_not_numbers() -> None:
     assert eo.coerce(eo.BY_NAME["max_num_seqs"], True)[0] is None
     assert eo.coerce(eo.BY_NAME["gpu_memory_utilization"], False)[0] is None
+
+
+def test_a_store_true_flag_renders_only_when_true() -> None:
+    """--disable-log-stats has no --no- form in vLLM's parser (issue 20)."""
+    opt = eo.BY_NAME["disable_log_stats"]
+    assert eo.render(opt, True) == ["--disable-log-stats"]
+    assert eo.render(opt, False) == []
+    mm = eo.BY_NAME["limit_mm_per_prompt"]
+    assert eo.render(mm, {"video": 0, "image": 4}) == [
+        "--limit-mm-per-prompt",
+        '{"image":4,"video":0}',
+    ]

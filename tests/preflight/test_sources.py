@@ -84,7 +84,9 @@ def test_a_single_gguf_file_is_checked_as_a_readable_file_not_a_folder(open_tmp:
     assert str(gguf) in report.models[0].command.argv
 
 
-def test_a_gguf_model_is_refused_without_its_plugin_and_warned_about_its_tokenizer(tmp_path: Path) -> None:
+def test_a_gguf_model_is_refused_without_its_plugin_and_warned_about_its_tokenizer(
+    tmp_path: Path,
+) -> None:
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
     got = said(model(tmp_path, str(gguf)))

@@ -29,6 +29,9 @@ class EngineOption:
     choices: tuple[str, ...] = ()
     since: Version | None = None  # first vLLM release that accepts it
     env_before: str | None = None  # env var that carried it before `since`
+    # A store_true flag without --no-FLAG (vLLM's parser, e.g. --disable-log-stats): `false`
+    # is vLLM's default and renders nothing.
+    negatable: bool = True
 
     @property
     def flag(self) -> str:
@@ -135,6 +138,21 @@ OPTIONS: tuple[EngineOption, ...] = (
         "max_logprobs", "int", "max logprobs a request may ask for (-1: no cap)", minimum=-1
     ),
     EngineOption("enable_log_requests", "bool", "log every request (prompts included)"),
+    # Issue 20: these were reachable only as raw extra_args.
+    EngineOption(
+        "max_log_len", "int", "characters of each prompt a request log line keeps", minimum=0
+    ),
+    EngineOption(
+        "disable_log_stats",
+        "bool",
+        "no periodic throughput/KV-cache stats lines in the log",
+        negatable=False,
+    ),
+    EngineOption(
+        "limit_mm_per_prompt",
+        "json",
+        "most items of each modality per prompt, e.g. {image: 4, video: 0}",
+    ),
     EngineOption(
         "shutdown_timeout",
         "int",
@@ -224,6 +242,8 @@ def _size(opt: EngineOption, raw: object) -> tuple[OptionValue | None, str | Non
 def render(opt: EngineOption, value: OptionValue) -> list[str]:
     """The argv tokens for one option (no env fallback: see render.py for `env_before`)."""
     if opt.kind == "bool":
+        if not value and not opt.negatable:
+            return []
         return [opt.flag] if value else ["--no-" + opt.flag[2:]]
     if isinstance(value, dict):
         # vLLM parses these flags as JSON; compact, key-sorted for a stable command line.
