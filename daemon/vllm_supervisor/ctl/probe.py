@@ -59,6 +59,10 @@ class EngineClient:
         return data if isinstance(data, dict) else {}
 
     def chat(self, content: Any, **extra: Any) -> str:
+        return self.answer(content, **extra)[0]
+
+    def answer(self, content: Any, **extra: Any) -> tuple[str, str]:
+        """The first choice's text and finish_reason."""
         body = {
             "model": self.names[0],
             "messages": [{"role": "user", "content": content}],
@@ -66,10 +70,11 @@ class EngineClient:
             "temperature": 0,
             **extra,
         }
-        text = self.call("POST", "/v1/chat/completions", body)["choices"][0]["message"]["content"]
+        choice = self.call("POST", "/v1/chat/completions", body)["choices"][0]
+        text = choice["message"]["content"]
         if not isinstance(text, str) or not text:
             raise RuntimeError("empty answer")
-        return text
+        return text, str(choice.get("finish_reason"))
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -136,8 +141,13 @@ def _models(t: EngineClient) -> str:
     return ", ".join(t.names)
 
 
+# Every document SCHEMA allows, whitespace removed: what a constrained answer cut short
+# must be a prefix of.
+WHOLE = ('{"ok":true}', '{"ok":false}')
+
+
 def _json_schema(t: EngineClient) -> str:
-    text = t.chat(
+    text, finish = t.answer(
         "Answer in JSON.",
         max_tokens=64,
         response_format={
@@ -145,7 +155,20 @@ def _json_schema(t: EngineClient) -> str:
             "json_schema": {"name": "probe", "schema": SCHEMA, "strict": True},
         },
     )
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        # The grammar allows any whitespace between tokens (xgrammar's any_whitespace, unless
+        # the engine sets structured_outputs_config.disable_any_whitespace), and a weak model
+        # may pad it until max_tokens (issue 20: a healthy engine failed here). Cut short,
+        # a constrained answer is still a prefix of a document of the schema; free text is not.
+        compact = "".join(text.split())
+        if finish == "length" and compact and any(w.startswith(compact) for w in WHOLE):
+            return (
+                f"constrained, cut at max_tokens after {compact!r} (the model padded "
+                "whitespace; structured_outputs_config: {disable_any_whitespace: true} stops it)"
+            )
+        raise ValueError(f"not JSON ({finish}): {text[:100]!r}") from None
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool) or set(data) != {"ok"}:
         raise ValueError(f"does not match the schema: {text[:100]}")
     return text.strip()
