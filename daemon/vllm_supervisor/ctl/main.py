@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
             from vllm_supervisor.ctl.gpus import cmd_gpus
 
             return cmd_gpus(args)
+        if args.command == "add":
+            from vllm_supervisor.ctl.add import cmd_add
+
+            return cmd_add(args)
         if args.command == "gateway":
             from vllm_supervisor.ctl.gateway import cmd_gateway
 

@@ -130,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="point every model at each host's gateway (gateway.listen), not its own port",
     )
+    ad = sub.add_parser(
+        "add",
+        parents=[common],
+        help="write models.d/NAME.yaml for a model folder, a .gguf file or a repo id, checked",
+    )
+    ad.add_argument("name", metavar="NAME", help="the model's name (vllm-supervisor@NAME)")
+    ad.add_argument("source", metavar="SOURCE", help="a model folder, a .gguf file, or org/name")
+    ad.add_argument(
+        "--port", type=int, default=None, help="the engine's port (default: a free one)"
+    )
+    ad.add_argument("--venv", default=None, help="the engine venv (default: the config's)")
+    ad.add_argument("--dry-run", action="store_true", help="print the file instead of writing it")
     sub.add_parser("_models", parents=[common])  # names for completion; not shown in help
     p = sub.add_parser(
         "check", parents=[common], help="validate the config and show what each model runs"
