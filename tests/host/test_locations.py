@@ -108,3 +108,20 @@ def test_the_xdg_runtime_fix_names_an_xdg_runtime_dir_kept_through_su(tmp_path: 
     finally:
         theirs.chmod(0o700)
         theirs.rmdir()
+
+
+def test_a_repos_bytes_in_the_cache_count_partial_files_not_links(tmp_path: Path) -> None:
+    """What the download watcher measures (issue 20): huggingface_hub writes
+    blobs/<hash>.incomplete as bytes arrive; snapshots/ holds only links."""
+    from vllm_supervisor.host import hfcache
+
+    env = {"HF_HUB_CACHE": str(tmp_path)}
+    assert hfcache.repo_bytes("org/m", env) == 0  # nothing yet: not an error
+    blobs = tmp_path / "models--org--m" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "aaa").write_bytes(b"x" * 100)
+    (blobs / "bbb.incomplete").write_bytes(b"x" * 50)
+    snap = tmp_path / "models--org--m" / "snapshots" / "rev"
+    snap.mkdir(parents=True)
+    (snap / "config.json").symlink_to(blobs / "aaa")
+    assert hfcache.repo_bytes("org/m", env) == 150

@@ -34,3 +34,18 @@ def test_facts_and_unrelated_lines() -> None:
     assert p.facts["kv_tokens"] == "1234560"
     before = p.changes
     assert p.feed("some unrelated line") is None and p.changes == before
+
+
+def test_a_download_is_the_phase_until_the_weights_are_loaded() -> None:
+    """Issue 20: bytes arriving in the cache are shown (and counted) as progress."""
+    p = Progress()
+    before = p.changes
+    assert p.download(1_500_000_000, 45_000_000) == "downloading weights (1.5 GB, 45.0 MB/s)"
+    assert p.changes == before + 1 and p.facts["download_bytes"] == "1500000000"
+    assert p.feed("INFO [gpu_model_runner.py:1] Starting to load model org/m...") == (
+        "loading weights"
+    )
+    assert p.download(2_000_000_000, 50_000_000) is not None  # still within the load
+    assert p.feed("INFO Loading weights took 3.20 seconds") == "weights loaded"
+    assert p.download(2_000_000_100, 10) is None  # a late small file is no phase
+    assert p.phase == "weights loaded"

@@ -226,6 +226,33 @@ async def test_stall_timeout_kills_and_restarts() -> None:
     await rig.finish()
 
 
+async def test_a_download_that_grows_is_progress_and_one_that_stops_is_a_stall() -> None:
+    """Issue 20: vLLM logs nothing while it downloads weights, so a first online start of a
+    big model was killed as a stall. Growth of the model's cache counts as progress."""
+    cache = {"bytes": 0, "grow": True}
+
+    def size() -> int:
+        if cache["grow"]:
+            cache["bytes"] += 5_000_000
+        return cache["bytes"]
+
+    settings = fast_settings(
+        startup=Startup(stall_timeout=0.2, start_timeout=60, poll_interval=0.01)
+    )
+    rig = Rig(setup=ModelSetup(settings, command=command, endpoint="h:1", cache_size=size))
+    await rig.state(State.STARTING)
+    await asyncio.sleep(1.0)  # five stall timeouts with no engine line, only the download
+    assert len(rig.spawner.engines) == 1 and not rig.spawner.engines[0].killed, rig.trail()
+    shown = [m["STATUS"] for m in rig.notifier.sent if "STATUS" in m]
+    assert any(s.startswith("downloading weights (") and "MB/s" in s for s in shown), shown
+    assert rig.sup.status().progress["download_bytes"] == str(cache["bytes"])
+    cache["grow"] = False  # the download hangs: now it is a stall
+    await rig.until(lambda: len(rig.spawner.engines) == 2)
+    assert rig.spawner.engines[0].killed
+    assert any("no load progress for 0.2 s in phase 'downloading weights" in t for t in rig.trail())
+    await rig.finish()
+
+
 async def test_shutdown_while_loading_uses_short_grace() -> None:
     rig = Rig()
     await rig.state(State.STARTING)

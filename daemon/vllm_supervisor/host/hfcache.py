@@ -35,6 +35,27 @@ def cached(repo_id: str, env: Mapping[str, str]) -> bool:
         return False
 
 
+def repo_bytes(repo_id: str, env: Mapping[str, str]) -> int:
+    """Bytes of REPO_ID's files in the hub cache, partial downloads included: huggingface_hub
+    writes each file to blobs/<hash>.incomplete as it arrives, then renames it (snapshots/
+    holds only links, not counted). 0 before the first byte. Bounded: a repo is a few
+    hundred files at most."""
+    total, seen = 0, 0
+    root = hub_dir(env) / ("models--" + repo_id.replace("/", "--"))
+    for dirpath, _dirs, names in os.walk(root):  # never follows links
+        for n in names:
+            seen += 1
+            if seen > 100_000:
+                return total
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue  # renamed between the listing and the stat: counted next time
+            if not os.path.islink(os.path.join(dirpath, n)):
+                total += st.st_size
+    return total
+
+
 def snapshot(repo_id: str, env: Mapping[str, str]) -> Path | None:
     """The newest snapshot folder of REPO_ID in the hub cache, or None."""
     folder = hub_dir(env) / ("models--" + repo_id.replace("/", "--")) / "snapshots"

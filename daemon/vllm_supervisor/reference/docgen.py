@@ -18,8 +18,10 @@ from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.versions import show
 
 SUPERVISION_DOCS: dict[str, str] = {
-    "startup.stall_timeout": "no load progress in the engine's log for this long: kill, "
-    "diagnose, restart",
+    "startup.stall_timeout": "no load progress for this long: kill, diagnose, restart. "
+    "Progress is a load phase in the engine's log, or, for a repo id that is not offline, "
+    "the model's files growing in the Hugging Face cache (vLLM logs nothing while it "
+    "downloads)",
     "startup.start_timeout": "not ready this long after the spawn: kill, diagnose, restart",
     "startup.poll_interval": "seconds between /health polls while loading (the engine's "
     "'server starting' log line triggers a probe at once)",

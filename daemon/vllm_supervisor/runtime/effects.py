@@ -70,6 +70,9 @@ class ModelSetup:
     gpu_group: str | None = None
     peers: tuple[str, ...] = ()  # the other members of the gpu_group
     sleep: SleepPlan | None = None  # None: deactivate stops the engine
+    # Bytes of the model in the cache the engine downloads into; None: nothing to download
+    # (a local model, or offline). Its growth is load progress (runtime/watchers.downloads).
+    cache_size: Callable[[], int] | None = None
 
 
 class GpuGuard(Protocol):

@@ -119,6 +119,15 @@ class StartTimeout:
 
 
 @dataclass(frozen=True)
+class Downloading:
+    """The model's files in the download cache grew: SIZE bytes now, at RATE bytes/s."""
+
+    gen: int
+    size: int
+    rate: float
+
+
+@dataclass(frozen=True)
 class StillLoading:
     """The load makes progress: extend systemd's start timeout by `extend` seconds."""
 
@@ -171,6 +180,7 @@ EngineEvent = (
     | EngineDead
     | StartTimeout
     | StillLoading
+    | Downloading
     | BackoffDone
     | Stopped
     | DrainDone

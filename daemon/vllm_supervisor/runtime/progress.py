@@ -55,6 +55,18 @@ class Progress:
     changes: int = 0  # bumps on every recognised line: the stall timer watches it
     _index: int = -1
 
+    def download(self, size: int, rate: float) -> str | None:
+        """The model's files grew in the download cache (runtime/watchers.downloads): that is
+        progress, though vLLM logs nothing until the download ends (issue 20). Shown as the
+        phase until the weights are loaded; returns the phase shown, or None once past it."""
+        self.facts["download_bytes"] = str(size)
+        self.facts["download_rate"] = f"{rate:.0f}"
+        self.changes += 1
+        if self._index > 0:  # the weights are loaded: a late file (a tokenizer) is no phase
+            return None
+        self.phase = f"downloading weights ({_human(size)}, {_human(rate)}/s)"
+        return self.phase
+
     def feed_batch(self, lines: list[str], text: str) -> list[str]:
         """New phases started by these lines; one regex scan when none is relevant."""
         if not any(k in text for k in _KEYWORDS):  # substring checks: far faster than a regex
@@ -87,3 +99,11 @@ class Progress:
                     return phase
                 return None
         return None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

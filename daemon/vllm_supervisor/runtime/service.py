@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.holders import group_memory
 from vllm_supervisor.gpu.nvml import Gpus, NoGpus, open_gpus
-from vllm_supervisor.host import locations
+from vllm_supervisor.host import hfcache, locations
 from vllm_supervisor.host.access import Identity, Need, R, W, X
+from vllm_supervisor.preflight import sources
 from vllm_supervisor.preflight.check import UnknownModel, run_check
 from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, resolve, utilization
 from vllm_supervisor.preflight.model_checks import AccessCheck
@@ -59,7 +61,17 @@ def model_setup(
         gpu_group=cfg.gpu_group,
         peers=peers,
         sleep=sleep_plan(cfg, info),
+        cache_size=download_meter(cfg),
     )
+
+
+def download_meter(cfg: ModelConfig) -> Callable[[], int] | None:
+    """What the engine downloads into, when it downloads (a repo id, not offline): the repo's
+    folder in the hub cache of the engine's environment (its HF_HOME / HF_HUB_CACHE)."""
+    if cfg.offline or sources.is_local(cfg.model):
+        return None
+    env = {**os.environ, **cfg.env}
+    return lambda: hfcache.repo_bytes(cfg.model, env)
 
 
 def sleep_plan(cfg: ModelConfig, info: EngineInfo) -> SleepPlan | None:

@@ -144,6 +144,9 @@ class Supervisor:
         self._tasks.start(
             watchers.start_timer(gen, self.post, settings.startup, self.effects.clock)
         )
+        if self.setup.cache_size is not None:
+            size, clock = self.setup.cache_size, self.effects.clock
+            self._tasks.start(watchers.downloads(gen, self.post, size, settings.startup, clock))
 
     def _ready(self, gen: Generation, woke: bool = False) -> None:
         now = self.effects.clock()
@@ -330,6 +333,9 @@ class Supervisor:
             case ev.EngineDead() | ev.StartTimeout():
                 if st.engine_expected:
                     await self._fail(e.why)
+            case ev.Downloading():
+                if st is State.STARTING and gen.progress.download(e.size, e.rate) is not None:
+                    self._publish()  # STATUS=, `vllmctl activate`, the gateway's progress
             case ev.StillLoading():
                 if st in (State.STARTING, State.PROBING):
                     self.effects.notifier.extend_timeout(e.extend)

@@ -73,6 +73,23 @@ async def start_timer(gen: Generation, post: ev.Post, startup: Startup, clock: C
         post(ev.StillLoading(gen.number, 3 * tick + 5))
 
 
+async def downloads(
+    gen: Generation, post: ev.Post, size: Callable[[], int], startup: Startup, clock: Clock
+) -> None:
+    """Until the generation is ready: the model's bytes in the download cache, sampled as
+    often as the stall timer looks. vLLM downloads with its progress bar off and logs nothing
+    until "Time spent downloading weights" (vLLM 0.32, model_loader/weight_utils.py), so a
+    download longer than stall_timeout was killed as a stall (issue 20): growth is progress."""
+    every = min(2.0, startup.stall_timeout / 4)
+    last, at = await asyncio.to_thread(size), clock()
+    while gen.ready_at is None:
+        await asyncio.sleep(every)
+        now_size, now = await asyncio.to_thread(size), clock()
+        if now_size > last:
+            post(ev.Downloading(gen.number, now_size, (now_size - last) / max(now - at, 1e-3)))
+        last, at = now_size, now
+
+
 async def liveness(
     gen: Generation, post: ev.Post, prober: ProberLike, health: Health, clock: Clock
 ) -> None:
