@@ -62,6 +62,7 @@ CASES: list[tuple[str, object, list[str], object]] = [
     ("max_logprobs", -1, ["--max-logprobs", "-1"], -2),
     ("enable_log_requests", True, ["--enable-log-requests"], "true"),
     ("max_log_len", 200, ["--max-log-len", "200"], -1),
+    ("revision", "v1.0", ["--revision", "v1.0"], 3),
     ("disable_log_stats", True, ["--disable-log-stats"], "yes"),
     ("limit_mm_per_prompt", {"image": 2}, ["--limit-mm-per-prompt", '{"image":2}'], [2]),
     ("shutdown_timeout", 30, ["--shutdown-timeout", "30"], -1),

@@ -38,6 +38,7 @@ class Plan:
     name: str
     rows: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # printed after, not written
+    pins: list[tuple[str, str]] = field(default_factory=list)  # engine rows from the source
 
     def add(self, line: str, why: str = "") -> None:
         self.rows.append((line, why))
@@ -178,6 +179,13 @@ def _source(raw: str, env: dict[str, str], plan: Plan) -> Checkpoint | bool | No
     snap = hfcache.snapshot(raw, env)
     if snap is not None:
         plan.add("offline: true", f"already in the unit's cache ({hfcache.hub_dir(env)})")
+        plan.pins.append(
+            (
+                f"revision: {snap.name}",
+                "the snapshot in the cache: what is "
+                "served stays this one until you change it (vllmctl pull, then here)",
+            )
+        )
         return checkpoint.read(snap)
     plan.add(
         "offline: false",
@@ -211,7 +219,7 @@ def _engine(config_dir: Path, name: str, text: str) -> EngineInfo | EngineNotFou
 def _engine_rows(ck: Checkpoint | bool, info: EngineInfo, plan: Plan) -> None:
     """Typed engine options and capabilities, from what the files say."""
     cpu = info.distribution != "vllm"
-    engine: list[tuple[str, str]] = []
+    engine: list[tuple[str, str]] = list(plan.pins)
     env: list[tuple[str, str]] = []
     caps = ["chat"]
     if isinstance(ck, Checkpoint):

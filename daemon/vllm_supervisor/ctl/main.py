@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
             from vllm_supervisor.ctl.gpus import cmd_gpus
 
             return cmd_gpus(args)
+        if args.command in ("pull", "search"):
+            from vllm_supervisor.ctl import hub
+
+            return int(hub.cmd_pull(args) if args.command == "pull" else hub.cmd_search(args))
         if args.command == "add":
             from vllm_supervisor.ctl.add import cmd_add
 

@@ -142,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ad.add_argument("--venv", default=None, help="the engine venv (default: the config's)")
     ad.add_argument("--dry-run", action="store_true", help="print the file instead of writing it")
+    pl = sub.add_parser(
+        "pull", parents=[common], help="download a repo into the unit's HF cache, as its user"
+    )
+    pl.add_argument("repo", metavar="REPO", help="org/name")
+    pl.add_argument("--revision", default=None, help="a branch, tag or commit (default main)")
+    pl.add_argument("--venv", default=None, help="the engine venv whose huggingface_hub to use")
+    se = sub.add_parser("search", parents=[common], help="search the Hugging Face Hub for models")
+    se.add_argument("text", metavar="TEXT")
+    se.add_argument("--author", default=None, help="only this org or user")
+    se.add_argument(
+        "--filter", action="append", default=[], metavar="TAG", help="a tag: gguf, awq, ..."
+    )
+    se.add_argument("--task", default="text-generation", help="pipeline tag (text-generation)")
+    se.add_argument("--sort", default="downloads", choices=["downloads", "likes", "last_modified"])
+    se.add_argument("--limit", type=int, default=20, help="at most this many (20)")
+    se.add_argument("--venv", default=None, help="the engine venv whose huggingface_hub to use")
     sub.add_parser("_models", parents=[common])  # names for completion; not shown in help
     p = sub.add_parser(
         "check", parents=[common], help="validate the config and show what each model runs"

@@ -107,6 +107,9 @@ OPTIONS: tuple[EngineOption, ...] = (
     ),
     EngineOption("trust_remote_code", "bool", "run the model repo's own Python code"),
     EngineOption("tokenizer", "str", "tokenizer path or repo id, when not the model's"),
+    EngineOption(
+        "revision", "str", "the repo's revision to serve: a branch, a tag or a commit (pins it)"
+    ),
     EngineOption("hf_config_path", "str", "config.json source, when not the model's"),
     EngineOption("chat_template", "str", "chat template: a file path or the Jinja text"),
     EngineOption(

@@ -27,7 +27,14 @@ def is_local_path(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or not REPO_ID.match(ref)
 
 
-def cached(repo_id: str, env: Mapping[str, str]) -> bool:
+def cached(repo_id: str, env: Mapping[str, str], revision: str | None = None) -> bool:
+    """Is REPO_ID (at REVISION, when given) in the cache, with files?"""
+    if revision is not None:
+        snap = snapshot(repo_id, env, revision)
+        try:
+            return snap is not None and any(snap.iterdir())
+        except OSError:
+            return False
     folder = hub_dir(env) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
     try:
         return any(any(snap.iterdir()) for snap in folder.iterdir() if snap.is_dir())
@@ -56,9 +63,20 @@ def repo_bytes(repo_id: str, env: Mapping[str, str]) -> int:
     return total
 
 
-def snapshot(repo_id: str, env: Mapping[str, str]) -> Path | None:
-    """The newest snapshot folder of REPO_ID in the hub cache, or None."""
-    folder = hub_dir(env) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+def snapshot(repo_id: str, env: Mapping[str, str], revision: str | None = None) -> Path | None:
+    """The snapshot folder of REPO_ID at REVISION (a commit, or a branch or tag that refs/
+    maps to one, as huggingface_hub writes them), else the newest one; None if absent."""
+    repo = hub_dir(env) / ("models--" + repo_id.replace("/", "--"))
+    folder = repo / "snapshots"
+    if revision is not None:
+        commit = revision
+        if "/" not in revision and ".." not in revision:
+            try:
+                commit = (repo / "refs" / revision).read_text().strip() or revision
+            except (OSError, ValueError):
+                commit = revision
+        snap = folder / commit
+        return snap if "/" not in commit and os.path.isdir(snap) else None
     try:
         snaps = [s for s in folder.iterdir() if s.is_dir()]
     except OSError:

@@ -64,7 +64,8 @@ def check_model(
     env = {**environ, **cfg.env}
     sources.check_source(cfg, None if isinstance(info, EngineNotFound) else info, add)
     if not sources.is_local(cfg.model):
-        _check_ref(cfg.model, "model", cfg.offline, env, add)
+        rev = cfg.engine.get("revision")
+        _check_ref(cfg.model, "model", cfg.offline, env, add, rev if isinstance(rev, str) else None)
     tok = cfg.engine.get("tokenizer")
     if isinstance(tok, str):
         _check_ref(tok, "engine.tokenizer", cfg.offline, env, add)
@@ -93,15 +94,24 @@ def check_model(
     return info, out
 
 
-def _check_ref(ref: str, key: str, offline: bool, env: Mapping[str, str], add: Add) -> None:
+def _check_ref(
+    ref: str,
+    key: str,
+    offline: bool,
+    env: Mapping[str, str],
+    add: Add,
+    revision: str | None = None,
+) -> None:
     if sources.is_local(ref):
         if not os.path.exists(os.path.expanduser(ref)):
             add(key, f"{ref} does not exist (a local folder, or a repo id 'org/name')")
-    elif offline and not hfcache.cached(ref, env):
+    elif offline and not hfcache.cached(ref, env, revision):
+        at = f" at revision {revision}" if revision else ""
+        pin = f" --revision {revision}" if revision else ""
         add(
             key,
-            f"offline is true but '{ref}' is not in the Hugging Face cache at "
-            f"{hfcache.hub_dir(env)}: download it first (huggingface-cli download {ref}) "
+            f"offline is true but '{ref}'{at} is not in the Hugging Face cache at "
+            f"{hfcache.hub_dir(env)}: download it first (vllmctl pull {ref}{pin}) "
             "or point HF_HOME at the cache that has it",
         )
 

@@ -39,7 +39,8 @@ def folder(cfg: ModelConfig, env: Mapping[str, str]) -> Path | None:
     if is_local(cfg.model):
         p = Path(cfg.model).expanduser()
         return p.parent if is_gguf(cfg.model) else p
-    return hfcache.snapshot(cfg.model, {**env, **cfg.env})
+    rev = cfg.engine.get("revision")
+    return hfcache.snapshot(cfg.model, {**env, **cfg.env}, rev if isinstance(rev, str) else None)
 
 
 def gguf_plugin(info: EngineInfo) -> bool:
