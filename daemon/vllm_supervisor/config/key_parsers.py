@@ -253,5 +253,29 @@ def extra_args(ctx: ProblemScope, node: YNode, key: str) -> object:
     return tuple(out)
 
 
+ENTRY_HEADS = ("{python}", "{venv}/")
+
+
+def entrypoint(ctx: ProblemScope, node: YNode, key: str) -> object:
+    """The argv that starts the OpenAI server, before the model's flags (Cortex #5: a wrapper
+    such as numactl or a site launcher). Its program is an absolute path or the venv's
+    ({python}, {venv}/...): the service runs with no shell and no PATH lookup to trust."""
+    if node.sequence is None or not node.sequence:
+        ctx.err(node, key, "expected a non-empty list, e.g. ['{python}', '-m', "
+                "'vllm.entrypoints.openai.api_server']")  # fmt: skip
+        return None
+    out: list[str] = []
+    for item in node.sequence:
+        if not isinstance(item.scalar, str) or not item.scalar:
+            ctx.err(item, key, f"expected a non-empty string, got {item.kind}")
+            return None
+        out.append(item.scalar)
+    if not (out[0].startswith("/") or out[0].startswith(ENTRY_HEADS)):
+        ctx.err(node.sequence[0], key, f"the program {out[0]!r} must be an absolute path or "
+                "{python} / {venv}/...: the engine starts with no PATH lookup")  # fmt: skip
+        return None
+    return tuple(out)
+
+
 def as_tuple(v: object) -> tuple[str, ...]:
     return tuple(x for x in v if isinstance(x, str)) if isinstance(v, tuple) else ()

@@ -160,6 +160,13 @@ def _keys() -> tuple[ModelKey, ...]:
         K("engine", "map", "`{}`", "typed vLLM options, below; merged over `defaults.engine`",
           {"type": "object", "additionalProperties": False,
            "properties": {o.name: o.schema() for o in engine_options.OPTIONS}}),
+        K("entrypoint", "list of strings", "the engine's own",
+          "the argv that starts vLLM's OpenAI server, before the model's flags: e.g. a wrapper "
+          "`[/usr/bin/numactl, --cpunodebind=0, --, '{python}', -m, "
+          "vllm.entrypoints.openai.api_server]`. `{python}` and `{venv}` name the engine "
+          "venv's; `{model}` places the model (else `--model MODEL` follows)",
+          {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+          p.entrypoint, None),
         K("extra_args", "list of strings", "`[]`", "raw vLLM flags for what has no typed "
           "key; checked against the installed vLLM's flag list",
           {"type": "array", "items": {"type": ["string", "number"]}}, p.extra_args, ()),

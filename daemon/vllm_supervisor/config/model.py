@@ -50,6 +50,7 @@ class ModelConfig:
     # Models sharing GPUs: at most one member is active at a time (runtime/group.py).
     gpu_group: str | None = None
     gateway: ModelGateway = field(default_factory=ModelGateway)  # on_demand, ttl, ... (gateway/)
+    entrypoint: tuple[str, ...] | None = None  # None: the engine's own (EngineInfo.entrypoint)
 
     def locate(self, key: str) -> tuple[str, int]:
         return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

@@ -74,6 +74,7 @@ def build_model(
         deprecated=deprecated if isinstance(deprecated, str) else None,
         engine=_engine(ctx, defaults.get("engine"), own.get("engine"), where),
         extra_args=p.as_tuple(v["extra_args"]),
+        entrypoint=p.as_tuple(v["entrypoint"]) or None,
         where=where,
         supervision=_supervision(ctx, defaults, own),
         gateway=gateway_keys.model_gateway(ctx, merged),

@@ -157,6 +157,8 @@ def server_args(cmd: Command) -> list[str]:
     """The args vLLM's parser sees: it knows `--model`, while `vllm serve MODEL` passes the
     model as a positional of the subcommand."""
     argv = list(cmd.argv)
+    if cmd.parser_args:
+        return list(cmd.parser_args)
     return ["--model", argv[2], *argv[3:]] if argv[1:2] == ["serve"] else argv[3:]
 
 

@@ -20,6 +20,7 @@ from vllm_supervisor.engine.versions import show
 from vllm_supervisor.host import access, files, hfcache
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 from vllm_supervisor.preflight import sources
+from vllm_supervisor.preflight.render import entry_argv
 from vllm_supervisor.preflight.sources import Add
 
 KnownFlags = Mapping[str, Mapping[str, bool]]
@@ -222,7 +223,7 @@ def path_needs(
     """Every path the model's service reads, executes or writes."""
     env = {**environ, **cfg.env}
     needs = [Need(Path(f), R, "", "the config file") for f in files if os.path.lexists(f)]
-    entry = Path(engine.entrypoint(cfg.model)[0]) if engine is not None else None
+    entry = Path(entry_argv(cfg, engine)[0]) if engine is not None else None
     needs += access.venv_needs(cfg.venv, entry)
     tok = cfg.engine.get("tokenizer")
     for key, ref in (("model", cfg.model), ("engine.tokenizer", tok)):

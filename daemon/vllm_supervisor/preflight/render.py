@@ -46,6 +46,9 @@ class Command:
     env_add: dict[str, str]
     env_remove: tuple[str, ...]
     secret_keys: frozenset[str]
+    # With a custom `entrypoint:`, the args vLLM's parser sees (`check --strict` hands them
+    # to it); empty: the engine's own entrypoint, whose shape server_args knows.
+    parser_args: tuple[str, ...] = ()
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
         env = {
@@ -68,11 +71,25 @@ def read_key_file(path: Path) -> str:
     return files.read_text(path, files.SECRET_CAP).strip()
 
 
+def entry_argv(cfg: ModelConfig, info: EngineInfo) -> list[str]:
+    """argv up to and including the model: the model's `entrypoint:` (its placeholders
+    filled), else the engine's own (engine/detect.py)."""
+    if cfg.entrypoint is None:
+        return info.entrypoint(cfg.model)
+    fill = {"{python}": str(info.python), "{venv}": str(info.venv), "{model}": cfg.model}
+    argv = []
+    for token in cfg.entrypoint:
+        for k, v in fill.items():
+            token = token.replace(k, v)
+        argv.append(token)
+    return argv if "{model}" in "".join(cfg.entrypoint) else [*argv, "--model", cfg.model]
+
+
 def render(
     cfg: ModelConfig, info: EngineInfo, read_secret: Callable[[Path], str] | None = read_key_file
 ) -> Command:
     """read_secret=None renders without touching the key file (for display only)."""
-    argv = info.entrypoint(cfg.model)
+    argv = entry_argv(cfg, info)
     argv += ["--served-model-name", *cfg.served_model_names]
     argv += ["--host", cfg.host, "--port", str(cfg.port)]
     env = dict(BASE_ENV)
@@ -105,4 +122,7 @@ def render(
         env["VLLM_API_KEY"] = read_secret(cfg.api_key_file) if read_secret else REDACTED
         secrets.add("VLLM_API_KEY")
     env.update(cfg.env)
-    return Command(tuple(argv), env, STRIPPED_ENV, frozenset(secrets))
+    parser: tuple[str, ...] = ()
+    if cfg.entrypoint is not None:
+        parser = ("--model", cfg.model, *argv[len(entry_argv(cfg, info)) :])
+    return Command(tuple(argv), env, STRIPPED_ENV, frozenset(secrets), parser)
