@@ -200,3 +200,59 @@ def test_config_error_exits_78_before_anything_starts(tmp_path: Path) -> None:
         assert not sup.engine_groups and sup.notify.count("READY") == 0
     finally:
         assert sup.cleanup() == []
+
+
+def test_a_download_longer_than_the_stall_timeout_is_progress_not_a_stall(
+    tmp_path: Path,
+) -> None:
+    """Issue 20: vLLM logs nothing while it downloads. The real supervisor watches the repo's
+    folder in the engine's HF cache; here the test grows it, as huggingface_hub grows
+    blobs/<hash>.incomplete, while the fake engine loads silently for 5 stall timeouts."""
+    import threading
+
+    hub = tmp_path / "hf-hub"
+    venv = fake_engine_venv(tmp_path)
+    cfg = write_config(
+        tmp_path,
+        f"""
+    models:
+      m:
+        model: org/big
+        port: {free_port()}
+        venv: {venv}
+        env: {{FAKE_MODE: "load=5,no_progress", HF_HUB_CACHE: "{hub}"}}
+        startup: {{poll_interval: 0.1, stall_timeout: 1}}
+        restart: {{budget: 0}}
+    """,
+    )
+    blob = hub / "models--org--big" / "blobs" / "0a1b.incomplete"
+    blob.parent.mkdir(parents=True)
+    stop = threading.Event()
+
+    def download() -> None:
+        with blob.open("ab") as f:
+            while not stop.wait(0.2):
+                f.write(b"\0" * 200_000)
+                f.flush()
+
+    grower = threading.Thread(target=download, daemon=True)
+    grower.start()
+    sup = SupervisorProc("m", cfg, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(
+            m.get("STATUS", "").startswith("downloading") for _, m in sup.notify.messages
+        ):
+            assert time.monotonic() < deadline, sup.text()[-2000:]
+            time.sleep(0.1)
+        shown = sup.ctl("status", "m")  # the operator's view while it downloads
+        assert "starting" in shown.stdout and "downloading weights (" in shown.stdout, shown
+        sup.wait_for("READY", timeout=60)
+        statuses = [m["STATUS"] for _, m in sup.notify.messages if "STATUS" in m]
+        assert any(s.startswith("downloading weights (") for s in statuses), statuses
+        assert "no load progress" not in sup.text()
+    finally:
+        stop.set()
+        grower.join(timeout=5)
+        left = sup.cleanup()
+        assert left == [], f"processes left behind: {left}"

@@ -66,6 +66,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             st = Client(base(args), name, timeout=3).get_json("/v1/state")
             diag = st.get("diagnosis") or {}
+            progress = st.get("progress") if st.get("state") == "starting" else None
+            phase = progress.get("phase") if isinstance(progress, dict) else None
             rows.append(
                 {
                     "model": name,
@@ -75,7 +77,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "pid": st.get("pid"),
                     "restarts": st.get("restarts"),
                     "gpu_memory": st.get("gpu_memory"),
-                    "reason": diag.get("title") or st.get("reason", ""),
+                    # Loading: the phase says more than why it started (issue 20: a download
+                    # shows its bytes and rate here).
+                    "reason": diag.get("title") or phase or st.get("reason", ""),
                 }
             )
         except CtlError as exc:
