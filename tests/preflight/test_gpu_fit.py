@@ -124,3 +124,30 @@ def test_level_1_sleep_warns_when_the_host_lacks_ram_for_the_weights(tmp_path: P
     level2 = model(tmp_path, "    deactivate: sleep\n    sleep_level: 2\n")
     assert sleep_ram_problems(level2, est, available=1 * GIB) == []  # nothing goes to RAM
     assert sleep_ram_problems(model(tmp_path, ""), est, available=1 * GIB) == []
+
+
+def test_vllmctl_add_sizes_the_context_to_the_smallest_gpu(tmp_path: Path) -> None:
+    """Issue 20: `add` on a CUDA host writes the longest max_model_len the estimate fits."""
+    import struct
+
+    from vllm_supervisor.preflight.gpu_fit import context_that_fits
+
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(MISTRAL_7B))
+    weights = 14 * GIB  # the header claims it; only the header is read
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [weights // 2],
+                               "data_offsets": [0, weights]}}).encode()  # fmt: skip
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+
+    def devices(*gib: int) -> list:  # type: ignore[type-arg]
+        return gpus(*gib).devices()
+
+    fits, why = context_that_fits(folder, 32768, devices(80))
+    assert fits == 32768 and why.startswith("the checkpoint's context fits GPU 0")
+    # 24 GiB x 0.9 = 21.6; weights 14 + overhead 4.8 leave 2.8 GiB = 22937 tokens of 128 KiB.
+    fits, why = context_that_fits(folder, 32768, devices(80, 24))
+    assert fits == 22528, why
+    assert "GPU 1 (NVIDIA L4, 24 GiB) at 0.9" in why
+    fits, why = context_that_fits(folder, 32768, devices(16))
+    assert fits is None and why.startswith("does not fit GPU 0") and "tensor_parallel_size" in why

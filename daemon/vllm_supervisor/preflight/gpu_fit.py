@@ -15,7 +15,7 @@ from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.problems import Problem
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate, text_config
-from vllm_supervisor.gpu.nvml import Gpus
+from vllm_supervisor.gpu.nvml import Device, Gpus
 from vllm_supervisor.host import files, meminfo
 from vllm_supervisor.preflight import sources
 
@@ -156,3 +156,27 @@ def model_card(cfg: ModelConfig) -> dict[str, object]:
         "tool_calling": cfg.tool_support == "native",
         "vision": "vision" in cfg.capabilities or "vision_config" in config,
     }
+
+
+def context_that_fits(
+    folder: Path, context: int, devices: list[Device], utilization: float = 0.9
+) -> tuple[int | None, str]:
+    """For `vllmctl add` on a CUDA host: the longest max_model_len (up to CONTEXT, in steps of
+    1024) whose estimate fits utilization x the smallest of DEVICES, and why. None when even
+    1024 tokens do not fit one GPU, or there is no estimate."""
+    est = estimate(folder, {"max_model_len": context})
+    if isinstance(est, str) or not devices:
+        return None, est if isinstance(est, str) else "no GPU"
+    small = min(devices, key=lambda d: d.total)
+    budget = utilization * small.total
+    where = f"GPU {small.index} ({small.name}, {small.total / GIB:.0f} GiB) at {utilization:g}"
+    if est.total <= budget:
+        return context, f"the checkpoint's context fits {where}: {est.describe()}"
+    room = budget - est.weights - est.overhead
+    fits = int(room // est.kv_per_token) // 1024 * 1024 if est.kv_per_token else 0
+    if fits < 1024:
+        return None, (
+            f"does not fit {where}: {est.describe()}; use tensor_parallel_size, a quantized "
+            "release, or a GPU with more memory"
+        )
+    return fits, f"the most of its {context}-token context that fits {where} (estimate)"
