@@ -74,7 +74,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         return exitcodes.CONFIG
     if name in reg.models:
         return _refuse(f"a model {name!r} is configured already", exitcodes.FAILED)
-    from vllm_supervisor.ctl.main import service_view
+    from vllm_supervisor.ctl.view import service_view
 
     how, _note = service_view(config_dir)
     env = dict(how.environ if how.environ is not None else os.environ)

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any]
     """Run the hub script in the engine venv, as the unit's user where that applies: its exit
     code, its JSON answer, and the user it ran as."""
     from vllm_supervisor.config.registry import default_config_dir
-    from vllm_supervisor.ctl.main import service_view
+    from vllm_supervisor.ctl.view import service_view
 
     how, _note = service_view(args.config_dir or default_config_dir())
     env = dict(how.environ if how.environ is not None else os.environ)

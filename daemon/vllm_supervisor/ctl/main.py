@@ -8,7 +8,6 @@ import io
 import json
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vllm_supervisor import exitcodes
@@ -16,7 +15,6 @@ from vllm_supervisor.ctl.parser import build_parser, completion_script
 
 if TYPE_CHECKING:
     from vllm_supervisor.preflight.check import Report
-    from vllm_supervisor.preflight.model_checks import AccessCheck
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from vllm_supervisor.preflight.check import UnknownModel, run_check
 
     config_dir = args.config_dir or default_config_dir()
+    from vllm_supervisor.ctl.view import service_view
+
     paths, note = service_view(config_dir)
     try:
         report = run_check(
@@ -120,33 +120,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         _print_check(report)
     return exitcodes.OK if report.ok else exitcodes.CONFIG
-
-
-def service_view(config_dir: Path) -> tuple[AccessCheck, str | None]:
-    """Check paths as the installed unit's User= would meet them when CONFIG_DIR is the one
-    the unit reads (docs/design.md, "Running as the given user"); as ourselves otherwise: a
-    developer's quickstart config is run by the developer, whatever units the host has."""
-    from vllm_supervisor.host.access import Identity
-    from vllm_supervisor.host.unitfile import installed
-    from vllm_supervisor.preflight.model_checks import AccessCheck
-
-    unit = installed()
-    if (
-        unit is None
-        or not unit.user
-        or Path(os.path.realpath(config_dir)) != Path(os.path.realpath(unit.config_dir))
-    ):
-        return AccessCheck(), None
-    try:
-        who = Identity.of(unit.user, unit.group, unit.supplementary)
-    except KeyError:
-        return AccessCheck(hides_home=unit.hides_home), (
-            f"the unit's User={unit.user} does not exist yet (scripts/install.sh creates it "
-            "with systemd-sysusers): paths not checked as that user"
-        )
-    # The unit's own environment decides where HF_HOME and the caches are, not root's.
-    env = {**os.environ, **unit.environment}
-    return AccessCheck(who=who, hides_home=unit.hides_home, environ=env, managed=unit.managed), None
 
 
 def _print_check(report: Report) -> None:
