@@ -191,7 +191,10 @@ def _source(raw: str, env: dict[str, str], plan: Plan) -> Checkpoint | bool | No
         "offline: false",
         "not in the unit's cache yet: vLLM downloads it at the first start, as the unit's user",
     )
-    plan.notes.append(f"{raw} is not in {hfcache.hub_dir(env)}: the first start downloads it")
+    plan.notes.append(
+        f"{raw} is not in {hfcache.hub_dir(env)}: the first start downloads it "
+        f"(vllmctl pull {raw} fetches it now, with a progress bar)"
+    )
     return False
 
 
