@@ -175,6 +175,7 @@ def test_a_repo_id_in_the_cache_is_offline_and_one_not_there_downloads(tmp_path:
     body = yaml.safe_load((cfg / "models.d" / "far.yaml").read_text())["models"]["far"]
     assert body["offline"] is False
     assert f"org/not-here is not in {hub}: the first start downloads it" in res.stdout
+    assert "vllmctl pull org/not-here fetches it now" in res.stdout
 
 
 def test_dry_run_prints_and_writes_nothing_even_models_yaml(tmp_path: Path) -> None:
