@@ -7,6 +7,9 @@ import functools
 import inspect
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,18 @@ def _missing(why: str) -> None:
     if IN_CI:
         pytest.fail(f"real-engine tier cannot run in CI: {why} (run scripts/test)")
     pytest.skip(f"{why}; scripts/test sets up the engine venv and tiny model")
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder other users may enter: pytest's own tmp root is 0700, which would block a
+    test that checks paths as another user before the path it means to test."""
+    path = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 @pytest.fixture(scope="session")

