@@ -328,9 +328,9 @@ def free_port(reg: Registry) -> int:
     if isinstance(listen, str) and listen.rsplit(":", 1)[-1].isdigit():
         taken.add(int(listen.rsplit(":", 1)[-1]))
     port = FIRST_PORT
-    while port in taken or not _bindable(port):
+    while port < 65535 and (port in taken or not _bindable(port)):
         port += 1
-    return port
+    return port  # 65535 when none was free: the check or the start then says it is taken
 
 
 def _bindable(port: int) -> bool:

@@ -53,6 +53,8 @@ def _failure(exc: BaseException, repo: str) -> dict[str, str]:
             "kind": "not-found",
             "message": f"{repo} not found on {_endpoint()} (or private: a token is needed)",
         }
+    if isinstance(exc, errors.HfHubHTTPError):  # an answer, so not offline (it is an OSError)
+        return {"kind": "http", "message": f"{_endpoint()} refused {repo}: {exc}"}
     if isinstance(exc, errors.OfflineModeIsEnabled) or os.environ.get("HF_HUB_OFFLINE") in (
         "1",
         "true",
