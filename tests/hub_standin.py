@@ -28,7 +28,7 @@ class Repo:
     files: dict[str, bytes]
     sha: str = "0123456789abcdef0123456789abcdef01234567"
     gated: bool = False
-    broken: bool = False  # the API answers 500 (a Hub having a bad day)
+    forbidden: bool = False  # the API answers 403 with no error code (a proxy's refusal)
     tags: list[str] = field(default_factory=list)
     downloads: int = 0
 
@@ -75,8 +75,8 @@ class HubStandIn:
                 return self._json(h, 404, {"error": "Repository not found"}, "RepoNotFound")
             if repo.gated:
                 return self._json(h, 401, {"error": "Access to model is restricted"}, "GatedRepo")
-            if repo.broken:
-                return self._json(h, 500, {"error": "Internal Error"})
+            if repo.forbidden:
+                return self._json(h, 403, {"error": "Forbidden by policy"})
             if what == "revision" and parts[5] not in ("main", repo.sha):
                 return self._json(h, 404, {"error": "Invalid rev id"}, "RevisionNotFound")
             if what == "revision":

@@ -28,7 +28,7 @@ def hub(engine_env: EngineEnv) -> Iterator[HubStandIn]:
         "org/tiny": tiny_repo(engine_env.model),
         "org/tiny-awq": Repo({"config.json": b"{}"}, tags=["awq"], downloads=5),
         "acme/gated": Repo({"config.json": b"{}"}, gated=True, downloads=9),
-        "acme/broken": Repo({"config.json": b"{}"}, broken=True),
+        "acme/blocked": Repo({"config.json": b"{}"}, forbidden=True),
     }
     repos["org/tiny"].tags = ["safetensors"]
     repos["org/tiny"].downloads = 7
@@ -107,7 +107,7 @@ def test_pull_refuses_clearly_gated_missing_offline_and_hostile(
         (("pull", "acme/gated"), {"HF_ENDPOINT": hub.url}, "acme/gated is gated: accept its terms"),
         (("pull", "org/nope"), {"HF_ENDPOINT": hub.url}, "org/nope not found on"),
         # An HTTP error is an answer: not "offline" (huggingface_hub's errors are OSErrors).
-        (("pull", "acme/broken"), {"HF_ENDPOINT": hub.url}, f"{hub.url} refused acme/broken"),
+        (("pull", "acme/blocked"), {"HF_ENDPOINT": hub.url}, f"{hub.url} refused acme/blocked"),
         (("pull", "org/tiny", "--revision", "v9"), {"HF_ENDPOINT": hub.url}, "no such revision"),
         (("pull", "org/tiny"), {"HF_ENDPOINT": closed}, "this host looks offline"),
         (("pull", "org/tiny"), {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "1"},

@@ -53,8 +53,11 @@ def _failure(exc: BaseException, repo: str) -> dict[str, str]:
             "kind": "not-found",
             "message": f"{repo} not found on {_endpoint()} (or private: a token is needed)",
         }
-    if isinstance(exc, errors.HfHubHTTPError):  # an answer, so not offline (it is an OSError)
-        return {"kind": "http", "message": f"{_endpoint()} refused {repo}: {exc}"}
+    # An HTTP answer is not "offline", though huggingface_hub's HTTP errors are OSErrors, and
+    # snapshot_download wraps one in LocalEntryNotFoundError when nothing is cached.
+    answered = next((e for e in _chain(exc) if isinstance(e, errors.HfHubHTTPError)), None)
+    if answered is not None:
+        return {"kind": "http", "message": f"{_endpoint()} refused {repo}: {answered}"}
     if isinstance(exc, errors.OfflineModeIsEnabled) or os.environ.get("HF_HUB_OFFLINE") in (
         "1",
         "true",
@@ -75,6 +78,16 @@ def _failure(exc: BaseException, repo: str) -> dict[str, str]:
             "cache (or set HF_ENDPOINT to a mirror)",
         }
     return {"kind": "error", "message": f"{name}: {exc}"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """EXC and the exceptions it was raised from or during, outermost first."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out and len(out) < 10:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
 
 
 def pull(repo: str, revision: str | None) -> int:
