@@ -28,6 +28,7 @@ import pytest
 from tests.conftest import IN_CI, EngineEnv
 from tests.e2e.container import Container
 from tests.e2e.engine_proc import free_port
+from tests.hub_standin import HubStandIn, tiny_repo
 
 pytestmark = pytest.mark.systemd
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +231,34 @@ def bare_cold_start(host: Host) -> float:
             lambda: "VLLM::" not in host.c.sh("ps -eo args=").stdout,
             timeout=30,
         )
+
+
+def test_pull_as_root_downloads_as_the_units_user_into_its_cache(
+    host: Host, engine_env: EngineEnv
+) -> None:
+    """Issue 20: `sudo vllmctl pull` on a fresh host, before any unit has started (so the
+    unit's CacheDirectory= is not there yet): the files land in the unit's HF_HOME, made by
+    and owned by its User=, where the service can use them. The Hub is a local stand-in
+    (the container shares this machine's network)."""
+    fresh = host.c.sh("test -e /var/cache/vllm-supervisor", check=False).returncode != 0
+    hub = HubStandIn({"org/tiny": tiny_repo(engine_env.model)})
+    try:
+        res = host.c.sh("vllmctl pull org/tiny", env={"HF_ENDPOINT": hub.url}, check=False)
+    finally:
+        hub.close()
+    out = res.stdout + res.stderr
+    print(f"cache there before: {not fresh}\n{out[-1500:]}")
+    assert res.returncode == 0, out
+    sha = hub.repos["org/tiny"].sha
+    snap = f"/var/cache/vllm-supervisor/huggingface/hub/models--org--tiny/snapshots/{sha}"
+    assert f"into {snap}, as vllm" in out, out
+    owners = host.c.sh(
+        f"stat -c %U /var/cache/vllm-supervisor /var/cache/vllm-supervisor/huggingface "
+        f"&& stat -L -c %U {snap}/model.safetensors"
+    ).stdout.split()
+    assert owners == ["vllm", "vllm", "vllm"], owners
+    assert host.c.sh(f"cmp {snap}/model.safetensors /srv/models/tiny/model.safetensors",
+                     check=False).returncode == 0  # fmt: skip
 
 
 def test_systemctl_start_returns_once_the_model_serves(host: Host) -> None:

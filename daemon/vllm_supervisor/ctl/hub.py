@@ -59,6 +59,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any]
         ids = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
         with contextlib.suppress(KeyError):  # no home: huggingface_hub needs none here
             env["HOME"] = pwd.getpwuid(who.uid).pw_dir
+        _make_managed(hfcache.hub_dir(env), how.managed, who)
     try:
         done = subprocess.run(
             [str(python), str(SCRIPT), *argv],
@@ -80,6 +81,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any]
         answer = {"ok": False, "kind": "error", "message": done.stdout.strip()[-500:] or
                   f"exit {done.returncode} with no answer"}  # fmt: skip
     return done.returncode, answer if isinstance(answer, dict) else {}, who.name
+
+
+def _make_managed(cache: Path, managed: tuple[Path, ...], who: Identity) -> None:
+    """Before any unit has started, the unit's CacheDirectory= (which holds HF_HOME) does not
+    exist yet, and its user cannot create it under /var/cache. Make it as systemd would at
+    the unit's start (systemd.exec(5): owned by User=, mode 0755), so a pull can come first."""
+    for folder in managed:
+        if (folder == cache or folder in cache.parents) and not os.path.lexists(folder):
+            folder.mkdir(mode=0o755, parents=True)
+            os.chown(folder, who.uid, who.gid)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:

@@ -58,6 +58,12 @@ def _failure(exc: BaseException, repo: str) -> dict[str, str]:
     answered = next((e for e in _chain(exc) if isinstance(e, errors.HfHubHTTPError)), None)
     if answered is not None:
         return {"kind": "http", "message": f"{_endpoint()} refused {repo}: {answered}"}
+    if isinstance(exc, PermissionError):
+        return {
+            "kind": "access",
+            "message": f"{exc}: this user cannot write the Hugging Face cache "
+            f"({_hub('constants').HF_HUB_CACHE}); make it theirs, or set HF_HOME",
+        }
     if isinstance(exc, errors.OfflineModeIsEnabled) or os.environ.get("HF_HUB_OFFLINE") in (
         "1",
         "true",
