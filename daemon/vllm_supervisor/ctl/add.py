@@ -313,9 +313,8 @@ def _context_row(ck: Checkpoint, context: int, cpu: bool, plan: Plan) -> tuple[s
 def _kv_space(ck: Checkpoint) -> tuple[str, str]:
     """VLLM_CPU_KVCACHE_SPACE (whole GiB): room for 4 sequences of the full context."""
     try:
-        config = json.loads((ck.folder / "config.json").read_text())
-        per_token = kv_bytes_per_token(config, "float32" if ck.dtype == "float32" else "auto")
-    except (OSError, ValueError, KeyError, TypeError):
+        per_token = kv_bytes_per_token(ck.config, "float32" if ck.dtype == "float32" else "auto")
+    except (ValueError, KeyError, TypeError):
         return 'VLLM_CPU_KVCACHE_SPACE: "4"', "vllm-cpu's KV cache in GiB (vLLM's default)"
     need = per_token * (ck.context or 2048) * 4
     gib = max(1, -(-need // GIB))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,11 @@ def is_local_path(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or not REPO_ID.match(ref)
 
 
+def repo_dir(repo_id: str, env: Mapping[str, str]) -> Path:
+    """REPO_ID's folder in the hub cache: models--ORG--NAME."""
+    return hub_dir(env) / ("models--" + repo_id.replace("/", "--"))
+
+
 def cached(repo_id: str, env: Mapping[str, str], revision: str | None = None) -> bool:
     """Is REPO_ID (at REVISION, when given) in the cache, with files?"""
     if revision is not None:
@@ -35,7 +41,7 @@ def cached(repo_id: str, env: Mapping[str, str], revision: str | None = None) ->
             return snap is not None and any(snap.iterdir())
         except OSError:
             return False
-    folder = hub_dir(env) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    folder = repo_dir(repo_id, env) / "snapshots"
     try:
         return any(any(snap.iterdir()) for snap in folder.iterdir() if snap.is_dir())
     except OSError:
@@ -48,8 +54,7 @@ def repo_bytes(repo_id: str, env: Mapping[str, str]) -> int:
     holds only links, not counted). 0 before the first byte. Bounded: a repo is a few
     hundred files at most."""
     total, seen = 0, 0
-    root = hub_dir(env) / ("models--" + repo_id.replace("/", "--"))
-    for dirpath, _dirs, names in os.walk(root):  # never follows links
+    for dirpath, _dirs, names in os.walk(repo_dir(repo_id, env)):  # never follows links
         for n in names:
             seen += 1
             if seen > 100_000:
@@ -58,7 +63,7 @@ def repo_bytes(repo_id: str, env: Mapping[str, str]) -> int:
                 st = os.lstat(os.path.join(dirpath, n))
             except OSError:
                 continue  # renamed between the listing and the stat: counted next time
-            if not os.path.islink(os.path.join(dirpath, n)):
+            if not stat.S_ISLNK(st.st_mode):
                 total += st.st_size
     return total
 
@@ -66,7 +71,7 @@ def repo_bytes(repo_id: str, env: Mapping[str, str]) -> int:
 def snapshot(repo_id: str, env: Mapping[str, str], revision: str | None = None) -> Path | None:
     """The snapshot folder of REPO_ID at REVISION (a commit, or a branch or tag that refs/
     maps to one, as huggingface_hub writes them), else the newest one; None if absent."""
-    repo = hub_dir(env) / ("models--" + repo_id.replace("/", "--"))
+    repo = repo_dir(repo_id, env)
     folder = repo / "snapshots"
     if revision is not None:
         commit = revision

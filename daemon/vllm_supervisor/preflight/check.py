@@ -77,11 +77,12 @@ def run_check(
     report = Report(config_dir)
     try:
         reg: Registry = load_registry(config_dir)
+        warnings = reg.warnings
     except RegistryInvalid as exc:
         # Go on with the models that parsed, so one run lists every problem; none of them
         # can start while the file-level errors stand (report.ok is false).
-        report.problems = list(exc.problems)
-        reg = exc.partial
+        report.problems = list(exc.problems)  # its warnings among them
+        reg, warnings = exc.partial, ()
         asked = names
         names = [n for n in names if n in reg.models]
         if asked and not names:
@@ -99,16 +100,13 @@ def run_check(
     chosen = set(names) or set(reg.models)
     engines: dict[Path, EngineInfo | EngineNotFound] = {}
     gpus: Gpus | None = None  # NVML, opened for the first CUDA engine
-    for w in reg.warnings if not report.problems else ():  # partial: already in problems
+    for w in warnings:
         owner = _owner(w, chosen)
         if owner is None:
             report.problems.append(w)
     for name in sorted(chosen):
         cfg = reg.models[name]
-        mr = ModelReport(
-            cfg,
-            problems=[w for w in reg.warnings if _owner(w, {name}) == name and not report.problems],
-        )
+        mr = ModelReport(cfg, problems=[w for w in warnings if _owner(w, {name}) == name])
         mr.peers = tuple(
             sorted(
                 n
@@ -156,9 +154,9 @@ def run_check(
 def server_args(cmd: Command) -> list[str]:
     """The args vLLM's parser sees: it knows `--model`, while `vllm serve MODEL` passes the
     model as a positional of the subcommand."""
-    argv = list(cmd.argv)
     if cmd.parser_args:
         return list(cmd.parser_args)
+    argv = list(cmd.argv)
     return ["--model", argv[2], *argv[3:]] if argv[1:2] == ["serve"] else argv[3:]
 
 

@@ -1,13 +1,13 @@
-"""What a checkpoint is, read from its files alone (issue 20, `vllmctl add`): architecture,
+"""What a checkpoint is, read from its files alone (issue 20, `vllmctl add`): its config,
 quantization, context length, vision, chat template, and the tool-call parser its family
 uses. Nothing is guessed from the repo's name; a fact the files do not hold is None.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vllm_supervisor.gpu.estimate import model_dtype, text_config
@@ -31,7 +31,7 @@ REASONING_PARSERS: Mapping[str, str] = {"qwen3": "qwen3", "qwen3_moe": "qwen3"}
 class Checkpoint:
     folder: Path
     gguf: Path | None = None  # the .gguf file, for a GGUF model
-    architecture: str | None = None
+    config: Mapping[str, object] = field(default_factory=dict, compare=False)  # config.json
     model_type: str | None = None
     quant_method: str | None = None
     context: int | None = None  # max_position_embeddings
@@ -39,7 +39,6 @@ class Checkpoint:
     vision: bool = False
     chat_template: bool = False  # the tokenizer has one (else chat needs engine.chat_template)
     template_tools: bool = False  # ... and it renders `tools`
-    weights: int = 0  # bytes on disk
 
     @property
     def tool_parser(self) -> str | None:
@@ -58,14 +57,12 @@ def read(path: Path) -> Checkpoint:
     gguf = path if path.suffix.lower() == ".gguf" else None
     folder = path.parent if gguf is not None else path
     config = quantization.read_config(folder) or {}
-    text = text_config(config)
-    archs = config.get("architectures")
-    context = text.get("max_position_embeddings")
+    context = text_config(config).get("max_position_embeddings")
     template = _template(folder)
     return Checkpoint(
         folder=folder,
         gguf=gguf,
-        architecture=str(archs[0]) if isinstance(archs, list) and archs else None,
+        config=config,
         model_type=_str(config.get("model_type")),
         quant_method=quantization.checkpoint_method(config),
         context=context if isinstance(context, int) and not isinstance(context, bool) else None,
@@ -73,7 +70,6 @@ def read(path: Path) -> Checkpoint:
         vision="vision_config" in config,
         chat_template=template is not None,
         template_tools=template is not None and "tools" in template,
-        weights=_size(gguf) if gguf is not None else _weights(folder),
     )
 
 
@@ -89,8 +85,6 @@ def _template(folder: Path) -> str | None:
     except (OSError, ValueError):
         pass
     try:
-        import json
-
         tok = json.loads(files.read_bytes(folder / "tokenizer_config.json", files.CONFIG_CAP * 8))
     except (OSError, ValueError):
         return None
@@ -98,20 +92,3 @@ def _template(folder: Path) -> str | None:
     if isinstance(got, list):
         got = " ".join(str(t.get("template", "")) for t in got if isinstance(t, dict))
     return got if isinstance(got, str) and got else None
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _weights(folder: Path) -> int:
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return 0
-    return sum(
-        _size(folder / n) for n in names if n.endswith((".safetensors", ".bin", ".pt", ".gguf"))
-    )

@@ -6,7 +6,6 @@ sleep also needs host RAM for the weights.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,8 +15,8 @@ from vllm_supervisor.config.problems import Problem
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import GIB, Estimate, estimate, text_config
 from vllm_supervisor.gpu.nvml import Device, Gpus
-from vllm_supervisor.host import files, meminfo
-from vllm_supervisor.preflight import sources
+from vllm_supervisor.host import meminfo
+from vllm_supervisor.preflight import quantization, sources
 
 
 def number(value: object, default: float) -> float:
@@ -140,14 +139,8 @@ def model_card(cfg: ModelConfig) -> dict[str, object]:
     tool calling (tool_support: native) and vision (a declared capability, or a
     vision_config in the checkpoint). Unknown facts are None, never guessed."""
     length = cfg.engine.get("max_model_len")
-    config: dict[str, object] = {}
     folder = model_folder(cfg)
-    if folder is not None:
-        try:
-            got = json.loads(files.read_bytes(folder / "config.json", files.CONFIG_CAP * 4))
-            config = got if isinstance(got, dict) else {}
-        except (OSError, ValueError):
-            config = {}
+    config = (quantization.read_config(folder) if folder is not None else None) or {}
     if not isinstance(length, int) or isinstance(length, bool):
         known = text_config(config).get("max_position_embeddings")
         length = known if isinstance(known, int) and not isinstance(known, bool) else None

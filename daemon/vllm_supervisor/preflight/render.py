@@ -89,8 +89,8 @@ def render(
     cfg: ModelConfig, info: EngineInfo, read_secret: Callable[[Path], str] | None = read_key_file
 ) -> Command:
     """read_secret=None renders without touching the key file (for display only)."""
-    argv = entry_argv(cfg, info)
-    argv += ["--served-model-name", *cfg.served_model_names]
+    entry = entry_argv(cfg, info)
+    argv = [*entry, "--served-model-name", *cfg.served_model_names]
     argv += ["--host", cfg.host, "--port", str(cfg.port)]
     env = dict(BASE_ENV)
     secrets: set[str] = set()
@@ -124,5 +124,5 @@ def render(
     env.update(cfg.env)
     parser: tuple[str, ...] = ()
     if cfg.entrypoint is not None:
-        parser = ("--model", cfg.model, *argv[len(entry_argv(cfg, info)) :])
+        parser = ("--model", cfg.model, *argv[len(entry) :])
     return Command(tuple(argv), env, STRIPPED_ENV, frozenset(secrets), parser)
