@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any, get_args
 
 from vllm_supervisor.config import key_parsers as p
-from vllm_supervisor.config import settings
+from vllm_supervisor.config import nodes_keys, settings
 from vllm_supervisor.config.gateway_keys import CHAT_FALLBACK, UNSUPPORTED_TOOLS
 from vllm_supervisor.config.limits import LOOPBACK, PORT_RANGE
 from vllm_supervisor.config.model import ToolSupport, default_venv
@@ -167,6 +167,23 @@ def _keys() -> tuple[ModelKey, ...]:
           "venv's; `{model}` places the model (else `--model MODEL` follows)",
           {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
           p.entrypoint, None),
+        K("nodes", "map", "none", "one engine across several hosts with vLLM's multi-node "
+          "mode, one supervisor per host, restarted as one group: `hosts` (each host's "
+          "address, rank 0 first; a host finds its rank by the addresses of `interface`), "
+          "`interface` (the cluster network's NIC), `key_file` (the group's shared key), "
+          f"`master_port` (default {nodes_keys.MASTER_PORT}), `link_port` (default "
+          f"{nodes_keys.LINK_PORT}). See [multi-node](multi-node.md)",
+          {"type": "object", "additionalProperties": False, "required": ["hosts", "interface",
+           "key_file"], "properties": {
+              "hosts": {"type": "array", "minItems": 2, "uniqueItems": True,
+                        "items": {"type": "string"}},
+              "interface": {"type": "string", "pattern": nodes_keys.IFNAME.pattern},
+              "key_file": {"type": "string", "minLength": 1},
+              "master_port": {"type": "integer", "minimum": PORT_RANGE[0],
+                              "maximum": PORT_RANGE[1], "default": nodes_keys.MASTER_PORT},
+              "link_port": {"type": "integer", "minimum": PORT_RANGE[0],
+                            "maximum": PORT_RANGE[1], "default": nodes_keys.LINK_PORT}}},
+          per_model_only=True),
         K("extra_args", "list of strings", "`[]`", "raw vLLM flags for what has no typed "
           "key; checked against the installed vLLM's flag list",
           {"type": "array", "items": {"type": ["string", "number"]}}, p.extra_args, ()),

