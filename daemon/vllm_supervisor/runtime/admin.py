@@ -51,10 +51,12 @@ class Admin:
         config: Callable[[], dict[str, Any]],
         engine_metrics: Callable[[], Awaitable[str | None]],
         gpu_memory: Callable[[int], dict[str, int] | None] = lambda pgid: None,
+        group_view: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.sup, self.path, self.log = sup, path, log
         self.config, self.engine_metrics = config, engine_metrics
         self.gpu_memory = gpu_memory
+        self.group_view = group_view  # a multi-node model's ranks (runtime/nodelink.py)
         try:
             self.gid: int | None = grp.getgrnam(group).gr_gid
         except KeyError:
@@ -211,4 +213,6 @@ class Admin:
         state = as_dict(self.sup.status())
         pid = state.get("pid")
         state["gpu_memory"] = self.gpu_memory(pid) if isinstance(pid, int) else None
+        if self.group_view is not None:
+            state["nodes"] = self.group_view()
         return state

@@ -102,6 +102,18 @@ class GroupPort(Protocol):
     def lock(self, group: str) -> AbstractAsyncContextManager[None]: ...
 
 
+class NodeGate(Protocol):
+    """A multi-node group's link, as the supervisor sees it (runtime/nodelink.py)."""
+
+    def hold(self, gen: int) -> str | None:
+        """Why generation GEN must wait for the group before it spawns, or None."""
+        ...
+
+    def leaving(self, reason: str) -> None:
+        """This supervisor is shutting down: tell the group (a worker tells rank 0)."""
+        ...
+
+
 class QuietLog:
     """The logger when none is given (tests): structlog's calls, doing nothing."""
 
@@ -124,3 +136,4 @@ class Effects:
     gpu: GpuGuard = field(default_factory=NoGpuGuard)
     group: GroupPort = field(default_factory=NoGroup)
     available_ram: Callable[[], int | None] = meminfo.available  # host RAM, for level-1 sleep
+    nodes: NodeGate | None = None  # a multi-node model's group link; None: one host

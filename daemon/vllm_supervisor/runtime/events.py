@@ -172,6 +172,15 @@ class Woke:
     error: str | None
 
 
+@dataclass(frozen=True)
+class GroupHold:
+    """A multi-node group's link on a start that waits for the group (runtime/nodelink.py):
+    WHY it still waits, or None to spawn the engine now."""
+
+    gen: int
+    why: str | None
+
+
 Order = Activate | Deactivate | Restart | Shutdown | Reload
 EngineEvent = (
     Exited
@@ -186,6 +195,7 @@ EngineEvent = (
     | DrainDone
     | Slept
     | Woke
+    | GroupHold
 )
 Event = Order | EngineEvent
 Post = Callable[[Event], None]  # all a watcher or the admin socket may do to a supervisor

@@ -54,6 +54,8 @@ class Generation:
     # instead of waiting out the poll interval.
     server_starting: Wakeup = field(default_factory=Wakeup)
     fatal_reported: bool = False  # a fatal log line was reported already
+    # A multi-node rank's start that waits for its group before it spawns (runtime/nodelink.py).
+    held: bool = False
 
     def scan(self, lines: list[str], text: str, loading: bool) -> tuple[bool, str | None]:
         """Called by the supervisor with each batch of this engine's lines: feeds the load

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +21,21 @@ import uvloop
 
 from vllm_supervisor import exitcodes
 from vllm_supervisor.config.model import ModelConfig
+from vllm_supervisor.config.nodes_keys import Rank
 from vllm_supervisor.config.registry import default_config_dir
+from vllm_supervisor.config.settings import RestartPolicy
 from vllm_supervisor.engine.detect import EngineInfo
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.holders import group_memory
 from vllm_supervisor.gpu.nvml import Gpus, NoGpus, open_gpus
 from vllm_supervisor.host import hfcache, locations
 from vllm_supervisor.host.access import Identity, Need, R, W, X
-from vllm_supervisor.preflight import sources
+from vllm_supervisor.preflight import nodes, sources
 from vllm_supervisor.preflight.check import UnknownModel, run_check
 from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, resolve, utilization
 from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
-from vllm_supervisor.runtime import admin, process
+from vllm_supervisor.runtime import admin, nodelink, process
 from vllm_supervisor.runtime import events as ev
 from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard, SleepPlan
 from vllm_supervisor.runtime.gpu_guard import NvmlGuard
@@ -45,14 +48,25 @@ from vllm_supervisor.systemd.notify import Notifier
 
 
 def model_setup(
-    cfg: ModelConfig, info: EngineInfo, peers: tuple[str, ...] = (), gpus: Gpus | None = None
+    cfg: ModelConfig,
+    info: EngineInfo,
+    peers: tuple[str, ...] = (),
+    rank: Rank | None = None,
+    gpus: Gpus | None = None,
 ) -> ModelSetup:
     """What the supervisor needs from one good load of the config. GPUS (NVML) turns the
-    configured GPU UUIDs into the indexes NVML reports memory by."""
+    configured GPU UUIDs into the indexes NVML reports memory by. RANK: this host's place in
+    a multi-node group."""
     key = read_key_file(cfg.api_key_file) if cfg.api_key_file else None
+    settings = cfg.supervision
+    if rank is not None and not rank.head:
+        # The group's restarts are rank 0's to count (its budget); a rank restarts when rank
+        # 0 restarts the group, at once (runtime/nodelink.py).
+        settings = replace(settings, restart=FOLLOWER_RESTARTS)
     return ModelSetup(
-        settings=cfg.supervision,
-        command=lambda: render(cfg, info),  # reads the key file at every start: rotation works
+        settings=settings,
+        # Renders at every start, reading the key file: rotation works.
+        command=lambda: render(cfg, info, rank=rank),
         endpoint=f"{cfg.host}:{cfg.port}",
         address=EngineAddress(cfg.host, cfg.port, cfg.served_model_names, key),
         facts=facts(cfg, info),
@@ -88,22 +102,30 @@ def sleep_plan(cfg: ModelConfig, info: EngineInfo) -> SleepPlan | None:
     )
 
 
-Loaded = tuple[ModelConfig, EngineInfo, tuple[str, ...]]  # config, engine, gpu_group peers
+# config, engine, gpu_group peers, this host's rank in a multi-node group
+Loaded = tuple[ModelConfig, EngineInfo, tuple[str, ...], Rank | None]
+FOLLOWER_RESTARTS = RestartPolicy(backoff_initial=0.0, backoff_max=0.0, budget=1_000_000)
 
 
-def validate(model: str, config_dir: Path, paths: AccessCheck | None = None) -> Loaded | str:
+def validate(
+    model: str,
+    config_dir: Path,
+    paths: AccessCheck | None = None,
+    node_ports: nodes.Severity = "error",
+) -> Loaded | str:
     """The model's config and engine, or every problem as text. PATHS: also check that this
     process's user can use every path the model needs (a clear exit 78 instead of a
     PermissionError traceback, or vLLM's FileNotFoundError for unreadable weights)."""
     try:
-        report = run_check(config_dir, [model], probe=False, paths=paths)
+        # A reload finds the group's ports held by its own link and engine (NODE_PORTS).
+        report = run_check(config_dir, [model], probe=False, paths=paths, node_ports=node_ports)
     except UnknownModel as exc:
         return str(exc)
     if not report.ok:
         return "\n".join(str(p) for p in report.all_problems() if p.severity == "error")
     mr = report.models[0]
     assert mr.engine is not None
-    return mr.cfg, mr.engine, mr.peers
+    return mr.cfg, mr.engine, mr.peers, mr.rank
 
 
 def run(
@@ -167,7 +189,7 @@ async def _main(
         def reload() -> ModelSetup | str:
             # validate() loads the config once and detects the engine; it also says when
             # the model is gone from the config. The supervisor applies what comes back.
-            got = validate(model, config_dir, paths)
+            got = validate(model, config_dir, paths, node_ports="warning")
             if isinstance(got, str):
                 return got
             current[0] = got
@@ -188,6 +210,12 @@ async def _main(
             group=Group(sock.parent.parent, group_lock_dir(sock.parent.parent)),
         )
         sup = Supervisor(model, setup, effects)
+        cfg, info, _, rank = loaded
+        link = group_link(cfg, info, rank, sup, log) if rank is not None else None
+        if link is not None:
+            effects.nodes = link
+            if isinstance(link, nodelink.WorkerLink):
+                effects.prober = nodelink.HeadProber(link)
         socket_server = admin.Admin(
             sup,
             sock,
@@ -196,6 +224,7 @@ async def _main(
             config=lambda: describe(*current[0][:2]),
             engine_metrics=lambda: prober.metrics_text(5.0),
             gpu_memory=lambda pgid: gpu_memory(gpus, pgid),
+            group_view=link.view if link is not None else None,
         )
         try:
             await socket_server.start()
@@ -232,11 +261,31 @@ async def _main(
             admin_socket=str(sock),
         )
         try:
+            if link is not None:
+                await link.start()
+        except OSError as exc:
+            log.error("cannot open the group link; nothing started", model=model,
+                      error=str(exc))  # fmt: skip
+            await socket_server.stop()
+            return exitcodes.FAILED
+        try:
             code = await sup.run()
         finally:
+            if link is not None:
+                await link.stop()
             await socket_server.stop()
         log.info("exiting", model=model, code=code, state=sup.state.value)
         return code
+
+
+def group_link(
+    cfg: ModelConfig, info: EngineInfo, rank: Rank, sup: Supervisor, log: Any
+) -> nodelink.Link:
+    """This host's end of the group's link (runtime/nodelink.py): rank 0 drives."""
+    assert cfg.nodes is not None
+    key = read_key_file(cfg.nodes.key_file).encode()
+    kind = nodelink.HeadLink if rank.head else nodelink.WorkerLink
+    return kind(rank, key, cfg.name, sup, log, lambda: nodes.local_facts(cfg, info))
 
 
 def facts(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:

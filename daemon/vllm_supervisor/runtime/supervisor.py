@@ -100,6 +100,24 @@ class Supervisor:
 
     # ---- the read side ----------------------------------------------------------------------
     @property
+    def held(self) -> bool:
+        """A start waits for its multi-node group (runtime/nodelink.py reads this)."""
+        return self.gen is not None and self.gen.held and self.state is State.STARTING
+
+    @property
+    def reason(self) -> str:
+        return self.life.reason
+
+    @property
+    def last_exit(self) -> str:
+        return self.life.last_exit
+
+    @property
+    def wanted(self) -> bool:
+        """The engine is wanted: activated, and no deactivation or shutdown under way."""
+        return self._intent is Intent.ACTIVE
+
+    @property
     def state(self) -> State:
         return self.life.state
 
@@ -129,6 +147,23 @@ class Supervisor:
         if blocked is not None:  # vLLM would fail deep in its start: say why now
             await self._fail(f"GPU memory held: {blocked.why}", blocked)
             return
+        why = self.effects.nodes.hold(gen.number) if self.effects.nodes is not None else None
+        if why is not None:  # a multi-node rank: the group starts together (GroupHold)
+            gen.held = True
+            self._hold(gen, why)
+            return
+        await self._spawn(gen)
+
+    def _hold(self, gen: Generation, why: str) -> None:
+        if gen.progress.phase == f"waiting for the group: {why}":
+            return
+        gen.progress.phase = f"waiting for the group: {why}"
+        self.life.note(gen.progress.phase)
+        self._publish()
+
+    async def _spawn(self, gen: Generation) -> None:
+        gen.held = False
+        gen.spawned_at = self.effects.clock()
         try:
             gen.command = self.setup.command()
             gen.engine = await self.effects.spawn(
@@ -293,6 +328,8 @@ class Supervisor:
                     self._want(Intent.ACTIVE)
                     await self._stop(e.reason)
             case ev.Shutdown():
+                if self.effects.nodes is not None:
+                    self.effects.nodes.leaving(e.reason)
                 self._intent = Intent.SHUTDOWN
                 self.effects.notifier.stopping(f"stopping ({e.reason})")
                 if not await self._stop(e.reason):
@@ -355,6 +392,11 @@ class Supervisor:
                     await self._stop(f"deactivate ({e.why})")
             case ev.Slept():
                 await self._slept(e, gen)
+            case ev.GroupHold():
+                if st is State.STARTING and gen.held and e.why is None:
+                    await self._spawn(gen)
+                elif st is State.STARTING and gen.held and e.why is not None:
+                    self._hold(gen, e.why)
             case ev.Woke():
                 if st is State.PROBING and e.error is None:
                     self._ready(gen, woke=True)
