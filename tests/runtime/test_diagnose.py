@@ -38,6 +38,13 @@ REAL = {
         "weights-unreadable",
         "check that the service user can read /srv/models/locked/model.safetensors",
     ),
+    # Issue 21: two network namespaces, TP=2 across them. A world size 2 over 3 hosts; a
+    # headless rank given a rank 0 address that nothing answers (10.77.0.9).
+    "multinode-world-size": ("multinode-world-size", "the hosts divide the world size"),
+    "multinode-master-unreachable": (
+        "multinode-master-unreachable",
+        "vllm-supervisor runs there",
+    ),
 }
 
 # Lines as vLLM (and the libraries under it) print them, for what this machine cannot
@@ -111,6 +118,15 @@ SAMPLES = {
     "70.12 GiB, current free memory 71.50 GiB. This happens when other processes sharing the "
     "same container release GPU memory while vLLM is profiling during initialization.",
     "gguf-unsupported": "ValueError: GGUF format is not supported",
+    "multinode-world-size": "ValueError: Invalid data-parallel launch options: `--nnodes 3` "
+    "must evenly divide the total world size (2).",
+    "multinode-master-unreachable": "[W1202 11:31:03.140376960 TCPStore.cpp:340] [c10d] TCP "
+    "client failed to connect/validate to host 10.77.0.9:29531 - retrying (try=0, "
+    "timeout=1800000ms, delay=592ms)",
+    # Not reproduced here (gloo over loopback still connected two namespaces on one kernel):
+    # vllm #5094's text.
+    "gloo-connect-failed": "RuntimeError: Gloo connectFullMesh failed with [../third_party/"
+    "gloo/gloo/transport/tcp/pair.cc:144] no error",
     "unknown-flag": "vllm serve: error: unrecognized arguments: --x",
     "bad-flag-value": "vllm serve: error: argument --dtype: invalid choice: 'x'",
     "unknown-quantization": "Value error, Unknown quantization method: x. Must be one of ['awq']",

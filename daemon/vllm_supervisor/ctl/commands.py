@@ -80,6 +80,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     # Loading: the phase says more than why it started (issue 20: a download
                     # shows its bytes and rate here).
                     "reason": diag.get("title") or phase or st.get("reason", ""),
+                    **({"nodes": st["nodes"]} if isinstance(st.get("nodes"), dict) else {}),
                 }
             )
         except CtlError as exc:
@@ -128,6 +129,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if tty and i and line[1] in COLOURS:
             cells[1] = f"\033[{COLOURS[line[1]]}m{cells[1]}\033[0m"
         print("  ".join([*cells, line[7]]).rstrip())
+    for r in rows:
+        if "nodes" in r:  # a multi-node model: its ranks (ctl/nodes.py)
+            from vllm_supervisor.ctl.nodes import status_lines
+
+            print("\n".join(status_lines(r["model"], r["nodes"], now)))
     return code
 
 

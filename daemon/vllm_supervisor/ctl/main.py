@@ -84,6 +84,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return exitcodes.USAGE
     if note:
         report.notes.append(note)
+    for m in report.models:
+        if m.rank is not None and m.rank.head and m.ok:
+            # Rank 0 checks the whole group over its link (ctl/nodes.py).
+            from vllm_supervisor.ctl.nodes import check_group
+
+            m.problems += check_group(m.cfg, m.rank, m.engine)
     if args.json:
         print(
             json.dumps(

