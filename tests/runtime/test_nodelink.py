@@ -86,6 +86,14 @@ async def pair(worker_key: bytes = KEY) -> tuple[Any, Any, Owner, Owner, Log, Lo
     return head, worker, head_owner, worker_owner, hlog, wlog
 
 
+async def let_go(owner: Owner) -> None:
+    """OWNER starts generation 1 and waits for its group, until its link lets it spawn."""
+    owner.gen = Generation(1, spawned_at=0.0, first_line=0)
+    owner.state, owner.held, owner.wanted = State.STARTING, True, True
+    await until(lambda: any(e.why is None for e in owner.of(ev.GroupHold)))
+    owner.run(1)
+
+
 async def test_a_group_starts_together_then_a_dead_rank_restarts_it_within_two_seconds() -> None:
     head, worker, ho, wo, hlog, _ = await pair()
     try:
@@ -117,10 +125,7 @@ async def test_a_silent_head_stops_the_ranks_engine() -> None:
     head, worker, ho, wo, _, _ = await pair()
     try:
         ho.run(1)
-        wo.gen = Generation(1, spawned_at=0.0, first_line=0)
-        wo.state, wo.held, wo.wanted = State.STARTING, True, True
-        await until(lambda: any(e.why is None for e in wo.of(ev.GroupHold)))
-        wo.run(1)
+        await let_go(wo)
         await head.stop()  # rank 0's supervisor is gone
         took = await until(lambda: bool(wo.of(ev.Restart)))
         assert proto.HEAD_LOST_AFTER <= took < proto.HEAD_LOST_AFTER + 1.0
@@ -133,10 +138,7 @@ async def test_a_new_epoch_restarts_the_rank_and_a_stop_deactivates_it() -> None
     head, worker, ho, wo, _, _ = await pair()
     try:
         ho.run(1)
-        wo.gen = Generation(1, spawned_at=0.0, first_line=0)
-        wo.state, wo.held, wo.wanted = State.STARTING, True, True
-        await until(lambda: any(e.why is None for e in wo.of(ev.GroupHold)))
-        wo.run(1)
+        await let_go(wo)
         ho.gen = Generation(2, spawned_at=0.0, first_line=0)  # rank 0 restarted
         await until(lambda: bool(wo.of(ev.Restart)))
         assert "restarted the group" in wo.of(ev.Restart)[0].reason

@@ -93,6 +93,7 @@ class Link:
         self._refusals: dict[str, float] = {}
         self.leaving_reason: str | None = None
         self._extended = -1e9
+        self._posted_hold: tuple[int, str | None] | None = None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=proto.MAX_BODY)
@@ -165,13 +166,18 @@ class Link:
     def epoch_of(self, gen: Generation | None) -> str | None:
         raise NotImplementedError
 
-    def _still_waiting(self, gen: Generation) -> None:
-        """A start that waits for its group makes no load progress: keep systemd's start
-        timeout (TimeoutStartSec=) from ending it, as a download does (EXTEND_TIMEOUT_USEC)."""
+    def _judge_hold(self, gen: Generation) -> None:
+        """A start waiting for its group: say whether it may spawn now (once per change of
+        the answer). It makes no load progress meanwhile: keep systemd's start timeout
+        (TimeoutStartSec=) from ending it, as a download does (EXTEND_TIMEOUT_USEC)."""
         now = self.clock()
         if now - self._extended >= HOLD_EXTEND / 2:
             self._extended = now
             self.owner.post(ev.StillLoading(gen.number, HOLD_EXTEND))
+        why = self.hold(gen.number)
+        if self._posted_hold != (gen.number, why):
+            self._posted_hold = (gen.number, why)
+            self.owner.post(ev.GroupHold(gen.number, why))
 
     def view(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -193,7 +199,6 @@ class HeadLink(Link):
         super().__init__(*args, **kw)
         self.nonce = os.urandom(4).hex()  # a new process: epochs never repeat
         self.ranks = {r: Seen() for r in range(1, len(self.rank.nodes.hosts))}
-        self._posted_hold: tuple[int, str | None] | None = None
         self._lost_reported: int | None = None
         self._left: int | None = None  # the rank whose leaving stopped the group
 
@@ -284,11 +289,7 @@ class HeadLink(Link):
         if gen is None:
             return
         if own.held:
-            self._still_waiting(gen)
-            why = self.hold(gen.number)
-            if self._posted_hold != (gen.number, why):
-                self._posted_hold = (gen.number, why)
-                own.post(ev.GroupHold(gen.number, why))
+            self._judge_hold(gen)
             return
         epoch = self.epoch_of(gen)
         for r, seen in self.ranks.items():
@@ -356,7 +357,6 @@ class WorkerLink(Link):
         self._epochs: dict[int, str] = {}  # generation -> the epoch of rank 0 it runs
         self._last_epoch: str | None = None  # the epoch this rank last started for
         self._posted: tuple[int, str] | None = None  # (generation, what was posted)
-        self._posted_hold: tuple[int, str | None] | None = None
         self._activated: str | None = None
 
     def epoch_of(self, gen: Generation | None) -> str | None:
@@ -415,11 +415,7 @@ class WorkerLink(Link):
         if self.leaving_reason is not None:
             return
         if own.held and gen is not None:
-            self._still_waiting(gen)
-            why = self.hold(gen.number)
-            if self._posted_hold != (gen.number, why):
-                self._posted_hold = (gen.number, why)
-                own.post(ev.GroupHold(gen.number, why))
+            self._judge_hold(gen)
             return
         head_runs = fresh and h.get("want") and h.get("state") in RUNNING
         if gen is not None and gen.engine is not None and own.state in RUNNING:
