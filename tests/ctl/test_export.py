@@ -129,3 +129,31 @@ def test_entries_carry_what_a_router_routes_on(tmp_path: Path) -> None:
     assert info["v"]["max_input_tokens"] == 32768 and info["v"]["supports_vision"]
     assert not info["v"]["supports_function_calling"]
     assert "max_input_tokens" not in info["u"]  # not on this host: not guessed
+
+
+def test_a_multi_node_model_is_exported_for_its_rank_0_only(tmp_path: Path) -> None:
+    """Issue 21: the other hosts of a group run headless ranks, with no API to route to."""
+    etc = write_config(
+        tmp_path,
+        """
+    models:
+      big:
+        model: o/big
+        port: 8001
+        host: 0.0.0.0
+        engine: {tensor_parallel_size: 2}
+        nodes: {hosts: [10.0.0.1, 10.0.0.2], interface: eth1, key_file: k}
+      small: {model: o/s, port: 8002, host: 0.0.0.0}
+    """,
+    )
+    entries = model_list(load_registry(etc).models, ["gpu1.lan", "gpu2.lan"])
+    bases = {(e["model_name"], e["litellm_params"]["api_base"]) for e in entries}
+    assert bases == {
+        ("big", "http://gpu1.lan:8001/v1"),
+        ("small", "http://gpu1.lan:8002/v1"),
+        ("small", "http://gpu2.lan:8002/v1"),
+    }
+    res = export(etc, "--host", "gpu1.lan", "--host", "gpu2.lan")
+    assert "model big is multi-node: exported for gpu1.lan only, which must be its rank 0" in (
+        res.stderr
+    )

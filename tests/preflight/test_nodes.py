@@ -95,3 +95,11 @@ def test_a_taken_port_stops_run_and_warns_check(tmp_path: Path) -> None:
         ), found
         _, found = nodes.locate(cfg, **on("127.0.0.1"), ports="warning")  # type: ignore[arg-type]
         assert [p.severity for p in found] == ["warning"]
+
+
+def test_the_gateway_routes_a_multi_node_model_on_rank_0s_host_only(tmp_path: Path) -> None:
+    cfg = model(tmp_path)
+    assert nodes.api_elsewhere(cfg, lambda name: frozenset({"10.9.0.1"})) is None
+    assert nodes.api_elsewhere(cfg, lambda name: frozenset({"10.9.0.2"})) == (
+        "multi-node: its API is on rank 0, 10.9.0.1"
+    )

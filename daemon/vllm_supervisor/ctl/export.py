@@ -51,7 +51,9 @@ def model_list(
         }
         if card["max_model_len"] is not None:
             facts["max_input_tokens"] = facts["max_tokens"] = card["max_model_len"]
-        for host in hosts or [own]:
+        # A multi-node model's API is on rank 0's host alone (docs/multi-node.md): the first
+        # host named, where `export` is run on rank 0 (unreachable() says so).
+        for host in (hosts or [own])[: 1 if cfg.nodes is not None else None]:
             port = gateway.port if gateway else cfg.port
             base = http_base(host, port) + "/v1"
             # The gateway adds each engine's key itself: clients never hold engine keys.
@@ -82,6 +84,18 @@ def unreachable(
 ) -> list[str]:
     """Warnings for entries no other host can reach: --host names a machine, but what the
     entry points at listens on loopback there."""
+    multi = [
+        f"model {name} is multi-node: exported for {hosts[0]} only, which must be its rank 0 "
+        f"({cfg.nodes.head} on the cluster network); its other hosts serve no API"
+        for name, cfg in sorted(models.items())
+        if cfg.nodes is not None and len(hosts) > 1 and not cfg.deprecated
+    ]
+    return multi + _loopback_warnings(models, hosts, gateway)
+
+
+def _loopback_warnings(
+    models: dict[str, ModelConfig], hosts: list[str], gateway: GatewaySettings | None
+) -> list[str]:
     if all(loopback(h) for h in hosts):  # none, or this host's own view
         return []
     if gateway is not None:

@@ -8,7 +8,7 @@ import asyncio
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.proxy import Proxy
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.host import locations
+from vllm_supervisor.preflight import nodes
 from vllm_supervisor.protocol.admin import Instances
 from vllm_supervisor.systemd import logs
 from vllm_supervisor.systemd.notify import Notifier
@@ -57,6 +58,12 @@ def run(
         )
         return exitcodes.USAGE
     logs.setup()
+    # A multi-node model is served on its rank 0's host only (docs/multi-node.md): a gateway
+    # elsewhere would route to a headless rank, which has no HTTP server.
+    away = {name: why for name, cfg in reg.models.items() if (why := nodes.api_elsewhere(cfg))}
+    for name, why in away.items():
+        logs.get().info("not routed here", model=name, why=why)
+    reg = replace(reg, models={n: c for n, c in reg.models.items() if n not in away})
     bases = [runtime_dir] if runtime_dir else locations.runtime_dirs()
     sock = admin_socket or locations.gateway_sockets()[0]
     return uvloop.run(serve(reg, host, port, bases, sock))

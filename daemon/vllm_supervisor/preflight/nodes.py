@@ -102,3 +102,15 @@ def local_facts(cfg: ModelConfig, info: EngineInfo | None) -> dict[str, Any]:
         "model_bytes": size,
         "interface": netif.exists(nodes.interface),
     }
+
+
+def api_elsewhere(
+    cfg: ModelConfig, addresses: Callable[[str], frozenset[str]] = netif.addresses
+) -> str | None:
+    """Why CFG's API is not on this host (a multi-node model whose rank 0 is another host),
+    or None: the host gateway routes only what this host serves."""
+    if cfg.nodes is None:
+        return None
+    if cfg.nodes.rank_of(addresses(cfg.nodes.interface)) == 0:
+        return None
+    return f"multi-node: its API is on rank 0, {cfg.nodes.head}"
