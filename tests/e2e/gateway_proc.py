@@ -20,15 +20,27 @@ from tests.procs import group_members
 
 
 class GatewayProc:
-    def __init__(self, config_dir: Path, runtime_dir: Path, port: int, tmp: Path) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        runtime_dir: Path,
+        port: int,
+        tmp: Path,
+        host: str = "127.0.0.1",
+        wrap: tuple[str, ...] = (),
+    ) -> None:
+        """HOST: where clients reach it (it listens on every address when not loopback);
+        WRAP: a command that execs it (`ip netns exec NS`: on another host)."""
         tmp.mkdir(parents=True, exist_ok=True)
-        self.port, self.log = port, tmp / "gateway.log"
+        self.port, self.log, self.host = port, tmp / "gateway.log", host
+        listen = host if host.startswith("127.") else "0.0.0.0"
         self.admin_socket = tmp / "admin.sock"
         self.notify = NotifyListener(tmp / "notify.sock")
         env = {**os.environ, "NOTIFY_SOCKET": self.notify.path}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
+                    *wrap,
                     sys.executable,
                     "-m",
                     "vllm_supervisor.cli",
@@ -36,7 +48,7 @@ class GatewayProc:
                     "--config-dir",
                     str(config_dir),
                     "--listen",
-                    f"127.0.0.1:{port}",
+                    f"{listen}:{port}",
                     "--runtime-dir",
                     str(runtime_dir),
                     "--admin-socket",
@@ -50,7 +62,7 @@ class GatewayProc:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -61,7 +61,9 @@ class SupervisorProc:
         extra_env: dict[str, str] | None = None,
         runtime_dir: Path | None = None,
         args: tuple[str, ...] = (),
+        wrap: tuple[str, ...] = (),
     ) -> None:
+        """WRAP: a command that execs the supervisor (`ip netns exec NS`: another host)."""
         tmp.mkdir(parents=True, exist_ok=True)
         self.notify = NotifyListener(tmp / "notify.sock")
         self.state_dir = tmp / "state"
@@ -74,6 +76,7 @@ class SupervisorProc:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [
+                *wrap,
                 sys.executable,
                 "-m",
                 "vllm_supervisor.cli",
