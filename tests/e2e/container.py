@@ -5,7 +5,8 @@ scripts/make-systemd-root and cached beside the engine venv. Each test session b
 of it: an overlayfs whose upper layer is thrown away afterwards, so the cached root stays
 pristine and every session installs on a clean host. `systemd-nspawn -b` boots it; commands
 run inside with nsenter(1) and a clean environment (this machine's PATH must not leak in).
-The container shares this machine's network: engines it runs on 127.0.0.1 are reachable
+The container shares this machine's network (unless booted in a network namespace of the
+multi-node tier): engines it runs on 127.0.0.1 are reachable
 from the tests.
 """
 
@@ -31,8 +32,12 @@ REBOOT_EXIT = 133  # systemd-nspawn(1): the container asked for a reboot
 
 
 class Container:
-    def __init__(self, base: Path, work: Path, binds: dict[Path, str]) -> None:
-        self.base, self.work, self.binds = base, work, binds
+    def __init__(
+        self, base: Path, work: Path, binds: dict[Path, str], netns: str | None = None
+    ) -> None:
+        """NETNS: boot inside that network namespace (ip-netns(8); a "host" of the multi-node
+        tier) instead of sharing this machine's network."""
+        self.base, self.work, self.binds, self.netns = base, work, binds, netns
         self.root = work / "merged"
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader = 0
@@ -67,6 +72,8 @@ class Container:
             "--console=read-only",
         ]
         args += [f"--bind-ro={src}:{dst}" for src, dst in self.binds.items()]
+        if self.netns is not None:
+            args.append(f"--network-namespace-path=/run/netns/{self.netns}")
         with self.console.open("ab") as out:
             self.proc = subprocess.Popen(
                 args,
