@@ -259,3 +259,15 @@ def test_tensor_parallel_on_vllm_cpu_needs_a_cxx_compiler(tmp_path: Path) -> Non
     assert not any("C++ compiler" in p for p in problems(cfg, env=off))
     one = model(tmp_path, "    model: /srv/m\n")
     assert not any("C++ compiler" in p for p in problems(one, env={"PATH": "/nonexistent"}))
+
+
+def test_the_group_key_is_a_path_the_service_user_must_read(tmp_path: Path) -> None:
+    """Issue 21: the unit's user signs every link message with it; unreadable, the service
+    would fail at start instead of check naming the file and the fix."""
+    cfg = model(
+        tmp_path,
+        "    model: org/m\n    engine: {tensor_parallel_size: 2}\n    nodes: {hosts: "
+        "[10.0.0.1, 10.0.0.2], interface: eth1, key_file: /etc/vsup/group.key}\n",
+    )
+    needs = {n.key: n for n in path_needs(cfg, (), None, {})}
+    assert needs["nodes.key_file"].path == Path("/etc/vsup/group.key")

@@ -274,6 +274,8 @@ def path_needs(
             )
     if cfg.api_key_file is not None and not outside_the_unit(cfg.api_key_file, environ):
         needs.append(Need(cfg.api_key_file, R, "api_key_file", "the API key file"))
+    if cfg.nodes is not None:  # the group link signs with it (runtime/nodelink.py)
+        needs.append(Need(cfg.nodes.key_file, R, "nodes.key_file", "the group's key file"))
     return needs + access.env_paths(env)
 
 
