@@ -247,6 +247,18 @@ def test_the_worker_hosts_link_down_the_group_is_not_ready_and_recovers(group: G
     group.chat(f"http://{group.hosts.front}:{PORT}")
 
 
+def test_deactivate_on_rank_0_stops_the_group_and_activate_brings_it_back(group: Group) -> None:
+    res = group.sup(0).ctl("deactivate", "tp2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    group.wait("inactive", timeout=60)  # both ranks: rank 0 at once, rank 1 from its syncs
+    assert group.engine_pids(0) == [] and group.engine_pids(1) == []
+    assert "rank 0 stopped the group" in group.state(1)["reason"]
+    res = group.sup(0).ctl("activate", "tp2", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    group.wait("ready", timeout=60)
+    group.chat(f"http://{group.hosts.front}:{PORT}")
+
+
 def test_sigterm_on_a_worker_stops_the_group_and_leaves_nothing(group: Group) -> None:
     worker = group.sup(1)
     worker.signal(signal.SIGTERM)

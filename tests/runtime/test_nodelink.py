@@ -109,13 +109,20 @@ async def test_a_group_starts_together_then_a_dead_rank_restarts_it_within_two_s
         wo.run(1)
         await asyncio.sleep(1.2)  # rank 0 sees rank 1 run its epoch
         assert not ho.of(ev.EngineDead)
+        assert head.view()["ranks"][1]["error"] is None  # it runs this start
         wo.gen.engine = None  # rank 1's engine is killed
         wo.last_exit = "killed by SIGKILL"
+        wo.state, wo.reason = State.RESTARTING, "engine killed by SIGKILL unexpectedly"
         took = await until(lambda: bool(ho.of(ev.EngineDead)))
         assert took < 2.0
         dead = ho.of(ev.EngineDead)[0]
         assert dead.gen == 1 and "rank 1 (127.0.0.12)" in dead.why and "SIGKILL" in dead.why
         assert any(e == "group restarts: a rank failed" for e, _ in hlog.lines)
+        row = head.view()["ranks"][1]  # `vllmctl status` on rank 0 says why
+        assert (row["state"], row["error"]) == (
+            "restarting",
+            "engine killed by SIGKILL unexpectedly",
+        )
     finally:
         await worker.stop()
         await head.stop()

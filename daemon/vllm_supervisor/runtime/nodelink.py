@@ -330,19 +330,21 @@ class HeadLink(Link):
                 "answered": 0.0,
             }
         ]
+        epoch = self.epoch_of(self.owner.gen)
         for r, seen in self.ranks.items():
-            m = seen.msg
+            m, fresh = seen.msg, seen.fresh(now, proto.LOST_AFTER)
+            # Why a rank that answers has not joined this start (a rank that never joins
+            # leaves rank 0 loading in silence: its own reason says why).
+            behind = fresh and m.get("epoch") != epoch and m.get("state") != State.INACTIVE
             ranks.append(
                 {
                     "rank": r,
                     "host": self.rank.nodes.hosts[r],
-                    "state": m.get("state", "unknown")
-                    if seen.fresh(now, proto.LOST_AFTER)
-                    else "unreachable",
+                    "state": m.get("state", "unknown") if fresh else "unreachable",
                     "since": seen.since,
                     "pid": m.get("pid"),
                     "answered": None if seen.at is None else now - seen.at,
-                    "error": None if seen.fresh(now, proto.LOST_AFTER) else seen.error,
+                    "error": seen.error if not fresh else (m.get("reason") if behind else None),
                 }
             )
         return {"rank": 0, "head": self.rank.address, "ranks": ranks, "at": wall}
