@@ -47,6 +47,8 @@ REAL = {
     ),
     # TP=2 across two real-systemd containers (Debian's minimal root has no g++).
     "cxx-compiler-missing": ("cxx-compiler-missing", "apt-get install g++"),
+    # --pipeline-parallel-size 2 on one host with one NUMA node (this machine).
+    "cpu-numa-bind": ("cpu-numa-bind", "VLLM_CPU_OMP_THREADS_BIND"),
 }
 
 # Lines as vLLM (and the libraries under it) print them, for what this machine cannot
@@ -120,6 +122,9 @@ SAMPLES = {
     "70.12 GiB, current free memory 71.50 GiB. This happens when other processes sharing the "
     "same container release GPU memory while vLLM is profiling during initialization.",
     "gguf-unsupported": "ValueError: GGUF format is not supported",
+    "cpu-numa-bind": "AssertionError: Not enough allowed NUMA nodes to bind threads of 2 local "
+    "CPUWorkers. Allowed NUMA nodes are [0]. Please try to bind threads manually or decrease "
+    "DP/TP/PP.",
     "cxx-compiler-missing": "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working "
     "C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')",
     "multinode-world-size": "ValueError: Invalid data-parallel launch options: `--nnodes 3` "

