@@ -113,8 +113,10 @@ def main() -> None:
         etc = tmp / "group" / "etc"
         etc.mkdir(parents=True)
         (etc / "models.yaml").write_text(config(a.engine_venv, a.model, key, 2, True))
-        g = [SupervisorProc("m", etc, tmp / f"g{r}", runtime_dir=tmp / f"run{r}",
-                            wrap=hosts.wrap(r)) for r in (0, 1)]  # fmt: skip
+        g = [
+            SupervisorProc("m", etc, tmp / f"g{r}", runtime_dir=tmp / f"run{r}", wrap=hosts.wrap(r))
+            for r in (0, 1)
+        ]
         sups += g
         cold_group = wait(g, "ready")
         g[1].track()
@@ -136,9 +138,15 @@ def main() -> None:
         assert cfg.nodes is not None
         for r in (0, 1):
             cmd = render(cfg, info, rank=Rank(cfg.nodes, r))
-            bare.append(subprocess.Popen([*hosts.wrap(r), *cmd.argv], env=cmd.child_env(os.environ),
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True))  # fmt: skip
+            bare.append(
+                subprocess.Popen(
+                    [*hosts.wrap(r), *cmd.argv],
+                    env=cmd.child_env(os.environ),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         url = f"http://{hosts.front}:{PORT}/health"
         t0 = time.monotonic()
         while True:
@@ -172,13 +180,19 @@ def main() -> None:
             q for p in bare for q in group_members(p.pid)
         ]
     print(f"A one host (TP=1) cold start to READY:           {cold_one:6.1f} s")
-    print(f"B group (TP=2 over 2 hosts) cold start to READY: {cold_group:6.1f} s  "
-          f"({cold_group / cold_one:.2f}x A)")  # fmt: skip
+    print(
+        f"B group (TP=2 over 2 hosts) cold start to READY: {cold_group:6.1f} s  "
+        f"({cold_group / cold_one:.2f}x A)"
+    )
     print(f"B worker engine kill -9 -> group restart begins: {began:6.2f} s  (goal <= 2 s)")
-    print(f"B worker engine kill -9 -> group READY again:    {recovered:6.1f} s  "
-          f"({recovered / cold_group:.2f}x B's cold start)")  # fmt: skip
-    print(f"C vLLM alone, worker engine kill -9: rank 0 /health 200 in {ok}/{polls} polls over "
-          f"{a.watch:g} s: no restart until a request fails")  # fmt: skip
+    print(
+        f"B worker engine kill -9 -> group READY again:    {recovered:6.1f} s  "
+        f"({recovered / cold_group:.2f}x B's cold start)"
+    )
+    print(
+        f"C vLLM alone, worker engine kill -9: rank 0 /health 200 in {ok}/{polls} polls over "
+        f"{a.watch:g} s: no restart until a request fails"
+    )
     print(f"processes left: {left or 'none'}")
 
 

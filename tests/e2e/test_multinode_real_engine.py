@@ -143,8 +143,14 @@ def group(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> It
 def test_the_group_serves_through_rank_0_and_through_the_gateway(group: Group) -> None:
     fingerprint = group.chat(f"http://{group.hosts.front}:{PORT}")
     assert "tp2" in fingerprint  # vLLM's fingerprint names the tensor-parallel size
-    gw = GatewayProc(group.cfg, group.sup(0).runtime_dir, GW_PORT, group.tmp / "gw",
-                     host=group.hosts.front, wrap=group.hosts.wrap(0))  # fmt: skip
+    gw = GatewayProc(
+        group.cfg,
+        group.sup(0).runtime_dir,
+        GW_PORT,
+        group.tmp / "gw",
+        host=group.hosts.front,
+        wrap=group.hosts.wrap(0),
+    )
     try:
         gw.wait_ready()
         group.chat(gw.url)
@@ -161,10 +167,21 @@ def test_status_shows_every_rank_and_check_checks_the_whole_group(group: Group) 
     worker = group.sup(1).ctl("status").stdout
     assert f"rank 1 of a multi-node group; rank 0 at {CLUSTER[0]} is ready" in worker, worker
     check = subprocess.run(
-        [*group.hosts.wrap(0), sys.executable, "-m", "vllm_supervisor.ctl.main", "check", "tp2",
-         "--config-dir", str(group.cfg)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            *group.hosts.wrap(0),
+            sys.executable,
+            "-m",
+            "vllm_supervisor.ctl.main",
+            "check",
+            "tp2",
+            "--config-dir",
+            str(group.cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "tp2: ok" in check.stdout and "--node-rank 0" in check.stdout
 
@@ -177,8 +194,13 @@ def test_a_wrong_group_key_is_refused_and_logged(group: Group) -> None:
         " {'rank': 1, 'reason': 'forged'}, 3.0)\n"
         "try:\n    asyncio.run(c)\nexcept nodes.Refused as exc:\n    print('REFUSED', exc)\n"
     )
-    got = subprocess.run([*group.hosts.wrap(0), sys.executable, "-c", probe],
-                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    got = subprocess.run(
+        [*group.hosts.wrap(0), sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert "REFUSED 401: refused: bad signature" in got.stdout, got.stdout + got.stderr
     assert "group link: request refused" in group.sup(1).text()
     assert group.state(0)["state"] == "ready"  # nothing was stopped by it
@@ -195,12 +217,16 @@ def test_kill_9_of_the_worker_hosts_engine_restarts_the_group(group: Group) -> N
         time.sleep(0.02)
     began = time.monotonic() - t0
     recovered = group.wait("ready") + began
-    print(f"\nworker engine kill -9 -> group restart begins: {began:.2f} s; "
-          f"-> READY again: {recovered:.1f} s")  # fmt: skip
+    print(
+        f"\nworker engine kill -9 -> group restart begins: {began:.2f} s; "
+        f"-> READY again: {recovered:.1f} s"
+    )
     assert began <= 2.0
     st = group.state(0)
-    assert any("rank 1 (10.77.1.2): its engine is gone (engine killed by SIGKILL)" in h["reason"]
-               for h in st["history"]), st["history"]  # fmt: skip
+    assert any(
+        "rank 1 (10.77.1.2): its engine is gone (engine killed by SIGKILL)" in h["reason"]
+        for h in st["history"]
+    ), st["history"]
     assert "group restarts: a rank failed" in group.sup(0).text()
     assert not set(old) & set(group.engine_pids(1))
     group.chat(f"http://{group.hosts.front}:{PORT}")
@@ -217,8 +243,9 @@ def test_the_heads_supervisor_killed_stops_the_worker_and_the_group_comes_back(
     stopped = time.monotonic() - t0
     assert group.engine_pids(1) == []
     print(f"\nrank 0's supervisor killed -> the worker's engine stopped: {stopped:.1f} s")
-    assert any("rank 0 (10.77.1.1) silent for 2 s" in h["reason"]
-               for h in group.state(1)["history"])  # fmt: skip
+    assert any(
+        "rank 0 (10.77.1.1) silent for 2 s" in h["reason"] for h in group.state(1)["history"]
+    )
     group.start(0)  # what systemd's Restart= does
     group.wait("ready")
     group.chat(f"http://{group.hosts.front}:{PORT}")
@@ -241,8 +268,10 @@ def test_the_worker_hosts_link_down_the_group_is_not_ready_and_recovers(group: G
         group.hosts.link(up=True)
     t1 = time.monotonic()
     back = group.wait("ready")
-    print(f"\nlink down -> not ready: {began:.2f} s; link up -> READY again: "
-          f"{time.monotonic() - t1:.1f} s")  # fmt: skip
+    print(
+        f"\nlink down -> not ready: {began:.2f} s; link up -> READY again: "
+        f"{time.monotonic() - t1:.1f} s"
+    )
     assert back > 0
     group.chat(f"http://{group.hosts.front}:{PORT}")
 

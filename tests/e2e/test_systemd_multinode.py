@@ -64,8 +64,9 @@ class Pair:
         return out
 
     def chat(self) -> None:
-        client = openai.OpenAI(base_url=f"http://{self.hosts.front}:{PORT}/v1", api_key="x",
-                               timeout=60, max_retries=0)  # fmt: skip
+        client = openai.OpenAI(
+            base_url=f"http://{self.hosts.front}:{PORT}/v1", api_key="x", timeout=60, max_retries=0
+        )
         res = client.chat.completions.create(
             model="tp2", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
         )
@@ -158,8 +159,10 @@ def test_kill_9_of_the_worker_engine_restarts_the_group_inside_both_units(pair: 
     head.wait_for("rank 0 to leave ready", lambda: not pair.ready(0), timeout=10, every=0.05)
     began = time.monotonic() - t0
     head.wait_for("both ranks ready again", lambda: pair.ready(0) and pair.ready(1), timeout=600)
-    print(f"\nsystemd: worker engine kill -9 -> group restart begins: {began:.2f} s; "
-          f"-> ready again: {time.monotonic() - t0:.1f} s")  # fmt: skip
+    print(
+        f"\nsystemd: worker engine kill -9 -> group restart begins: {began:.2f} s; "
+        f"-> ready again: {time.monotonic() - t0:.1f} s"
+    )
     assert began <= 2.5  # the restart begins within 2 s; systemctl show polls add to it
     assert [c.show(UNIT, "NRestarts") for c in pair.cs] == restarts  # no supervisor restarted
     head.journal_until(UNIT, r"group restarts: a rank failed.*rank 1 \(10\.77\.1\.2\)")

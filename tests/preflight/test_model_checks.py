@@ -249,8 +249,11 @@ def test_tensor_parallel_on_vllm_cpu_needs_a_cxx_compiler(tmp_path: Path) -> Non
     bare = tmp_path / "bin"
     bare.mkdir()
     found = problems(cfg, env={"PATH": str(bare)})
-    assert any("models.m.engine.tensor_parallel_size: 2 on vllm-cpu 0.32.0 compiles" in p
-               and "apt-get install g++" in p for p in found), found  # fmt: skip
+    assert any(
+        "models.m.engine.tensor_parallel_size: 2 on vllm-cpu 0.32.0 compiles" in p
+        and "apt-get install g++" in p
+        for p in found
+    ), found
     gxx = bare / "g++"
     gxx.write_text("#!/bin/sh\n")
     gxx.chmod(0o755)

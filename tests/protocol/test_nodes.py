@@ -13,8 +13,13 @@ from vllm_supervisor.protocol import nodes as proto
 KEY = b"k" * 32
 
 
-def signed(key: bytes = KEY, group: str = "big", body: bytes = b"{}", now: float = 1000.0,
-           path: str = proto.SYNC) -> dict[str, str]:  # fmt: skip
+def signed(
+    key: bytes = KEY,
+    group: str = "big",
+    body: bytes = b"{}",
+    now: float = 1000.0,
+    path: str = proto.SYNC,
+) -> dict[str, str]:
     return proto.sign_request(key, group, "POST", path, body, now)
 
 
@@ -49,8 +54,7 @@ def test_old_future_and_nan_times_are_refused() -> None:
         assert "check NTP" in (verifier().check("POST", proto.SYNC, signed(now=when), b"{}") or "")
     h = signed()
     h[proto.H_TIME] = "nan"  # re-signed below: only the time is wrong
-    h[proto.H_SIG] = proto._mac(KEY, "POST", proto.SYNC, "big", "nan", h[proto.H_NONCE],
-                                body=b"{}")  # fmt: skip
+    h[proto.H_SIG] = proto._mac(KEY, "POST", proto.SYNC, "big", "nan", h[proto.H_NONCE], body=b"{}")
     assert "check NTP" in (verifier().check("POST", proto.SYNC, h, b"{}") or "")
     assert math.isnan(float("nan"))
 

@@ -182,8 +182,10 @@ async def test_a_wrong_key_is_refused_logged_and_holds_the_group() -> None:
         ho.state, ho.held, ho.wanted = State.STARTING, True, True
         await asyncio.sleep(1.0)
         assert head.ranks[1].error.startswith("refused the link: 401")
-        assert any(e == "group link: request refused" and "bad signature" in kw["why"]
-                   for e, kw in wlog.lines)  # fmt: skip
+        assert any(
+            e == "group link: request refused" and "bad signature" in kw["why"]
+            for e, kw in wlog.lines
+        )
         assert not wo.of(ev.GroupHold) and not wo.of(ev.Activate)  # it took no order
         assert all(e.why is not None for e in ho.of(ev.GroupHold))  # rank 0 never started
     finally:

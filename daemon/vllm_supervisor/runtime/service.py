@@ -264,8 +264,7 @@ async def _main(
             if link is not None:
                 await link.start()
         except OSError as exc:
-            log.error("cannot open the group link; nothing started", model=model,
-                      error=str(exc))  # fmt: skip
+            log.error("cannot open the group link; nothing started", model=model, error=str(exc))
             await socket_server.stop()
             return exitcodes.FAILED
         try:
