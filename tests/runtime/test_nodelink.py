@@ -133,9 +133,14 @@ async def test_a_silent_head_stops_the_ranks_engine() -> None:
     try:
         ho.run(1)
         await let_go(wo)
+        await asyncio.sleep(proto.HEAD_LOST_AFTER + 0.5)
+        assert not wo.of(ev.Restart)  # rank 0 speaks: the rank's engine stays
         await head.stop()  # rank 0's supervisor is gone
-        took = await until(lambda: bool(wo.of(ev.Restart)))
-        assert proto.HEAD_LOST_AFTER <= took < proto.HEAD_LOST_AFTER + 1.0
+        # Within HEAD_LOST_AFTER of the last sync (up to a POLL before the stop), with room
+        # for a loaded machine: the bound is the behaviour, not a speed.
+        await until(lambda: bool(wo.of(ev.Restart)), timeout=proto.HEAD_LOST_AFTER + 3.0)
+        silent = worker.clock() - (worker.head.at or 0.0)
+        assert silent >= proto.HEAD_LOST_AFTER
         assert "silent" in wo.of(ev.Restart)[0].reason
     finally:
         await worker.stop()
