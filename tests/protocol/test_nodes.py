@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from vllm_supervisor.protocol import nodes as proto
@@ -74,3 +75,23 @@ def test_an_answer_is_bound_to_its_request() -> None:
 )
 def test_forged_headers_never_pass(headers: dict[str, str], body: bytes) -> None:
     assert verifier().check("POST", proto.SYNC, headers, body) is not None
+
+
+def test_a_signed_message_is_checked_field_by_field() -> None:
+    from vllm_supervisor.protocol.jsonbody import BadBody
+
+    good = b'{"epoch": "ab.1", "state": "ready", "held": false, "want": true, "reason": ""}'
+    assert proto.message(proto.SYNC, good)["want"] is True
+    for bad in (
+        b'{"epoch": "ab.1", "state": "ready", "held": false, "reason": ""}',  # no want
+        b'{"epoch": "ab.1", "state": "ready", "held": false, "want": 1, "reason": ""}',
+        b'{"epoch": "ab.1", "state": "gone", "held": false, "want": true, "reason": ""}',
+        b'{"epoch": NaN, "state": "ready", "held": false, "want": true, "reason": ""}',
+        b"[1, 2]",
+        b"{",
+    ):
+        with pytest.raises(BadBody):
+            proto.message(proto.SYNC, bad)
+    assert proto.message(proto.LEAVE, b'{"rank": 1, "reason": "SIGTERM"}')["rank"] == 1
+    with pytest.raises(BadBody):
+        proto.message(proto.LEAVE, b'{"rank": true, "reason": "SIGTERM"}')  # a bool is no rank

@@ -5,10 +5,12 @@ posts the events a group needs, and in time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from vllm_supervisor.config.nodes_keys import Nodes, Rank
 from vllm_supervisor.protocol import nodes as proto
 from vllm_supervisor.protocol.states import State
@@ -206,6 +208,56 @@ async def test_an_unsigned_client_gets_401_and_no_facts() -> None:
         raw = await r.read()
         w.close()
         assert raw.startswith(b"HTTP/1.1 401") and b"unsigned request" in raw
+    finally:
+        await worker.stop()
+        await head.stop()
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.12", port)
+    w.write(data)
+    with contextlib.suppress(ConnectionError):
+        await w.drain()
+    got = await asyncio.wait_for(r.read(), 10)
+    w.close()
+    return got
+
+
+async def test_what_a_hostile_peer_sends_gets_a_4xx_and_takes_no_order() -> None:
+    head, worker, _, wo, _, wlog = await pair()
+    port = worker.rank.nodes.link_port
+    try:
+        big = b"x" * (proto.MAX_BODY + 1)
+        answers = [
+            # a body over the link's bound, signed or not: refused unread
+            await raw(
+                port,
+                b"POST /v1/group/sync HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(big), big),
+            ),
+            # malformed HTTP
+            await raw(port, b"GARBAGE\r\n\r\n"),
+            # path tricks reach no route without the signature of that very path
+            await raw(
+                port,
+                b"GET /v1/group/../group/facts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            ),
+            await raw(
+                port,
+                b"GET //v1/group/%2e%2e/facts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            ),
+        ]
+        for got in answers:
+            status = int(got.split(b" ", 2)[1])
+            assert 400 <= status < 500, got[:200]
+            assert b"Traceback" not in got
+        assert not wo.posted  # nothing reached the supervisor
+        # A signed request whose body is not a JSON object: 400, still no order.
+        with pytest.raises(proto.Refused) as exc:
+            await proto.call("127.0.0.12", port, KEY, "big", "POST", proto.SYNC, None, 3.0)
+        assert exc.value.status == 400
+        assert not wo.posted
+        assert all(KEY.decode() not in repr(kw) for _, kw in wlog.lines)  # no secret logged
     finally:
         await worker.stop()
         await head.stop()

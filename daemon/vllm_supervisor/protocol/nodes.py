@@ -25,7 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vllm_supervisor.protocol import jsonbody
 from vllm_supervisor.protocol.admin import Answer, Unreachable, _head, _sized
+from vllm_supervisor.protocol.states import State
 
 # Timings of the link (runtime/nodelink.py). A rank is lost when it has not answered for
 # LOST_AFTER; rank 0 polls every POLL, so a dead worker engine is seen within POLL plus one
@@ -60,6 +62,37 @@ def sign_request(
 
 def sign_answer(key: bytes, nonce: str, status: int, body: bytes) -> str:
     return _mac(key, "answer", nonce, str(status), body=body)
+
+
+def message(path: str, raw: bytes) -> dict[str, Any]:
+    """A signed request's body, checked for its path: BadBody (a 400) when a field is
+    missing or of another type. Even the key's holders cannot make a rank act on half a
+    message (a sync without `want` once read as "the group is not wanted")."""
+    body = jsonbody.loads(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise jsonbody.BadBody("the body must be a JSON object")
+    need: dict[str, tuple[type, ...]] = {}
+    if path == SYNC:
+        need = {
+            "epoch": (str, type(None)),
+            "state": (str,),
+            "held": (bool,),
+            "want": (bool,),
+            "reason": (str,),
+        }
+    elif path == LEAVE:
+        need = {"rank": (int,), "reason": (str,)}
+    for key, kinds in need.items():
+        value = body.get(key)
+        if (
+            key not in body
+            or not isinstance(value, kinds)
+            or (bool not in kinds and isinstance(value, bool))
+        ):
+            raise jsonbody.BadBody(f"field '{key}' missing or of the wrong type")
+    if path == SYNC and body["state"] not in set(State):
+        raise jsonbody.BadBody(f"unknown state {body['state']!r}")
+    return body
 
 
 class Verifier:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from vllm_supervisor.config.nodes_keys import Rank
+from vllm_supervisor.protocol import jsonbody
 from vllm_supervisor.protocol import nodes as proto
 from vllm_supervisor.protocol.states import State
 from vllm_supervisor.runtime import events as ev
@@ -121,11 +122,9 @@ class Link:
             self._refused(peer, request.path, why)
             return web.json_response({"error": f"refused: {why}"}, status=401)
         try:
-            msg = json.loads(body or b"{}")
-        except ValueError:
-            msg = None
-        if not isinstance(msg, dict):
-            return web.json_response({"error": "expected a JSON object"}, status=400)
+            msg = proto.message(request.path, body)
+        except jsonbody.BadBody as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         answer = self.answer(request.method, request.path, msg)
         if answer is None:
             return web.json_response({"error": f"no route {request.path}"}, status=404)
