@@ -122,29 +122,37 @@ def test_the_gateway_activates_swaps_and_survives_an_engine_death_mid_stream(
 
         # kill -9 of EngineCore while a long stream runs: that client gets an error. The pid is
         # found before the stream starts, so the kill lands as soon as the first chunk does.
-        sups["tiny-b"].track()
-        core = engine_core(sups["tiny-b"].engine_groups)
-        got: list[str] = []
-        long = client.completions.create(
-            model="tiny-b",
-            prompt="Hello",
-            max_tokens=LONG,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
-        t0 = time.monotonic()
-        try:
-            for chunk in long:
-                got.append(chunk.choices[0].text)
-                if len(got) == 1:
-                    os.kill(core, signal.SIGKILL)
-        except openai.APIError:
-            pass
-        else:
-            pytest.fail(
-                f"the stream ended with no error: {len(got)} chunks in "
-                f"{time.monotonic() - t0:.2f} s, EngineCore {core} killed at the first"
+        # On a loaded machine the engine can finish all LONG tokens (the model's whole
+        # context) before the kill lands (CI saw 2000 chunks in 0.62 s): then the kill still
+        # restarts the engine, and the next stream tries again, at most 3 times.
+        tries: list[str] = []
+        while len(tries) < 3:
+            sups["tiny-b"].track()
+            core = engine_core(sups["tiny-b"].engine_groups)
+            got: list[str] = []
+            long = client.completions.create(
+                model="tiny-b",
+                prompt="Hello",
+                max_tokens=LONG,
+                stream=True,
+                extra_body={"ignore_eos": True},
             )
+            t0 = time.monotonic()
+            try:
+                for chunk in long:
+                    got.append(chunk.choices[0].text)
+                    if len(got) == 1:
+                        os.kill(core, signal.SIGKILL)
+            except openai.APIError:
+                break
+            tries.append(
+                f"{len(got)} chunks in {time.monotonic() - t0:.2f} s, EngineCore {core} killed "
+                "at the first"
+            )
+            # Served again once the supervisor restarted the engine the kill took down.
+            client.completions.create(model="tiny-b", prompt="Hello", max_tokens=4)
+        else:
+            pytest.fail(f"every stream ended with no error: {tries}")
         assert 0 < len(got) < LONG
         after = client.completions.create(model="tiny-b", prompt="Hello", max_tokens=4)
         assert after.model == "tiny-b"  # served once the supervisor restarted the engine
