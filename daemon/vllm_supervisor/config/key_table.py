@@ -110,6 +110,11 @@ def _keys() -> tuple[ModelKey, ...]:
           "engine venv (made by `scripts/setup-engine`); pin a model to another vLLM by "
           "pointing it at another venv", {"type": "string", "minLength": 1}, p.path,
           default_venv),
+        K("previous_venv", "path", "none",
+          "the venv the model ran from before its last `vllmctl upgrade`, kept for "
+          "`vllmctl rollback`; written by vllmctl, removed by `vllmctl upgrade "
+          "--forget-previous`. It never changes what the engine runs",
+          {"type": "string", "minLength": 1}, p.path, None, per_model_only=True),
         K("gpus", "list of indexes or UUIDs", "all visible",
           "becomes `CUDA_VISIBLE_DEVICES`; must cover tensor x pipeline parallel size. UUIDs "
           "(`GPU-...`, as `nvidia-smi -L` prints them) name a card whatever the enumeration "

@@ -53,6 +53,7 @@ class ModelConfig:
     gateway: ModelGateway = field(default_factory=ModelGateway)  # on_demand, ttl, ... (gateway/)
     entrypoint: tuple[str, ...] | None = None  # None: the engine's own (EngineInfo.entrypoint)
     nodes: Nodes | None = None  # one engine across several hosts (config/nodes_keys.py)
+    previous_venv: Path | None = None  # kept for `vllmctl rollback` (ctl/upgrade.py)
 
     def locate(self, key: str) -> tuple[str, int]:
         return self.where.get(key) or self.where.get(key.split(".")[0]) or (self.file, self.line)

@@ -80,6 +80,7 @@ def build_model(
         supervision=_supervision(ctx, defaults, own),
         gateway=gateway_keys.model_gateway(ctx, merged),
         nodes=nodes_keys.parse(ctx, own.get("nodes")),
+        previous_venv=_path(v["previous_venv"]),
     )
     if cfg.deprecated:
         f, ln = cfg.locate("deprecated")
