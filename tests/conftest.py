@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "tests/runtime/test_supervisor.py": "transitions",
     "tests/runtime/test_supervisor_sleep.py": "transitions",
+    "tests/runtime/test_supervisor_upgrade.py": "transitions",
 }
 _TIER = re.compile(r"^pytestmark = pytest\.mark\.(engine|systemd)\b", re.M)
 

@@ -263,6 +263,25 @@ def test_abuse_gets_clear_4xx_and_hurts_nothing(admin: StartAdmin) -> None:
         ("POST", "/v1/activate", b'{"timeout": -5}', 400, "timeout must be > 0"),
         ("DELETE", "/v1/state", None, 405, "DELETE not allowed"),
         ("POST", "/v1/activate", b"{" + b" " * (70 * 1024) + b"}", 413, "request body over"),
+        # The upgrade paths (runtime/admin_upgrade.py), driven by vllmctl upgrade/rollback.
+        ("POST", "/v1/upgrade/candidate", b"{}", 400, "venv is required"),
+        ("POST", "/v1/upgrade/candidate", b'{"venv": 1}', 400, "'venv' must be"),
+        (
+            "POST",
+            "/v1/upgrade/candidate",
+            b'{"venv": "/x", "reason": "yolo"}',
+            400,
+            "reason must be one of",
+        ),
+        ("POST", "/v1/upgrade/candidate", b'{"venv": "/x", "timeout": NaN}', 400, "NaN"),
+        ("POST", "/v1/upgrade/candidate", b'{"venv": "/x"}', 409, "not ready"),
+        ("POST", "/v1/upgrade/promote", b'{"x": 1}', 400, "unknown field 'x'"),
+        ("POST", "/v1/upgrade/promote", b"{}", 409, "no candidate is ready"),
+        ("POST", "/v1/upgrade/retire", b'{"drain_timeout": -1}', 400, ">= 0"),
+        ("POST", "/v1/upgrade/retire", b"{}", 409, "no engine to retire"),
+        ("POST", "/v1/upgrade/discard", b'{"outcome": "switched"}', 400, "outcome must be"),
+        ("POST", "/v1/upgrade/discard", b"{}", 409, "no candidate is running"),
+        ("GET", "/v1/upgrade/promote", None, 405, "GET not allowed"),
     ]
     for method, path, body, code, reason in cases:
         status, raw = call(sup.socket, method, path, body)

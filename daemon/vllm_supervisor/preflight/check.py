@@ -5,7 +5,7 @@ Shared by `vllmctl check` and `vllm-supervisor check`: same rules, same messages
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vllm_supervisor.config.model import ModelConfig
@@ -75,9 +75,11 @@ def run_check(
     strict: bool = False,
     paths: AccessCheck | None = None,
     node_ports: nodes.Severity = "warning",
+    venv: Path | None = None,
 ) -> Report:
     """Never raises for bad config: everything lands in the report. PATHS: also check that
-    the service's user can use every path each model needs (access.py)."""
+    the service's user can use every path each model needs (access.py). VENV: the models
+    asked for run from this venv instead (an upgrade's check: ctl/upgrade.py)."""
     report = Report(config_dir)
     try:
         reg: Registry = load_registry(config_dir)
@@ -110,6 +112,8 @@ def run_check(
             report.problems.append(w)
     for name in sorted(chosen):
         cfg = reg.models[name]
+        if venv is not None:
+            cfg = replace(cfg, venv=venv)
         mr = ModelReport(cfg, problems=[w for w in warnings if _owner(w, {name}) == name])
         mr.peers = tuple(
             sorted(

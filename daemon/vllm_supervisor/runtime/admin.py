@@ -30,6 +30,7 @@ from vllm_supervisor.runtime.admin_http import (
     json_response,
 )
 from vllm_supervisor.runtime.admin_orders import Orders
+from vllm_supervisor.runtime.admin_upgrade import Upgrades
 from vllm_supervisor.runtime.metrics import engine_key_metrics, supervisor_metrics
 from vllm_supervisor.runtime.states import State
 from vllm_supervisor.runtime.status import as_dict
@@ -65,6 +66,7 @@ class Admin:
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self.orders = Orders(sup, self._state)
+        self.upgrades = Upgrades(sup, self._state)
 
     # ---- life ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,6 +91,7 @@ class Admin:
                 web.get("/v1/metrics", self.metrics),
                 web.get("/v1/config", self.show_config),
                 web.get("/v1/engine-key", self.engine_key),
+                *self.upgrades.routes(),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)

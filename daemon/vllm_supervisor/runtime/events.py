@@ -88,6 +88,55 @@ class Reload:
     ack: AckFuture | None = field(default=None, compare=False)
 
 
+# ---- upgrades: a candidate engine beside the serving one (runtime/candidate.py) ----------
+@dataclass(frozen=True)
+class StartCandidate:
+    """Start VENV's engine beside the serving one, on a spare port (the Ack says why not)."""
+
+    venv: str
+    reason: str = "upgrade"  # upgrade | rollback: what the journal and the metrics say
+    ack: AckFuture | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Promote:
+    """The ready candidate becomes the serving engine; the old one is kept until Retire."""
+
+    ack: AckFuture | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Retire:
+    """Drain the engine a Promote replaced (up to DRAIN_TIMEOUT), then stop its group."""
+
+    drain_timeout: float = 30.0
+    ack: AckFuture | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Discard:
+    """End the candidate: OUTCOME is what the upgrade counter records (golden-failed, ...)."""
+
+    outcome: str = "aborted"
+    why: str = ""
+    ack: AckFuture | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class CandidateUp:
+    number: int
+    error: str | None  # None: the candidate passed the probes
+
+
+@dataclass(frozen=True)
+class CandidateGone:
+    """A candidate's (or a retired engine's) group is gone: LEFT, the pids still there."""
+
+    number: int
+    left: tuple[int, ...]
+    why: str
+
+
 # ---- engine events (from the watchers of one generation) -----------------------------------
 @dataclass(frozen=True)
 class Exited:
@@ -181,7 +230,18 @@ class GroupHold:
     why: str | None
 
 
-Order = Activate | Deactivate | Restart | Shutdown | Reload
+Order = (
+    Activate
+    | Deactivate
+    | Restart
+    | Shutdown
+    | Reload
+    | StartCandidate
+    | Promote
+    | Retire
+    | Discard
+)
+CandidateEvent = CandidateUp | CandidateGone
 EngineEvent = (
     Exited
     | PortUp
@@ -197,5 +257,5 @@ EngineEvent = (
     | Woke
     | GroupHold
 )
-Event = Order | EngineEvent
+Event = Order | EngineEvent | CandidateEvent
 Post = Callable[[Event], None]  # all a watcher or the admin socket may do to a supervisor

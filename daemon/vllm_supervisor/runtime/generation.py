@@ -56,6 +56,9 @@ class Generation:
     fatal_reported: bool = False  # a fatal log line was reported already
     # A multi-node rank's start that waits for its group before it spawns (runtime/nodelink.py).
     held: bool = False
+    # The port this engine listens on when it is not the configured one: an upgrade's
+    # candidate, promoted (runtime/candidate.py). A later start uses the configured port.
+    port: int | None = None
 
     def scan(self, lines: list[str], text: str, loading: bool) -> tuple[bool, str | None]:
         """Called by the supervisor with each batch of this engine's lines: feeds the load

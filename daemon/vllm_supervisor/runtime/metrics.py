@@ -58,6 +58,14 @@ def supervisor_metrics(s: dict[str, Any]) -> str:
             "time since the engine became ready",
             [(m, s["uptime"])],
         )
+    outcomes = (s.get("upgrade") or {}).get("outcomes") or {}
+    if outcomes:
+        metric(
+            "vllm_supervisor_upgrades_total",
+            "counter",
+            "upgrades and rollbacks (vllmctl upgrade), by how they ended",
+            [(f'{m},outcome="{k}"', float(n)) for k, n in sorted(outcomes.items())],
+        )
     if s.get("gpu_memory"):
         metric(
             "vllm_supervisor_gpu_memory_bytes",

