@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import grp
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class Admin:
             "/admin/state": ("*", wrap(self.state)),
             "/admin/activate": ("POST", wrap(self.activate)),
             "/admin/deactivate": ("POST", wrap(self.deactivate)),
+            "/admin/follow": ("POST", wrap(self.follow)),
         }
 
     def add_routes(self, router: web.UrlDispatcher, guard: bool) -> None:
@@ -179,3 +181,28 @@ class Admin:
             return errors.answer(status, f"model {model}: its instance refused: {error}",
                                  "instance_refused")  # fmt: skip
         return web.json_response(await self._state_of(model))
+
+    async def follow(self, request: web.Request) -> web.StreamResponse:
+        """An upgrade's switch (ctl/upgrade.py): ask the instance where its engine serves
+        now, send the model's new requests there, and answer once none of the gateway's
+        requests is left on the engine it served before (or after `timeout` seconds)."""
+        model = await self._model(request, {"timeout": float}, required=True)
+        if not isinstance(model, str):
+            return model  # type: ignore[return-value]
+        timeout = (request.get("body") or {}).get("timeout", 60.0)
+        if not 0 < timeout <= 3600:
+            return errors.answer(400, "timeout must be in (0, 3600] seconds", "invalid_request")
+        seen = await self.instances.state(model)
+        old = self.catalogue.follow(model, seen)
+        route = self.catalogue.routes[model]
+        started = time.monotonic()
+        left = self.catalogue.using.get(old, 0) if old is not None else 0
+        while left and time.monotonic() - started < timeout:
+            await asyncio.sleep(0.02)
+            left = self.catalogue.using.get(old, 0) if old is not None else 0
+        if old is not None:
+            self.log.info("model moved", model=model, base=route.base, previous=old,
+                          left_in_flight=left)  # fmt: skip
+        return web.json_response({"model": model, "state": seen.state, "base": route.base,
+                                  "previous": old, "in_flight_left": left,
+                                  "waited": round(time.monotonic() - started, 3)})  # fmt: skip

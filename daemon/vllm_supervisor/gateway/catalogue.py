@@ -5,7 +5,7 @@ the gateway: block)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from vllm_supervisor.gateway.slots import Policy
 from vllm_supervisor.host import files
 from vllm_supervisor.host.locations import http_base, local_host
 from vllm_supervisor.preflight.gpu_fit import model_card
+from vllm_supervisor.protocol.admin import Seen
+from vllm_supervisor.protocol.states import State
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,28 @@ class Catalogue:
         self.routes = {name: route(cfg, reg.gateway) for name, cfg in reg.models.items()}
         self.policies = {name: policy(cfg, reg.gateway) for name, cfg in reg.models.items()}
         self.by_name = {n: r for r in self.routes.values() for n in r.names}
+        # Requests under way per engine base: an upgrade's switch waits for the old base's
+        # to end before its engine is stopped (gateway/admin.py, /admin/follow).
+        self.using: dict[str, int] = {}
+
+    def aim(self, model: str, host: str, port: int) -> str | None:
+        """Send MODEL's new requests to HOST:PORT (where its instance says its engine serves:
+        an upgrade's candidate, promoted). Requests under way keep their Route, so their
+        base. The base replaced, or None when it was already this one."""
+        old = self.routes.get(model)
+        base = http_base(local_host(host), port)
+        if old is None or old.base == base:
+            return None
+        new = self.routes[model] = replace(old, base=base)
+        self.by_name.update({n: new for n in new.names})
+        return old.base
+
+    def follow(self, model: str, seen: Seen) -> str | None:
+        """An instance's answer (router.py, every Outcome): a ready one says its port."""
+        host, port = seen.extra.get("host"), seen.extra.get("port")
+        if seen.state != State.READY or not isinstance(host, str) or type(port) is not int:
+            return None
+        return self.aim(model, host, port)
 
     def find(self, name: str) -> Route | None:
         return self.by_name.get(name)

@@ -110,7 +110,12 @@ class Proxy:
                 if self.metrics is not None:
                     self.metrics.tools_removed.labels(route.model).inc()
         started = time.monotonic()
-        out = await self._serve(request, croute, route, raw, parsed, marks)
+        using = self.catalogue.using
+        using[route.base] = using.get(route.base, 0) + 1
+        try:
+            out = await self._serve(request, croute, route, raw, parsed, marks)
+        finally:
+            using[route.base] -= 1
         if self.metrics is not None:
             self.metrics.answered(route.model, out.status, time.monotonic() - started)
         return out

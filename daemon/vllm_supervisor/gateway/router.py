@@ -70,6 +70,9 @@ class Router:
         self.swaps = 0
         # Called as each activation ends: (model, swapped, seconds, state) - gateway/metrics.py.
         self.on_activation: Callable[[str, bool, float, str], None] | None = None
+        # Called with every state seen: the catalogue follows the port a ready engine
+        # serves on (an upgrade's promoted candidate; gateway/catalogue.py).
+        self.on_seen: Callable[[str, Seen], object] | None = None
 
     # ---- what handlers call (they only post) -------------------------------------------------
     async def acquire(self, model: str) -> Lease | Denial:
@@ -257,6 +260,8 @@ class Router:
                 self._pump(s)
 
     def _outcome(self, slot: Slot, seen: Seen, done: str | None, asked: float) -> None:
+        if self.on_seen is not None:
+            self.on_seen(slot.name, seen)
         if done is Busy.ACTIVATING:
             took = self.clock() - slot.activating_since
             if self.on_activation is not None:

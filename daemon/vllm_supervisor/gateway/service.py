@@ -85,6 +85,7 @@ def build(reg: Registry, instances: Any, session: aiohttp.ClientSession, log: An
     catalogue = Catalogue(reg)
     gw = reg.gateway
     router = Router(catalogue.policies, instances, time.monotonic, gw.load_timeout, log=log)
+    router.on_seen = catalogue.follow
     # The body is read by gateway/body.py, bounded by max_body; aiohttp's own cap applies
     # only to request.read(), which the admin paths use.
     app = web.Application(client_max_size=gw.max_body + 1)
