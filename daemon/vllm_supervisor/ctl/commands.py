@@ -81,6 +81,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                     # shows its bytes and rate here).
                     "reason": diag.get("title") or phase or st.get("reason", ""),
                     **({"nodes": st["nodes"]} if isinstance(st.get("nodes"), dict) else {}),
+                    "engine": st.get("engine"),
+                    "previous": st.get("previous"),
+                    "upgrade": st.get("upgrade"),
                 }
             )
         except CtlError as exc:
@@ -130,11 +133,30 @@ def cmd_status(args: argparse.Namespace) -> int:
             cells[1] = f"\033[{COLOURS[line[1]]}m{cells[1]}\033[0m"
         print("  ".join([*cells, line[7]]).rstrip())
     for r in rows:
+        print("\n".join(upgrade_lines(r)))
         if "nodes" in r:  # a multi-node model: its ranks (ctl/nodes.py)
             from vllm_supervisor.ctl.nodes import status_lines
 
             print("\n".join(status_lines(r["model"], r["nodes"], now)))
     return code
+
+
+def upgrade_lines(r: dict[str, Any]) -> list[str]:
+    """Which vLLM serves, which is kept for `vllmctl rollback`, and a candidate under way
+    (ctl/upgrade.py); nothing for a model that was never upgraded."""
+    engine, prev = r.get("engine") or {}, r.get("previous")
+    cand = (r.get("upgrade") or {}).get("candidate")
+    if not prev and not cand:
+        return []
+    out = [f"  {r['model']}: serves {engine.get('distribution')} {engine.get('version')} "
+           f"from {engine.get('venv')}"]  # fmt: skip
+    if prev:
+        what = f"{prev.get('distribution') or '?'} {prev.get('version') or prev.get('error')}"
+        out.append(f"  {r['model']}: kept for rollback: {prev.get('venv')} ({what})")
+    if cand and not cand.get("gone"):
+        out.append(f"  {r['model']}: upgrade candidate {cand.get('version')} {cand.get('phase')} "
+                   f"on port {cand.get('port')}")  # fmt: skip
+    return out
 
 
 def gpu_cell(held: dict[str, int] | None) -> str:

@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
             from vllm_supervisor.ctl.add import cmd_add
 
             return cmd_add(args)
+        if args.command in ("upgrade", "rollback"):
+            from vllm_supervisor.ctl import upgrade
+
+            return (
+                upgrade.cmd_upgrade(args)
+                if args.command == "upgrade"
+                else upgrade.cmd_rollback(args)
+            )
         if args.command == "gateway":
             from vllm_supervisor.ctl.gateway import cmd_gateway
 

@@ -92,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask the instance even when the host gateway runs (by default the gateway, which "
         "refuses while it has requests for the model in flight)",
     )
+    for name, help_ in (
+        ("upgrade", "move a model to another vLLM: check, candidate, golden check, switch"),
+        ("rollback", "move a model back to the venv kept by its last upgrade, the same way"),
+    ):
+        up = sub.add_parser(name, parents=[common], help=help_)
+        up.add_argument("model", metavar="MODEL")
+        up.add_argument("--drain-timeout", type=seconds, default=30.0,
+                        help="seconds the old engine may finish its requests (30)")  # fmt: skip
+        up.add_argument("--timeout", type=seconds, default=900.0,
+                        help="seconds the candidate may take to start (900)")  # fmt: skip
+        if name == "upgrade":
+            to = up.add_mutually_exclusive_group(required=True)
+            to.add_argument("--venv", help="the engine venv to move to")
+            to.add_argument("--vllm-version", metavar="V",
+                            help="build a venv for vLLM V beside the current one")  # fmt: skip
+            to.add_argument("--forget-previous", action="store_true",
+                            help="drop the venv kept for rollback (deleted if unused)")  # fmt: skip
+            to.add_argument("--abort", action="store_true", help="stop a running candidate")
     lg = sub.add_parser("logs", parents=[common], help="the engine's recent log lines")
     lg.add_argument("model", metavar="MODEL")
     lg.add_argument("-n", type=int, default=100, help="lines (100)")
