@@ -125,6 +125,7 @@ def test_upgrade_and_rollback_with_no_failed_request(
         assert failed == [], failed
         summary = json.loads(up.stdout.strip().splitlines()[-1])
         figures["upgrade"] = {"seconds": round(took, 1), "switch": summary["switch_seconds"],
+                              "old_requests_ended_after": summary["old_requests_ended_after"],
                               "served": served, "failed": len(failed),
                               "longest_gap": round(gap, 2)}  # fmt: skip
         after = state(sup)
@@ -168,6 +169,7 @@ def test_upgrade_and_rollback_with_no_failed_request(
         assert failed == [], failed
         summary = json.loads(back.stdout.strip().splitlines()[-1])
         figures["rollback"] = {"seconds": round(took, 1), "switch": summary["switch_seconds"],
+                              "old_requests_ended_after": summary["old_requests_ended_after"],
                                "served": served, "failed": len(failed),
                                "longest_gap": round(gap, 2)}  # fmt: skip
         final = state(sup)

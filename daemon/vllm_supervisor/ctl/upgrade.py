@@ -181,7 +181,8 @@ def move(
         f"vllmctl upgrade {cfg.name} --forget-previous drops it")  # fmt: skip
     total = round(time.monotonic() - started, 1)
     summary = {"model": cfg.name, "kind": kind, "venv": str(target), "seconds": total,
-               "switch_seconds": round(switched, 2)}  # fmt: skip
+               "switch_seconds": round(switched, 2),
+               "old_requests_ended_after": moved.get("waited")}  # fmt: skip
     print(json.dumps(summary) if args.json else f"{kind} done in {summary['seconds']} s")
     return exitcodes.OK
 
