@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vllm_supervisor.config.registry import load_registry
 from vllm_supervisor.gateway import routes
+from vllm_supervisor.gateway.engine_http import EnginePool
 from vllm_supervisor.gateway.errors import QuietLog
 from vllm_supervisor.gateway.http_server import Runner
 from vllm_supervisor.gateway.service import build
@@ -92,8 +92,8 @@ class Stand:
         self.eng_runner = web.AppRunner(eng)
         await self.eng_runner.setup()
         await web.TCPSite(self.eng_runner, "127.0.0.1", self.engine_port).start()
-        self.session = aiohttp.ClientSession()
-        parts = build(self.reg, Ready(), self.session, QuietLog())
+        self.engines = EnginePool()
+        parts = build(self.reg, Ready(), self.engines, QuietLog())
         self.owner = asyncio.ensure_future(parts.router.run())
         self.runner = Runner(parts.app, QuietLog(), access_log=None, handler_cancellation=True)
         await self.runner.setup()
@@ -102,7 +102,7 @@ class Stand:
     async def stop(self) -> None:
         await self.runner.cleanup()
         await self.eng_runner.cleanup()
-        await self.session.close()
+        self.engines.close()
         self.owner.cancel()
 
     def close(self) -> None:

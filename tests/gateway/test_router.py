@@ -134,6 +134,35 @@ async def test_concurrency_caps_requests_in_flight() -> None:
     await rig.close()
 
 
+async def test_a_ready_model_under_its_cap_leases_at_once_and_only_then() -> None:
+    """The fast path (issue 23) grants exactly what acquire would grant at once, and nothing
+    acquire would make wait: a full cap, a queue, a peer waiting for the GPU, a model that is
+    not ready."""
+    rig = Rig({"a": "ready", "b": "inactive", "c": "inactive"}, concurrency=2, group="card0")
+    router = rig.router
+    assert router.lease_now("a") is None  # not seen yet: UNKNOWN is not ready
+    await rig.settle()
+    first, second = router.lease_now("a"), router.lease_now("a")
+    assert first == second == Lease("a")
+    assert router.lease_now("a") is None  # the cap: the third waits in acquire
+    third = rig.ask("a")
+    await rig.until(lambda: router.snapshot()["a"]["queued"] == 1)
+    router.release(first)  # type: ignore[arg-type]
+    now = router.snapshot()["a"]  # release is handled at once: the waiter got its turn
+    assert (now["queued"], now["in_flight"]) == (0, 2)
+    assert await third == Lease("a")
+    router.release(second)  # type: ignore[arg-type]
+    # a peer waits for the GPU: a's new requests wait their turn behind it
+    for_b = rig.ask("b")
+    await rig.until(lambda: router.snapshot()["b"]["queued"] == 1)
+    assert router.lease_now("a") is None
+    for_b.cancel()
+    await rig.until(lambda: router.snapshot()["b"]["queued"] == 0)
+    assert router.lease_now("a") == Lease("a")
+    assert router.lease_now("c") is None and router.snapshot()["a"]["served"] == 4
+    await rig.close()
+
+
 async def test_failed_down_and_not_on_demand_models_answer_503_saying_why() -> None:
     rig = Rig({"f": "failed", "d": DOWN, "o": "inactive"})
     rig.router.slots["o"].policy = replace(rig.router.slots["o"].policy, on_demand=False)

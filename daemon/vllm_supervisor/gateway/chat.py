@@ -8,11 +8,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import aiohttp
 from aiohttp import web
 
 from vllm_supervisor.gateway import errors, fallback
 from vllm_supervisor.gateway.catalogue import Route
+from vllm_supervisor.gateway.engine_http import EngineGone, EngineResponse
 
 HEADER = "X-Vllm-Supervisor-Chat-Fallback"
 
@@ -31,13 +31,13 @@ class Forwarder(Protocol):  # gateway/proxy.py's Proxy
 
     async def open(
         self, route: Route, method: str, path: str, raw: bytes, given: Mapping[str, str]
-    ) -> aiohttp.ClientResponse | web.Response: ...
+    ) -> EngineResponse | web.Response: ...
 
     async def relay(
         self,
         request: web.Request,
         route: Route,
-        upstream: aiohttp.ClientResponse,
+        upstream: EngineResponse,
         head: bytes = b"",
         marks: dict[str, str] | None = None,
         watch_done: bool = True,
@@ -73,14 +73,14 @@ class ChatFallback:
             reason = why
         return await self._through_completions(request, route, chat, reason)
 
-    async def _held(self, upstream: aiohttp.ClientResponse) -> bytes | None:
+    async def _held(self, upstream: EngineResponse) -> bytes | None:
         """The stream's first bytes, read until an event shows an answer
         (fallback.shows_answer), or None when it ended (`[DONE]`) having shown none: an empty
         answer, which the completions fallback replaces. Only what comes before the first
         content is held, so the client's first token is not delayed."""
         held, events = bytearray(), fallback.Events()
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
                 held += chunk
                 for data in events.feed(chunk):
                     if data.strip() == b"[DONE]":
@@ -89,7 +89,7 @@ class ChatFallback:
                         return bytes(held)
                 if len(held) > HOLD_MAX:
                     return bytes(held)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        except EngineGone:
             pass  # relay() meets the same error and ends the client's stream with it
         return bytes(held)  # an end without [DONE]: relay() says so
 
@@ -133,7 +133,7 @@ class ChatFallback:
         if isinstance(upstream, web.Response):
             return upstream
         async with upstream:
-            data = await upstream.json(content_type=None)
+            data = await upstream.json()
         tokens = data.get("tokens") if upstream.status == 200 and isinstance(data, dict) else None
         if isinstance(tokens, list) and tokens:
             return [int(t) for t in tokens]
@@ -143,7 +143,7 @@ class ChatFallback:
         self,
         request: web.Request,
         route: str,
-        upstream: aiohttp.ClientResponse,
+        upstream: EngineResponse,
         marks: dict[str, str],
     ) -> web.StreamResponse:
         out = request.get(errors.OUT)  # a stream already started (load progress) goes on
@@ -155,11 +155,11 @@ class ChatFallback:
         reshape, events, done = fallback.ChunkReshaper(), fallback.Events(), False
         fix = "the engine's stream ended without [DONE]"
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.chunks():
                 for data in events.feed(chunk):
                     done = done or data.strip() == b"[DONE]"
                     await out.write(reshape.event(data))
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        except EngineGone as exc:
             done, fix = False, f"the engine failed mid-stream ({exc})"
         if not done:  # cut short (docs/vllm-behaviour.md, "Streams"): not a whole answer
             msg = f"model {route} {errors.ENGINE_DIED}"

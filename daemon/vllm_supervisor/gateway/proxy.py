@@ -20,12 +20,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from vllm_supervisor.gateway import body, errors, progress, routes, tools
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys, Route
 from vllm_supervisor.gateway.chat import ChatFallback
+from vllm_supervisor.gateway.engine_http import EngineGone, EnginePool, EngineResponse
 from vllm_supervisor.gateway.metrics import GatewayMetrics
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial, Lease
@@ -34,7 +34,7 @@ from vllm_supervisor.gateway.slots import Denial, Lease
 # a gateway key is not an engine key) stay here.
 # Not Accept-Encoding: the engine's answers are relayed as they are, uncompressed.
 FORWARDED = ("Content-Type", "Accept", "User-Agent", "OpenAI-Organization")
-HOP = {"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Content-Encoding"}
+HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 # vLLM ends every chat and completions stream with this event, after an error event too
 # (docs/vllm-behaviour.md): a stream of these paths that ends without it was cut short.
 DONE = b"data: [DONE]"
@@ -48,14 +48,14 @@ class Proxy:
         self,
         catalogue: Catalogue,
         router: Router,
-        session: aiohttp.ClientSession,
+        engines: EnginePool,
         load_timeout: float,
         max_body: int,
         metrics: GatewayMetrics | None = None,
         engine_keys: EngineKeys | None = None,
         log: Any = None,
     ) -> None:
-        self.catalogue, self.router, self.session = catalogue, router, session
+        self.catalogue, self.router, self.engines = catalogue, router, engines
         self.load_timeout, self.max_body, self.metrics = load_timeout, max_body, metrics
         self.engine_keys = engine_keys
         self.log = log if log is not None else errors.QuietLog()
@@ -129,6 +129,12 @@ class Proxy:
         parsed: body.Parsed,
         marks: dict[str, str],
     ) -> web.StreamResponse:
+        lease = self.router.lease_now(route.model)
+        if lease is not None:  # ready, under its cap, nobody waiting: no wait, no timer
+            try:
+                return await self._answer(request, croute, route, raw, parsed, marks)
+            finally:
+                self.router.release(lease)
         acquire = asyncio.ensure_future(self.router.acquire(route.model))
         show = (
             route.load_progress
@@ -213,21 +219,13 @@ class Proxy:
     ) -> web.StreamResponse:
         """The engine's answer within the model's request_timeout (0: none). Past it the
         engine's connection is closed, which aborts its request (vLLM's with_cancellation)."""
-        limit = route.request_timeout or None
+        limit = route.request_timeout
+        if not limit:  # none: no timer to set and cancel for every request
+            return await self._reply(request, croute, route, raw, parsed, marks)
         deadline = asyncio.timeout(limit)
         try:
             async with deadline:
-                if croute.path == CHAT and route.chat_fallback != "off" and parsed.json:
-                    resp = await ChatFallback(self).serve(request, route, raw, parsed.json)
-                    if isinstance(resp, web.Response):  # not a stream: maybe an error
-                        return await self.late(request, route.model, resp)
-                    return resp
-                path = croute.path + routes.query(request.raw_path)
-                upstream = await self.open(route, "POST", path, raw, request.headers)
-                if isinstance(upstream, web.Response):
-                    return await self.late(request, route.model, upstream)
-                return await self.relay(request, route, upstream, marks=marks,
-                                        watch_done=croute.path in DONE_PATHS)  # fmt: skip
+                return await self._reply(request, croute, route, raw, parsed, marks)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -237,6 +235,28 @@ class Proxy:
                 "server allows, so the answer was stopped. Try a shorter request.",
                 "request_timeout", fix="request_timeout (per model, or in the gateway block)",
             )  # fmt: skip
+
+    async def _reply(
+        self,
+        request: web.Request,
+        croute: routes.ClientRoute,
+        route: Route,
+        raw: bytes,
+        parsed: body.Parsed,
+        marks: dict[str, str],
+    ) -> web.StreamResponse:
+        """The engine's answer: through chat_fallback, or relayed as it is."""
+        if croute.path == CHAT and route.chat_fallback != "off" and parsed.json:
+            resp = await ChatFallback(self).serve(request, route, raw, parsed.json)
+            if isinstance(resp, web.Response):  # not a stream: maybe an error
+                return await self.late(request, route.model, resp)
+            return resp
+        path = croute.path + routes.query(request.raw_path)
+        upstream = await self.open(route, "POST", path, raw, request.headers)
+        if isinstance(upstream, web.Response):
+            return await self.late(request, route.model, upstream)
+        return await self.relay(request, route, upstream, marks=marks,
+                                watch_done=croute.path in DONE_PATHS)  # fmt: skip
 
     async def late(
         self, request: web.Request, model: str, resp: web.Response
@@ -250,18 +270,14 @@ class Proxy:
     # ---- the engine side ---------------------------------------------------------------------
     async def open(
         self, route: Route, method: str, path: str, raw: bytes, given: Mapping[str, str]
-    ) -> aiohttp.ClientResponse | web.Response:
+    ) -> EngineResponse | web.Response:
         """The engine's answer to one request (its headers read, its body not yet), or the
         gateway's own error when the engine cannot be reached."""
         headers = {h: given[h] for h in FORWARDED if h in given}
         keys = self.engine_keys
         key = await keys.get(route) if keys is not None else None
         upstream = await self._send(route, method, path, raw, headers, key)
-        if (
-            keys is not None
-            and isinstance(upstream, aiohttp.ClientResponse)
-            and upstream.status == 401
-        ):
+        if keys is not None and isinstance(upstream, EngineResponse) and upstream.status == 401:
             # A key kept from before a rotation (EngineKeys.KEEP): vLLM's auth middleware
             # refused it before any route ran (docs/vllm-behaviour.md, "Security surface"),
             # so sending the request once more with the key asked anew does nothing twice.
@@ -281,15 +297,13 @@ class Proxy:
         raw: bytes,
         headers: dict[str, str],
         key: str | None,
-    ) -> aiohttp.ClientResponse | web.Response:
+    ) -> EngineResponse | web.Response:
         if key:
             headers = {**headers, "Authorization": f"Bearer {key}"}
         started = time.monotonic()
         try:
-            upstream = await self.session.request(
-                method, route.base + path, data=raw, headers=headers, allow_redirects=False
-            )
-        except (aiohttp.ClientError, OSError) as exc:
+            upstream = await self.engines.request(route.base, method, path, raw, headers)
+        except (EngineGone, OSError) as exc:
             self.router.stale(route.model)  # it was ready a moment ago: look again
             return self.fail(
                 502, f"model {route.model} did not answer. Try again in a moment.",
@@ -298,14 +312,14 @@ class Proxy:
                 f"a dead engine: vllmctl status {route.model}",
             )  # fmt: skip
         if self.metrics is not None:
-            self.metrics.upstream_seconds.labels(route.model).observe(time.monotonic() - started)
+            self.metrics.first_byte(route.model, time.monotonic() - started)
         return upstream
 
     async def relay(
         self,
         request: web.Request,
         route: Route,
-        upstream: aiohttp.ClientResponse,
+        upstream: EngineResponse,
         head: bytes = b"",
         marks: dict[str, str] | None = None,
         watch_done: bool = True,
@@ -315,7 +329,7 @@ class Proxy:
         stream was started already (load progress), the engine's events follow in it."""
         out: web.StreamResponse | None = request.get(OUT)
         async with upstream:
-            headers = {k: v for k, v in upstream.headers.items() if k not in HOP}
+            headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP}
             headers.update({"X-Accel-Buffering": "no", "X-Vllm-Supervisor-Model": route.model,
                             **(marks or {})})  # fmt: skip
             sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
@@ -324,7 +338,7 @@ class Proxy:
                 # write, no chunked framing: the cheapest relay (scripts/bench/gateway.py).
                 try:
                     data = await upstream.read()
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+                except EngineGone as exc:
                     self.router.stale(route.model)
                     return await self.late_or_now(request, route.model, 502,
                                                   f"model {route.model} {ENGINE_DIED}",
@@ -345,7 +359,7 @@ class Proxy:
             cut = Whole(sse)
             tail, done = b"", not watch
             try:
-                async for chunk in prefixed(head, upstream.content.iter_any()):
+                async for chunk in prefixed(head, upstream.chunks()):
                     data = cut.feed(chunk)
                     if not data:
                         continue
@@ -353,7 +367,7 @@ class Proxy:
                     if not done:  # a few bytes copied per write, whatever its size
                         tail = (tail + data[-64:])[-64:]
                         done = DONE in tail
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            except EngineGone as exc:
                 # The engine died mid-answer: tell a streaming client, and end the answer.
                 self.router.stale(route.model)
                 errors.log_answer(self.log, 502, "engine_failed", route.model,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from vllm_supervisor.config.problems import ConfigInvalid
 from vllm_supervisor.config.registry import Registry, default_config_dir, load_registry
 from vllm_supervisor.gateway.admin import Admin
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys
+from vllm_supervisor.gateway.engine_http import EnginePool
 from vllm_supervisor.gateway.front import Front
 from vllm_supervisor.gateway.http_server import Runner
 from vllm_supervisor.gateway.keys import Keys
@@ -81,7 +81,7 @@ class Gateway:
     client_keys: Keys | None
 
 
-def build(reg: Registry, instances: Any, session: aiohttp.ClientSession, log: Any) -> Gateway:
+def build(reg: Registry, instances: Any, engines: EnginePool, log: Any) -> Gateway:
     catalogue = Catalogue(reg)
     gw = reg.gateway
     router = Router(catalogue.policies, instances, time.monotonic, gw.load_timeout, log=log)
@@ -95,7 +95,7 @@ def build(reg: Registry, instances: Any, session: aiohttp.ClientSession, log: An
     engine_keys = EngineKeys(catalogue, instances, time.monotonic)
     admin = Admin(catalogue, router, instances, log, gw.load_timeout, keys)
     proxy = Proxy(
-        catalogue, router, session, gw.load_timeout, gw.max_body, metrics, engine_keys, log
+        catalogue, router, engines, gw.load_timeout, gw.max_body, metrics, engine_keys, log
     )
     Front(
         catalogue, router, proxy.forward, log, metrics, client_keys,
@@ -110,11 +110,12 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
     log = logs.get()
     notifier = Notifier()
     instances = Instances(bases)
-    # No total timeout: a long generation streams for as long as it takes; connecting is quick.
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    connector = aiohttp.TCPConnector(limit=0)  # concurrency is the router's to cap
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        parts = build(reg, instances, session, log)
+    # No total timeout: a long generation streams for as long as it takes (a model's
+    # request_timeout bounds it); connecting is bounded (engine_http.CONNECT_TIMEOUT). No cap
+    # on connections: concurrency is the router's to cap.
+    engines = EnginePool()
+    try:
+        parts = build(reg, instances, engines, log)
         router, admin, keys, client_keys = parts.router, parts.admin, parts.keys, parts.client_keys
         owner = asyncio.ensure_future(router.run())
         models = list(router.slots)
@@ -161,4 +162,6 @@ async def serve(reg: Registry, host: str, port: int, bases: list[Path], sock: Pa
         await runner.cleanup()
         owner.cancel()
         await asyncio.gather(owner, return_exceptions=True)
+    finally:
+        engines.close()
     return exitcodes.OK

@@ -1,0 +1,462 @@
+"""The gateway's HTTP/1.1 client for its engines: keep-alive connections on loopback, and a
+response body decoded in one pass over each socket read (issue 23).
+
+aiohttp's client spent 38% of the gateway's CPU on a burst stream in per-event bookkeeping
+(one `feed_data`, one `begin/end_http_chunk_receiving`, one `_read_nowait_chunk` and one
+`resume_reading` per HTTP chunk; vLLM's uvicorn writes every event as its own chunk), and
+about a quarter of a plain request in building and sending it (docs/performance.md, "The
+gateway's relay against nginx"). Here a read is decoded at once: the chunked framing of
+everything that arrived is stripped in one loop and the payload handed on as one piece, so a
+client gets one write per read, whatever the number of events in it.
+
+It is a client for the gateway's own engines, not a general one: the request is written by
+the gateway (no redirects, no cookies, no compression: `Accept-Encoding` is not forwarded),
+and the answer is HTTP/1.1 from uvicorn. What it guards against is an engine that dies or
+sends nonsense: a head over HEAD_MAX, a chunk size that is not hex, a connection that ends
+mid-answer. Each is an EngineGone, which the proxy answers as it answered aiohttp's errors.
+
+Reuse: a connection goes back to the pool only when its answer was read whole and neither
+side said `Connection: close`. One idle for IDLE_FOR or more is closed, not reused: uvicorn
+closes an idle keep-alive connection after 5 s (vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE), and a
+request written as it closes would be lost. Should that race still happen, a reused
+connection that ends before a byte of its answer came is tried once more on a new one: the
+engine closed it idle, so it never took the request (docs/design.md, "The host gateway").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, ItemsView, Mapping
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+HEAD_MAX = 64 * 1024  # bytes of status line and headers
+LINE_MAX = 1024  # a chunk-size line (with extensions) or a trailer line
+HIGH = 1 << 20  # bytes decoded and not yet taken: reading stops until they are (backpressure)
+IDLE_FOR = 2.0  # seconds: an idle connection older than this is closed, not reused
+CONNECT_TIMEOUT = 10.0
+NO_BODY = (204, 304)
+# A chunk-size line: hex digits (16 at most: no size past 2**64), optional extensions.
+_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
+
+
+class Headers:
+    """A response's header fields by lower-case name (names are case-insensitive, RFC 9110
+    section 5.1); a field that comes twice is one, its values joined by ", " (5.3)."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+    def add(self, name: str, value: str) -> None:
+        key = name.lower()
+        had = self.fields.get(key)
+        self.fields[key] = value if had is None else f"{had}, {value}"
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name.lower(), default)
+
+    def items(self) -> ItemsView[str, str]:
+        return self.fields.items()
+
+
+class EngineGone(Exception):
+    """The engine's connection ended, or it sent what is not HTTP, before its answer was
+    whole."""
+
+
+class Link(asyncio.Protocol):
+    """One connection and the answer being read on it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.head: asyncio.Future[tuple[int, str, Headers]] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.used_at = 0.0
+        self._reset(head_only=False)
+
+    def _reset(self, head_only: bool) -> None:
+        self.raw_head = bytearray()
+        self.head_done = False
+        self.head_only = head_only  # HEAD: no body, whatever the headers say
+        self.got_any = False  # a byte of this answer came
+        self.pieces: list[bytes] = []
+        self.size = 0  # bytes in pieces
+        self.paused = False
+        self.done = False  # the body is whole
+        self.error: EngineGone | None = None
+        self.keep_alive = False
+        self.mode = ""  # "none", "length", "chunked", "close"
+        self.length: int | None = None  # Content-Length, as the head said
+        self.left = 0  # bytes left: of the body ("length") or of the chunk ("chunked")
+        self.carry = b""  # a chunked read's unfinished line, or half of a chunk's CRLF
+        self.crlf = False  # a chunk's data ended: its CRLF comes next
+        self.trailers = False  # the last chunk came: trailer lines until an empty one
+
+    # ---- the request -----------------------------------------------------------------------
+    def send(self, parts: list[bytes], head_only: bool) -> None:
+        assert self.transport is not None
+        self._reset(head_only)
+        self.head = asyncio.get_running_loop().create_future()
+        self.transport.writelines(parts)
+
+    # ---- asyncio.Protocol --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a TCP transport (uvloop's is not an asyncio.Transport subclass, but acts as one)
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head is None:
+            self._fail("the engine sent bytes that answer no request")  # idle in the pool
+            return
+        if self.done or self.error is not None:
+            self.close()  # bytes past the answer's end: this connection's framing is lost
+            return
+        self.got_any = True
+        if self.head_done:
+            self._body(data)
+            return
+        self.raw_head += data
+        end = self.raw_head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.raw_head) > HEAD_MAX:
+                self._fail(f"the engine's response head is over {HEAD_MAX} bytes")
+            return
+        head, rest = bytes(self.raw_head[:end]), bytes(self.raw_head[end + 4 :])
+        self.raw_head = bytearray()
+        try:
+            status, reason, headers = self._parse_head(head)
+        except ValueError as exc:
+            self._fail(f"the engine's response head is not HTTP/1.1: {exc}")
+            return
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            self.raw_head += rest
+            if rest:
+                self.data_received(b"")
+            return
+        self.head_done = True
+        if not self.head.done():
+            self.head.set_result((status, reason, headers))
+        if (self.mode == "length" and self.left == 0) or self.mode == "none":
+            self._finish(rest)
+        elif rest:
+            self._body(rest)
+
+    def _parse_head(self, head: bytes) -> tuple[int, str, Headers]:
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+            raise ValueError(f"status line {lines[0][:80]!r}")
+        headers = Headers()
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip():
+                raise ValueError(f"header line {line[:80]!r}")
+            headers.add(name, value.strip())
+        status = int(code)
+        connection = headers.get("Connection", "").lower()
+        self.keep_alive = version == "HTTP/1.1" and "close" not in connection
+        coding = headers.get("Transfer-Encoding", "").lower()
+        length = headers.get("Content-Length")
+        if self.head_only or status in NO_BODY or 100 <= status < 200:
+            self.mode, self.length = "none", 0
+        elif coding:
+            if coding.rsplit(",", 1)[-1].strip() != "chunked":
+                raise ValueError(f"transfer-encoding {coding[:40]!r}")
+            self.mode = "chunked"
+        elif length:
+            if not (length.isascii() and length.isdigit()) or len(length) > 18:  # "5, 6"
+                raise ValueError(f"content-length {length[:40]!r}")
+            self.mode, self.left = "length", int(length)
+            self.length = self.left
+        else:
+            self.mode, self.keep_alive = "close", False  # the body ends with the connection
+        return status, reason, headers
+
+    def _body(self, data: bytes) -> None:
+        if self.mode == "chunked":
+            self._chunked(data)
+        elif self.mode == "length":
+            if len(data) >= self.left:
+                piece, rest = data[: self.left], data[self.left :]
+                self.left = 0
+                self._push(piece)
+                self._finish(rest)
+            else:
+                self.left -= len(data)
+                self._push(data)
+        else:  # "close"
+            self._push(data)
+
+    def _chunked(self, data: bytes) -> None:
+        """Strip the chunked framing (RFC 9112 section 7.1) of one read: one pass, one piece
+        handed on, however many chunks the read holds. A whole chunk in the read (uvicorn
+        writes an event as one) costs one regex match and one slice."""
+        buf = self.carry + data if self.carry else data
+        self.carry = b""
+        view, out, i, n = memoryview(buf), [], 0, len(buf)
+        size_line = _SIZE.match
+        while i < n:
+            if self.left:  # inside a chunk's data, begun in an earlier read
+                take = min(self.left, n - i)
+                out.append(view[i : i + take])
+                i += take
+                self.left -= take
+                self.crlf = self.left == 0
+                continue
+            if self.crlf:
+                if n - i < 2:
+                    self.carry = buf[i:]
+                    break
+                if buf[i : i + 2] != b"\r\n":
+                    self._fail("a chunk's data does not end with CRLF")
+                    return
+                i, self.crlf = i + 2, False
+                continue
+            m = None if self.trailers else size_line(buf, i)
+            if m is None:
+                j = buf.find(b"\r\n", i, i + LINE_MAX)
+                if j < 0 and n - i < LINE_MAX:
+                    self.carry = buf[i:]  # the line goes on in the next read
+                    break
+                if not self.trailers:
+                    line = bytes(buf[i : i + 40])
+                    self._fail(f"chunk size line {line!r} is not hexadecimal and CRLF")
+                    return
+                if j < 0:
+                    self._fail(f"a trailer line is over {LINE_MAX} bytes")
+                    return
+                if j == i:  # the empty line after the last chunk: the answer is whole
+                    self._push(b"".join(out))
+                    self._finish(buf[j + 2 :])
+                    return
+                i = j + 2  # a trailer field: nothing the gateway relays
+                continue
+            size, start = int(m.group(1), 16), m.end()
+            if size == 0:
+                self.trailers, i = True, start
+                continue
+            end = start + size
+            if end + 2 <= n:  # the whole chunk is here
+                if buf[end : end + 2] != b"\r\n":
+                    self._fail("a chunk's data does not end with CRLF")
+                    return
+                out.append(view[start:end])
+                i = end + 2
+                continue
+            self.left, i = size, start  # the rest of it comes in the next reads
+        self._push(b"".join(out))
+
+    def _push(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self.pieces.append(piece)
+        self.size += len(piece)
+        if self.size > HIGH and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()  # the client is slower than the engine
+        self._wake()
+
+    def _finish(self, rest: bytes) -> None:
+        self.done = True
+        if rest:  # bytes past the answer's end: this connection's framing is lost
+            self.keep_alive = False
+        self._wake()
+
+    def _fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = EngineGone(why)
+        self.keep_alive = False
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(self.error)
+        if self.transport is not None:
+            self.transport.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        return False  # close: the engine sends nothing more on it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and self.mode == "close" and not self.done and self.error is None:
+            self._finish(b"")  # a body without length ends with its connection
+        elif self.head is not None and not self.done:
+            why = "the engine closed the connection before its answer was whole"
+            self._fail(f"{why} ({exc})" if exc else why)
+        self._wake()
+
+    # ---- what the response reads --------------------------------------------------------------
+    async def take(self) -> bytes | None:
+        """What came since the last take, joined; None at the body's end."""
+        while True:
+            if self.pieces:
+                data = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+                self.pieces, self.size = [], 0
+                if self.paused and self.transport is not None:
+                    self.paused = False
+                    self.transport.resume_reading()
+                return data
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def reusable(self) -> bool:
+        return self.done and self.keep_alive and not self.closed and not self.pieces
+
+    def close(self) -> None:
+        self.keep_alive = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+
+class EngineResponse:
+    """An engine's answer, its head read and its body not yet: aiohttp's ClientResponse as
+    far as the gateway used it (status, reason, headers, read, json, release, async with),
+    and `chunks()` for the body piece by piece."""
+
+    def __init__(
+        self,
+        pool: EnginePool,
+        key: tuple[str, int],
+        link: Link,
+        head: tuple[int, str, Headers],
+    ) -> None:
+        self.pool, self.key, self.link = pool, key, link
+        self.status, self.reason, self.headers = head
+        self.content_length = link.length
+        self.released = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (data := await self.link.take()) is not None:
+            yield data
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self.chunks()])
+
+    async def json(self, content_type: str | None = None) -> Any:
+        return json.loads(await self.read())
+
+    def release(self) -> None:
+        """Done with it: the connection back to the pool when the answer was read whole,
+        else closed (the engine aborts a request whose connection closes)."""
+        if self.released:
+            return
+        self.released = True
+        if self.link.reusable():
+            self.pool.give_back(self.key, self.link)
+        else:
+            self.link.close()
+
+    async def __aenter__(self) -> EngineResponse:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class EnginePool:
+    """Keep-alive connections to each engine, most recently used first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_idle: int = 256) -> None:
+        self.clock, self.max_idle = clock, max_idle
+        self.idle: dict[tuple[str, int], list[Link]] = {}
+        self._where: dict[str, tuple[str, int, bytes]] = {}
+        self.opened = 0  # connections opened (tests, the benchmark)
+
+    def where(self, base: str) -> tuple[str, int, bytes]:
+        """(host, port, Host header) of a base URL (http://127.0.0.1:8000)."""
+        got = self._where.get(base)
+        if got is None:
+            url = urlsplit(base)
+            if url.scheme != "http" or url.hostname is None:
+                raise ValueError(f"not an http:// base URL: {base!r}")
+            port = url.port or 80
+            got = self._where[base] = (url.hostname, port, url.netloc.encode("latin-1"))
+        return got
+
+    async def request(
+        self, base: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> EngineResponse:
+        """Send one request, and read its answer's head. OSError (TimeoutError included)
+        when the engine cannot be reached, EngineGone when it ends the connection first."""
+        host, port, netloc = self.where(base)
+        if any(c <= " " or c == "\x7f" for c in path) or not path.startswith("/"):
+            raise ValueError(f"not a request target: {path[:80]!r}")
+        lines = [f"{method} {path} HTTP/1.1\r\nHost: ".encode(), netloc, b"\r\n"]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                continue  # never a header split in two (aiohttp's parser refuses them too)
+            lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        if body or method not in ("GET", "HEAD"):
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        lines.append(b"\r\n")
+        parts = [b"".join(lines), body] if body else [b"".join(lines)]
+        key = (host, port)
+        for _ in range(2):
+            link, reused = self._take(key), True
+            if link is None:
+                link, reused = await self._connect(host, port), False
+            link.send(parts, head_only=method == "HEAD")
+            assert link.head is not None
+            try:
+                head = await link.head
+            except EngineGone:
+                link.close()
+                if reused and not link.got_any:
+                    continue  # closed idle by the engine as it was reused: it took nothing
+                raise
+            except BaseException:
+                link.close()  # cancelled (the client left, a timeout): the engine aborts
+                raise
+            return EngineResponse(self, key, link, head)
+        raise EngineGone("the engine closed two connections in a row before answering")
+
+    def _take(self, key: tuple[str, int]) -> Link | None:
+        links = self.idle.get(key)
+        now = self.clock()
+        while links:
+            link = links.pop()
+            if not link.closed and link.error is None and now - link.used_at < IDLE_FOR:
+                return link
+            link.close()
+        return None
+
+    async def _connect(self, host: str, port: int) -> Link:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            _, link = await loop.create_connection(Link, host, port)
+        self.opened += 1
+        return link
+
+    def give_back(self, key: tuple[str, int], link: Link) -> None:
+        link.head, link.used_at = None, self.clock()
+        links = self.idle.setdefault(key, [])
+        links.append(link)
+        if len(links) > self.max_idle:
+            links.pop(0).close()
+
+    def close(self) -> None:
+        for links in self.idle.values():
+            for link in links:
+                link.close()
+        self.idle.clear()
