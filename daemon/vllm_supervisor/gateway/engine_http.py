@@ -29,7 +29,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, ItemsView, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, ItemsView, Mapping
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -340,6 +340,10 @@ class EngineResponse:
         self.status, self.reason, self.headers = head
         self.content_length = link.length
         self.released = False
+        # What came since the last take (one piece per socket read, or more joined); None at
+        # the body's end; EngineGone when the engine ended it early. The link's own method:
+        # no coroutine between the relay and the socket.
+        self.take: Callable[[], Awaitable[bytes | None]] = link.take
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while (data := await self.link.take()) is not None:
