@@ -114,8 +114,8 @@ def test_answers_and_chunks_are_reshaped_into_chat() -> None:
 
 
 def test_whole_relays_only_whole_events_and_keeps_the_rest() -> None:
-    """gateway/proxy.Whole: an error event must never follow half an event."""
-    from vllm_supervisor.gateway.proxy import Whole
+    """gateway/relay.Whole: an error event must never follow half an event."""
+    from vllm_supervisor.gateway.relay import Whole
 
     cut = Whole(sse=True)
     assert cut.feed(b'data: {"a": 1}\n\ndata: {"b"') == b'data: {"a": 1}\n\n'

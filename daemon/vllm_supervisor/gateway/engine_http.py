@@ -76,6 +76,9 @@ class Link(asyncio.Protocol):
         self.closed = False
         self.head: asyncio.Future[tuple[int, str, Headers]] | None = None
         self.waiter: asyncio.Future[None] | None = None
+        # Set while the relay lets the link write each read itself (gateway/relay.py): it
+        # takes a decoded piece and says whether reading may go on.
+        self.sink: Callable[[bytes], bool] | None = None
         self.used_at = 0.0
         self._reset(head_only=False)
 
@@ -214,6 +217,7 @@ class Link(asyncio.Protocol):
                     self.carry = buf[i:]
                     break
                 if buf[i : i + 2] != b"\r\n":
+                    self._push(b"".join(out))
                     self._fail("a chunk's data does not end with CRLF")
                     return
                 i, self.crlf = i + 2, False
@@ -224,6 +228,7 @@ class Link(asyncio.Protocol):
                 if j < 0 and n - i < LINE_MAX:
                     self.carry = buf[i:]  # the line goes on in the next read
                     break
+                self._push(b"".join(out))
                 if not self.trailers:
                     line = bytes(buf[i : i + 40])
                     self._fail(f"chunk size line {line!r} is not hexadecimal and CRLF")
@@ -232,10 +237,9 @@ class Link(asyncio.Protocol):
                     self._fail(f"a trailer line is over {LINE_MAX} bytes")
                     return
                 if j == i:  # the empty line after the last chunk: the answer is whole
-                    self._push(b"".join(out))
                     self._finish(buf[j + 2 :])
                     return
-                i = j + 2  # a trailer field: nothing the gateway relays
+                i, out = j + 2, []  # a trailer field: nothing the gateway relays
                 continue
             size, start = int(m.group(1), 16), m.end()
             if size == 0:
@@ -244,6 +248,7 @@ class Link(asyncio.Protocol):
             end = start + size
             if end + 2 <= n:  # the whole chunk is here
                 if buf[end : end + 2] != b"\r\n":
+                    self._push(b"".join(out))
                     self._fail("a chunk's data does not end with CRLF")
                     return
                 out.append(view[start:end])
@@ -255,12 +260,27 @@ class Link(asyncio.Protocol):
     def _push(self, piece: bytes) -> None:
         if not piece:
             return
+        if self.sink is not None:
+            if not self.sink(piece) and not self.paused:
+                self._pause()  # the client is behind: the relay waits for it, then resume()
+            return
         self.pieces.append(piece)
         self.size += len(piece)
-        if self.size > HIGH and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()  # the client is slower than the engine
+        if self.size > HIGH and not self.paused:
+            self._pause()  # the client is slower than the engine
         self._wake()
+
+    def _pause(self) -> None:
+        self.paused = True
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._wake()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def _finish(self, rest: bytes) -> None:
         self.done = True
@@ -301,14 +321,37 @@ class Link(asyncio.Protocol):
             if self.pieces:
                 data = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
                 self.pieces, self.size = [], 0
-                if self.paused and self.transport is not None:
-                    self.paused = False
-                    self.transport.resume_reading()
+                self.resume()
                 return data
             if self.error is not None:
                 raise self.error
             if self.done:
                 return None
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def attach(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Hand every read to SINK as it is decoded (None: keep them for take()). What was
+        kept so far goes to it at once."""
+        self.sink = sink
+        if sink is not None and self.pieces:
+            kept, self.pieces, self.size = self.pieces, [], 0
+            self._push(b"".join(kept))
+
+    async def follow(self) -> bool:
+        """While a sink takes the reads: True at the body's end, False once reading paused
+        for the sink (resume() when it may go on); EngineGone when the engine ended it
+        early."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return True
+            if self.paused:
+                return False
             self.waiter = asyncio.get_running_loop().create_future()
             try:
                 await self.waiter

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vllm_supervisor.gateway import body, errors, progress, routes, tools
+from vllm_supervisor.gateway import body, errors, progress, relay, routes, tools
 from vllm_supervisor.gateway.catalogue import Catalogue, EngineKeys, Route
 from vllm_supervisor.gateway.chat import ChatFallback
 from vllm_supervisor.gateway.engine_http import EngineGone, EnginePool, EngineResponse
@@ -35,9 +35,7 @@ from vllm_supervisor.gateway.slots import Denial, Lease
 # Not Accept-Encoding: the engine's answers are relayed as they are, uncompressed.
 FORWARDED = ("Content-Type", "Accept", "User-Agent", "OpenAI-Organization")
 HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
-# vLLM ends every chat and completions stream with this event, after an error event too
-# (docs/vllm-behaviour.md): a stream of these paths that ends without it was cut short.
-DONE = b"data: [DONE]"
+# vLLM ends these streams with `data: [DONE]` (gateway/relay.py checks it)
 DONE_PATHS = ("/v1/chat/completions", "/v1/completions")
 CHAT = "/v1/chat/completions"
 OUT, ENGINE_DIED = errors.OUT, errors.ENGINE_DIED
@@ -355,21 +353,9 @@ class Proxy:
                 out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 out.headers.update(headers)
                 await self.prepare(request, out)
-            watch = sse and upstream.status == 200 and watch_done
-            cut = Whole(sse)
-            tail, done = b"", not watch
+            copy = relay.Copy(sse, watch=sse and upstream.status == 200 and watch_done)
             try:
-                # HEAD first, then each read's payload: a plain loop, no async generator
-                # between the socket and the client (one frame less per read, issue 23)
-                chunk = head or await upstream.take()
-                while chunk is not None:
-                    data = cut.feed(chunk)
-                    if data:
-                        await out.write(data)
-                        if not done:  # a few bytes copied per write, whatever its size
-                            tail = (tail + data[-64:])[-64:]
-                            done = DONE in tail
-                    chunk = await upstream.take()
+                await relay.stream(request, out, upstream, copy, head)
             except EngineGone as exc:
                 # The engine died mid-answer: tell a streaming client, and end the answer.
                 self.router.stale(route.model)
@@ -382,41 +368,13 @@ class Proxy:
                 await out.write(errors.sse_event(502, f"model {route.model} {ENGINE_DIED}",
                                                  "engine_failed"))  # fmt: skip
             else:
-                if not done:  # a clean end, but short: the client must not take it as whole
+                if not copy.done:  # a clean end, but short: the client must not take it whole
                     self.router.stale(route.model)
                     msg = f"model {route.model} {ENGINE_DIED}"
                     errors.log_answer(self.log, 502, "engine_failed", route.model, msg,
                                       "the engine's stream ended without [DONE]")  # fmt: skip
                     await out.write(errors.sse_event(502, msg, "engine_failed"))
-                elif cut.pending:  # after [DONE], or a stream no [DONE] ends: as it came
-                    await out.write(cut.pending)
+                elif copy.cut.pending:  # after [DONE], or a stream no [DONE] ends: as it came
+                    await out.write(copy.cut.pending)
             await out.write_eof()
         return out
-
-
-class Whole:
-    """Server-sent events relayed whole: what a read returns up to the last event's blank
-    line goes out, the rest waits for the next read. An error event written after half an
-    event merged with it: a request_timeout that cut an n=32 stream mid-event left the
-    client a line it could not parse (seen in CI). One rfind per read, no copy when a read
-    ends on an event's end (vLLM writes whole events). Bytes that are not SSE pass as they
-    come; a run of 1 MiB with no blank line goes out anyway."""
-
-    LIMIT = 1 << 20
-
-    def __init__(self, sse: bool) -> None:
-        self.sse, self.pending = sse, b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not self.sse:
-            return chunk
-        data = self.pending + chunk if self.pending else chunk
-        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
-        end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-        if end == 0 and len(data) < self.LIMIT:
-            self.pending = data
-            return b""
-        if end == 0:
-            end = len(data)
-        self.pending = data[end:]
-        return data if end == len(data) else data[:end]
