@@ -343,9 +343,10 @@ async def test_headers_are_never_split_and_a_target_with_spaces_is_refused() -> 
     seen: list[bytes] = []
 
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        seen.append(await read_request(r))
-        w.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        await w.drain()
+        while True:
+            seen.append(await read_request(r))
+            w.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await w.drain()
 
     server, base, _ = await serving(script)
     pool = EnginePool()
@@ -354,6 +355,9 @@ async def test_headers_are_never_split_and_a_target_with_spaces_is_refused() -> 
         async with await pool.request(base, "POST", "/", b"", headers) as resp:
             assert resp.status == 204 and await resp.read() == b""
         assert b"X-Injected" not in seen[0] and b"Accept: text/event-stream" in seen[0]
+        async with await pool.request(base, "POST", "/v1/x?q=é", b"", {}) as resp:
+            await resp.read()  # a query of any script goes as the client sent it (UTF-8)
+        assert seen[1].startswith("POST /v1/x?q=é HTTP/1.1".encode())
         for target in ("/a b", "/a\r\nX: 1", "a", "/\x7f"):
             with pytest.raises(ValueError, match="not a request target"):
                 await pool.request(base, "POST", target, b"", {})

@@ -40,6 +40,8 @@ HIGH = 1 << 20  # bytes decoded and not yet taken: reading stops until they are 
 IDLE_FOR = 2.0  # seconds: an idle connection older than this is closed, not reused
 CONNECT_TIMEOUT = 10.0
 NO_BODY = (204, 304)
+# A request target as the gateway forwards it: a path, and its query, without space or CTL.
+_TARGET = re.compile(r"/[^\x00-\x20\x7f]*")
 # A chunk-size line: hex digits (16 at most: no size past 2**64), optional extensions.
 _SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 
@@ -447,7 +449,7 @@ class EnginePool:
         """Send one request, and read its answer's head. OSError (TimeoutError included)
         when the engine cannot be reached, EngineGone when it ends the connection first."""
         host, port, netloc = self.where(base)
-        if any(c <= " " or c == "\x7f" for c in path) or not path.startswith("/"):
+        if not _TARGET.fullmatch(path):
             raise ValueError(f"not a request target: {path[:80]!r}")
         lines = [f"{method} {path} HTTP/1.1\r\nHost: ".encode(), netloc, b"\r\n"]
         for name, value in headers.items():

@@ -301,6 +301,9 @@ class Proxy:
         started = time.monotonic()
         try:
             upstream = await self.engines.request(route.base, method, path, raw, headers)
+        except ValueError as exc:  # a target with a space or CTL (aiohttp's parser refuses
+            # them first; this is the last guard against a request split in two)
+            return self.fail(400, f"the request cannot be forwarded: {exc}", "invalid_request")
         except (EngineGone, OSError) as exc:
             self.router.stale(route.model)  # it was ready a moment ago: look again
             return self.fail(
