@@ -1,8 +1,8 @@
-"""gateway/engine_http.py, the gateway's client for its engines, against what an engine may
-send: answers in any number of reads split anywhere, chunk extensions and trailers, an engine
-that dies mid-answer, framing that is not HTTP, a connection closed while idle, a client
-slower than the engine. Real sockets where the connection's life matters; the decoder alone,
-fed by hand, where only the bytes do."""
+"""gateway/engine_http.py and engine_link.py, the gateway's client for its engines, against
+what an engine may send: answers in any number of reads split anywhere, chunk extensions
+and trailers, an engine that dies mid-answer, framing that is not HTTP, a connection closed
+while idle, a client slower than the engine. Real sockets where the connection's life
+matters; the decoder alone, fed by hand, where only the bytes do."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from vllm_supervisor.gateway import engine_http
-from vllm_supervisor.gateway.engine_http import EngineGone, EnginePool, Link
+from vllm_supervisor.gateway import engine_http, engine_link
+from vllm_supervisor.gateway.engine_http import EngineGone, EnginePool
+from vllm_supervisor.gateway.engine_link import Link
 
 
 class Transport:
@@ -154,10 +155,10 @@ def test_a_client_slower_than_the_engine_pauses_its_reading_until_it_takes() -> 
     async def check() -> None:
         piece = b"x" * 4096
         link, t = fed([HEAD])
-        for _ in range(engine_http.HIGH // 4096 + 2):
+        for _ in range(engine_link.HIGH // 4096 + 2):
             link.data_received(chunked([piece])[:-5])
         assert t.paused
-        assert len(await link.take() or b"") > engine_http.HIGH
+        assert len(await link.take() or b"") > engine_link.HIGH
         assert not t.paused
 
     asyncio.run(check())
