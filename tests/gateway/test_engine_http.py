@@ -7,7 +7,8 @@ matters; the decoder alone, fed by hand, where only the bytes do."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -168,8 +169,12 @@ def test_a_client_slower_than_the_engine_pauses_its_reading_until_it_takes() -> 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def serving(script: Script) -> tuple[asyncio.Server, str, list[int]]:
-    """A server running SCRIPT per connection; the list counts the connections."""
+@asynccontextmanager
+async def served(
+    script: Script, pool: EnginePool | None = None
+) -> AsyncIterator[tuple[str, list[int], EnginePool]]:
+    """(base URL, connections made, pool): a server running SCRIPT per connection, and a
+    pool to reach it; both closed at the end."""
     conns: list[int] = []
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -183,7 +188,12 @@ async def serving(script: Script) -> tuple[asyncio.Server, str, list[int]]:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}", conns
+    pool = pool or EnginePool()
+    try:
+        yield f"http://127.0.0.1:{port}", conns, pool
+    finally:
+        pool.close()
+        server.close()
 
 
 async def read_request(r: asyncio.StreamReader) -> bytes:
@@ -204,9 +214,7 @@ async def test_a_connection_is_reused_only_after_a_whole_answer() -> None:
             w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await w.drain()
 
-    server, base, conns = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, conns, pool):
         for _ in range(3):
             async with await pool.request(base, "POST", "/v1/x?a=1", b"{}", {}) as resp:
                 assert (resp.status, resp.content_length, await resp.read()) == (200, 2, b"ok")
@@ -219,9 +227,6 @@ async def test_a_connection_is_reused_only_after_a_whole_answer() -> None:
         async with await pool.request(base, "POST", "/", b"", {}) as resp:
             await resp.read()
         assert len(conns) == 2
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_an_idle_connection_older_than_the_engines_keep_alive_is_not_reused() -> None:
@@ -230,18 +235,13 @@ async def test_an_idle_connection_older_than_the_engines_keep_alive_is_not_reuse
             await read_request(r)
             w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
 
-    server, base, _ = await serving(script)
     now = [0.0]
-    pool = EnginePool(clock=lambda: now[0])
-    try:
+    async with served(script, EnginePool(clock=lambda: now[0])) as (base, _, pool):
         for gap in (0.0, engine_http.IDLE_FOR + 0.1):
             now[0] += gap
             async with await pool.request(base, "POST", "/", b"", {}) as resp:
                 await resp.read()
         assert pool.opened == 2
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_a_reused_connection_the_engine_closed_unanswered_is_tried_once_more() -> None:
@@ -252,31 +252,21 @@ async def test_a_reused_connection_the_engine_closed_unanswered_is_tried_once_mo
         await read_request(r)  # the next request on it: closed without a byte (its keep-alive
         # ran out as the request came)
 
-    server, base, conns = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, conns, pool):
         for _ in range(2):
             async with await pool.request(base, "POST", "/", b"", {}) as resp:
                 assert resp.status == 200
         assert len(conns) == 2
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_a_new_connection_the_engine_closes_unanswered_is_an_error() -> None:
     async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
 
-    server, base, conns = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, conns, pool):
         with pytest.raises(EngineGone, match="before its answer was whole"):
             await pool.request(base, "POST", "/", b"", {})
         assert len(conns) == 1  # no second try: this one may have taken the request
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_an_engine_that_dies_mid_stream_gives_what_came_then_engine_gone() -> None:
@@ -285,9 +275,7 @@ async def test_an_engine_that_dies_mid_stream_gives_what_came_then_engine_gone()
         w.write(HEAD + b"9\r\ndata: 1\n\n\r\n5\r\ndat")  # dies inside the second event
         await w.drain()
 
-    server, base, _ = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, _, pool):
         resp = await pool.request(base, "POST", "/", b"", {})
         assert resp.content_length is None
         got = []
@@ -297,9 +285,6 @@ async def test_an_engine_that_dies_mid_stream_gives_what_came_then_engine_gone()
         assert b"".join(got) == b"data: 1\n\ndat"
         resp.release()
         assert not pool.idle.get(pool.where(base)[:2])
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_a_body_without_length_ends_with_its_connection_and_is_whole() -> None:
@@ -309,15 +294,12 @@ async def test_a_body_without_length_ends_with_its_connection_and_is_whole() -> 
         await w.drain()
         w.write(b"it")
 
-    server, base, _ = await serving(script)
-    pool = EnginePool()
-    try:
-        async with await pool.request(base, "POST", "/", b"", {}) as resp:
-            assert await resp.read() == b"all of it"
-            assert resp.headers.get("Content-Type") == "text/plain"
-    finally:
-        pool.close()
-        server.close()
+    async with (
+        served(script) as (base, _, pool),
+        await pool.request(base, "POST", "/", b"", {}) as resp,
+    ):
+        assert await resp.read() == b"all of it"
+        assert resp.headers.get("Content-Type") == "text/plain"
 
 
 async def test_a_cancelled_wait_closes_the_connection_so_the_engine_aborts() -> None:
@@ -328,16 +310,11 @@ async def test_a_cancelled_wait_closes_the_connection_so_the_engine_aborts() -> 
         await r.read()  # EOF: the gateway closed it
         closed.set()
 
-    server, base, _ = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, _, pool):
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await pool.request(base, "POST", "/", b"", {})
         await asyncio.wait_for(closed.wait(), 5)
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_headers_are_never_split_and_a_target_with_spaces_is_refused() -> None:
@@ -349,9 +326,7 @@ async def test_headers_are_never_split_and_a_target_with_spaces_is_refused() -> 
             w.write(b"HTTP/1.1 204 No Content\r\n\r\n")
             await w.drain()
 
-    server, base, _ = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, _, pool):
         headers = {"User-Agent": "x\r\nX-Injected: 1", "Accept": "text/event-stream"}
         async with await pool.request(base, "POST", "/", b"", headers) as resp:
             assert resp.status == 204 and await resp.read() == b""
@@ -364,18 +339,13 @@ async def test_headers_are_never_split_and_a_target_with_spaces_is_refused() -> 
                 await pool.request(base, "POST", target, b"", {})
         with pytest.raises(ValueError, match="not an http:// base"):
             await pool.request("https://127.0.0.1:1", "POST", "/", b"", {})
-    finally:
-        pool.close()
-        server.close()
 
 
 async def test_an_unreachable_engine_is_an_os_error() -> None:
-    server, base, _ = await serving(read_request)  # type: ignore[arg-type]
-    server.close()
-    await server.wait_closed()
-    pool = EnginePool()
+    async with served(read_request) as (base, _, _):  # type: ignore[arg-type]
+        pass  # closed: nothing listens on its port now
     with pytest.raises(OSError):
-        await pool.request(base, "POST", "/", b"", {})
+        await EnginePool().request(base, "POST", "/", b"", {})
 
 
 async def test_bytes_from_an_idle_connection_close_it() -> None:
@@ -388,13 +358,8 @@ async def test_bytes_from_an_idle_connection_close_it() -> None:
         await w.drain()
         await r.read()
 
-    server, base, _ = await serving(script)
-    pool = EnginePool()
-    try:
+    async with served(script) as (base, _, pool):
         async with await pool.request(base, "POST", "/", b"", {}) as resp:
             await resp.read()
         await asyncio.sleep(0.3)
         assert pool._take(pool.where(base)[:2]) is None
-    finally:
-        pool.close()
-        server.close()

@@ -312,11 +312,7 @@ class Link(asyncio.Protocol):
                 raise self.error
             if self.done:
                 return None
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self._next()
 
     def attach(self, sink: Callable[[bytes], bool] | None) -> None:
         """Hand every read to SINK as it is decoded (None: keep them for take()). What was
@@ -337,11 +333,15 @@ class Link(asyncio.Protocol):
                 return True
             if self.paused:
                 return False
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self._next()
+
+    async def _next(self) -> None:
+        """Until the next read, the end, an error or a pause (_wake)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
     def reusable(self) -> bool:
         return self.done and self.keep_alive and not self.closed and not self.pieces
