@@ -148,3 +148,23 @@ async def test_events_the_engine_splits_anywhere_arrive_whole_and_in_order(
         events = events_of(got)
         assert events[-1] == b"data: [DONE]", piece
         assert [json.loads(e[6:])["i"] for e in events[:-1]] == list(range(300)), piece
+
+
+async def test_an_http_10_client_gets_the_stream_unchunked_to_the_connections_end(
+    tmp_path: Path,
+) -> None:
+    """No chunks for HTTP/1.0: aiohttp writes the whole stream, and its end is the end of
+    the connection (RFC 9112 section 6.3)."""
+    engine = Engine(events=200, pad=20)
+    async with house(tmp_path, engine) as url:
+        port = int(url.rsplit(":", 1)[1])
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /v1/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY.encode()))  # fmt: skip
+        got = await asyncio.wait_for(r.read(), 10)  # to EOF
+        w.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+    events = events_of(body)
+    assert events[-1] == b"data: [DONE]"
+    assert [json.loads(e[6:])["i"] for e in events[:-1]] == list(range(200))
