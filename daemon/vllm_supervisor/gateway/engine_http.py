@@ -62,9 +62,13 @@ class EngineResponse:
             yield data
 
     async def read(self) -> bytes:
-        return b"".join([piece async for piece in self.chunks()])
+        # take() itself, not chunks(): no async generator on every plain answer's path
+        pieces = []
+        while (data := await self.link.take()) is not None:
+            pieces.append(data)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def json(self, content_type: str | None = None) -> Any:
+    async def json(self) -> Any:
         return json.loads(await self.read())
 
     def release(self) -> None:
