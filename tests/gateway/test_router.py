@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from vllm_supervisor.gateway import router as router_mod
 from vllm_supervisor.gateway.router import Router
 from vllm_supervisor.gateway.slots import Denial, Lease, Policy
 from vllm_supervisor.protocol.admin import Seen
@@ -312,6 +313,43 @@ async def test_an_activation_reports_its_phases_to_those_who_wait() -> None:
     rig.inst.complete("a", "ready")
     assert await waiting == Lease("a")
     assert rig.router.phase("a")[0].startswith("ready after ")
+    await rig.close()
+
+
+async def test_a_writer_that_wakes_after_two_phases_is_given_both_in_order() -> None:
+    """A phase followed by the next before the writer woke was lost: CI's load test saw
+    "checking that it answers" missing between "HTTP server up" and "ready" (stop 29)."""
+    rig = Rig({"a": "inactive"})
+    waiting = rig.ask("a")
+    await rig.until(lambda: "a" in rig.inst.reports)
+    shown, since, changed = rig.router.phases("a", None)
+    assert shown == ["starting"]
+    rig.inst.reports["a"]({"state": "starting", "progress": {"phase": "loading weights"}})
+    rig.inst.reports["a"]({"state": "probing"})
+    await rig.until(lambda: rig.router.phase("a")[0] == "checking that it answers")
+    assert changed.is_set()
+    shown, since, changed = rig.router.phases("a", since)
+    assert shown == ["loading weights", "checking that it answers"]
+    assert rig.router.phases("a", since)[0] == [] and not changed.is_set()
+    rig.inst.complete("a", "ready")
+    assert await waiting == Lease("a")
+    shown, _, _ = rig.router.phases("a", since)
+    assert len(shown) == 1 and shown[0].startswith("ready after ")
+    await rig.close()
+
+
+async def test_a_writer_far_behind_is_given_the_phases_kept() -> None:
+    """The slot keeps KEPT_PHASES at most; a writer asking from before them gets the oldest
+    kept on, never a slice past the end or a phase twice."""
+    rig = Rig({"a": "inactive"})
+    slot = rig.router.slots["a"]
+    for i in range(3 * router_mod.KEPT_PHASES):
+        rig.router._set_phase(slot, f"p{i}")
+    assert len(slot.phases) <= router_mod.KEPT_PHASES
+    shown, end, _ = rig.router.phases("a", 0)
+    assert shown == slot.phases and end == 3 * router_mod.KEPT_PHASES
+    assert shown[-1] == f"p{end - 1}" and rig.router.phases("a", end)[0] == []
+    assert rig.router.phases("a", None)[0] == [f"p{end - 1}"]
     await rig.close()
 
 

@@ -73,12 +73,12 @@ async def wait_showing(
     shown, loop = Shown(name), asyncio.get_running_loop()
     start = loop.time()
     await out.write(shown.line(f"Loading {name}; it is not in memory yet."))
-    said = ""
+    since: int | None = None  # from the phase current now; then each one, in order
     while True:
-        phase, changed = router.phase(model)
-        if phase and phase != said:
-            said = phase
-            await out.write(shown.line(phase[:1].upper() + phase[1:] + "."))
+        phases, since, changed = router.phases(model, since)
+        for phase in phases:
+            if phase:
+                await out.write(shown.line(phase[:1].upper() + phase[1:] + "."))
         if acquire.done():
             return acquire.result()
         left = start + timeout - loop.time()

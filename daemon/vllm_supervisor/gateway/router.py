@@ -54,6 +54,8 @@ from vllm_supervisor.gateway.slots import (
 from vllm_supervisor.protocol.admin import Seen
 from vllm_supervisor.protocol.states import COMING, DOWN, UNKNOWN, State
 
+KEPT_PHASES = 64  # phases a slot keeps for writers behind it (an activation makes about 6)
+
 
 class Router:
     def __init__(
@@ -370,6 +372,11 @@ class Router:
         if phase == slot.phase:
             return
         slot.phase, changed = phase, slot.phase_set
+        slot.phases.append(phase)
+        if len(slot.phases) > KEPT_PHASES:  # a writer this far behind sees from the oldest kept
+            drop = len(slot.phases) - KEPT_PHASES // 2
+            del slot.phases[:drop]
+            slot.phases_from += drop
         slot.phase_set = asyncio.Event()
         changed.set()
 
@@ -382,6 +389,14 @@ class Router:
         """What MODEL's activation does now, and an event set when that changes."""
         slot = self.slots[model]
         return slot.phase, slot.phase_set
+
+    def phases(self, model: str, since: int | None) -> tuple[list[str], int, asyncio.Event]:
+        """MODEL's phases from number SINCE on (None: from the current one), in order; the
+        number to ask from next; an event set at the next change."""
+        slot = self.slots[model]
+        end = slot.phases_from + len(slot.phases)
+        start = max(end - 1 if since is None else since, slot.phases_from)
+        return slot.phases[start - slot.phases_from :], end, slot.phase_set
 
     # ---- answers ---------------------------------------------------------------------------------
     def _answer(self, waiter: Waiter, answer: Lease | Denial) -> bool:

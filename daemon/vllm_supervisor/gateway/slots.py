@@ -87,9 +87,14 @@ class Slot:
     seen_at: float = -1.0  # when the admin call behind `seen` was made
     looking: bool = False  # a look (GET state) is under way
     # What an activation is doing now, in words (gateway/progress.py shows it to a client
-    # waiting for it); `phase_set` is set, and replaced, at every change.
+    # waiting for it); `phase_set` is set, and replaced, at every change. `phases` keeps the
+    # recent ones in order, the first being number `phases_from`, so a writer that wakes
+    # after two changes shows both: showing only the current one lost "checking that it
+    # answers" under CI's load when "ready" followed it within the writer's wakeup.
     phase: str = ""
     phase_set: asyncio.Event = field(default_factory=asyncio.Event)
+    phases: list[str] = field(default_factory=list)
+    phases_from: int = 0
 
 
 @dataclass(frozen=True)
