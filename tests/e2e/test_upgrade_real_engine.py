@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+from vllm_supervisor.config.registry import load_registry
 from vllm_supervisor.ctl.client import Client
 
 from tests.conftest import EngineEnv, _missing
@@ -183,4 +184,92 @@ def test_upgrade_and_rollback_with_no_failed_request(
         print("\nupgrade figures:", json.dumps(figures))
     finally:
         left = (gateway.cleanup() if gateway is not None else []) + sup.cleanup()
+        assert left == [], f"processes left: {left}"
+
+
+def broken_venv(real: Path, root: Path) -> Path:
+    """REAL's vLLM, whose API server exits 1 when run: it passes the check (its parser is
+    REAL's) and fails its start, as a bad build would. Links, not a copy (the venv is GBs);
+    the folder holding the replaced file gets its own __pycache__, so REAL's is untouched."""
+    venv = root / "engine-broken"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text((real / "pyvenv.cfg").read_text())
+    (venv / "bin" / "python").symlink_to(os.readlink(real / "bin" / "python"))
+    (venv / "bin" / "python3").symlink_to("python")
+    lib = next((real / "lib").glob("python3*"))
+    src, dst = lib / "site-packages", venv / "lib" / lib.name / "site-packages"
+    for part in ("", "vllm", "entrypoints", "openai"):
+        src, dst = src / part, dst / part
+        dst.mkdir(parents=True, exist_ok=True)
+        keep = {"vllm", "entrypoints", "openai", "api_server.py"} | (
+            {"__pycache__"} if part == "openai" else set()
+        )
+        for entry in src.iterdir():
+            if entry.name not in keep:
+                (dst / entry.name).symlink_to(entry)
+    (dst / "api_server.py").write_text(
+        "import sys\n"
+        "if __name__ == '__main__':\n"
+        "    print('RuntimeError: this build cannot start (a test)', file=sys.stderr)\n"
+        "    sys.exit(1)\n"
+    )
+    return venv
+
+
+def test_with_downtime_the_engine_restarts_on_the_new_venv_without_a_gateway(
+    engine_env: EngineEnv, old_venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No gateway routes the model (on a GPU, no room is the same case): the upgrade is
+    refused, saying --with-downtime and its cost; with it, the engine restarts on 0.32.0
+    through a reload, the file records both venvs, and the supervisor stays the same
+    process (a restart of the engine, not of the unit)."""
+    port = free_port()
+    cfg = write_config(tmp_path, tiny_model_config(old_venv, engine_env.model, port))
+    models_yaml = cfg / "models.yaml"
+    monkeypatch.setenv("VSUP_GATEWAY_SOCKET", str(tmp_path / "no-gateway.sock"))
+    sup = SupervisorProc("tiny", cfg, tmp_path / "sup", runtime_dir=tmp_path / "run")
+    try:
+        sup.wait_for("READY", timeout=180)
+        before = state(sup)
+        assert before["engine"]["version"] == OLD_VERSION
+        text = models_yaml.read_text()
+
+        refused = sup.ctl("upgrade", "tiny", "--venv", str(engine_env.venv), timeout=120)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "--with-downtime" in refused.stderr and "its last start" in refused.stderr
+        assert models_yaml.read_text() == text and state(sup)["pid"] == before["pid"]
+
+        # A new engine that does not start: back to the old venv, after its first failure.
+        broken = broken_venv(engine_env.venv, tmp_path)
+        t0 = time.monotonic()
+        bad = sup.ctl("upgrade", "tiny", "--venv", str(broken), "--with-downtime",
+                      timeout=600)  # fmt: skip
+        print(f"\n{bad.stdout}(exit {bad.returncode}, {time.monotonic() - t0:.1f} s)")
+        assert bad.returncode == 1, bad.stdout + bad.stderr + sup.text()[-3000:]
+        assert "does not serve" in bad.stdout and "serves again" in bad.stdout
+        back = state(sup)
+        assert back["state"] == "ready" and back["engine"]["version"] == OLD_VERSION
+        assert back["pid"] != before["pid"]
+        assert load_registry(cfg).models["tiny"].venv == old_venv
+        assert "previous_venv" not in models_yaml.read_text()
+
+        t0 = time.monotonic()
+        up = sup.ctl("upgrade", "tiny", "--venv", str(engine_env.venv), "--with-downtime",
+                     "--json", timeout=600)  # fmt: skip
+        took = time.monotonic() - t0
+        assert up.returncode == 0, up.stdout + up.stderr + sup.text()[-3000:]
+        assert "2 restart" in up.stdout and "4 switch   ready" in up.stdout, up.stdout
+        after = state(sup)
+        assert after["engine"]["version"] == NEW_VERSION and after["state"] == "ready"
+        assert after["pid"] != before["pid"] and after["previous"]["version"] == OLD_VERSION
+        assert sup.proc.poll() is None  # the same supervisor
+        text = models_yaml.read_text()
+        assert f'venv: "{engine_env.venv}"' in text and f'previous_venv: "{old_venv}"' in text
+        direct = openai.OpenAI(base_url=f"http://127.0.0.1:{after['port']}/v1", api_key="x")
+        assert direct.completions.create(model="tiny", prompt="Hi", max_tokens=2).choices
+        summary = json.loads(up.stdout.strip().splitlines()[-1])
+        print(f"\n{up.stdout}upgrade with downtime: {took:.1f} s, "
+              f"down {summary['switch_seconds']} s")  # fmt: skip
+    finally:
+        left = sup.cleanup()
         assert left == [], f"processes left: {left}"

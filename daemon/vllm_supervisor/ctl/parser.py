@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds the old engine may finish its requests (30)")  # fmt: skip
         up.add_argument("--timeout", type=seconds, default=900.0,
                         help="seconds the candidate may take to start (900)")  # fmt: skip
+        up.add_argument("--with-downtime", action="store_true",
+                        help="when no candidate can run beside the engine (no room, no "
+                        "gateway), restart the engine on the new venv instead")  # fmt: skip
         if name == "upgrade":
             to = up.add_mutually_exclusive_group(required=True)
             to.add_argument("--venv", help="the engine venv to move to")

@@ -11,7 +11,9 @@ fails, which leaves the serving engine as it was.
 
 Steps 1-2 and the engines are the instance's (runtime/admin_upgrade.py); the traffic is the
 gateway's (/admin/follow); the config file is this command's (config/rewrite.py), which is
-why it runs as root on a host. docs/deployment.md, "Upgrade and rollback".
+why it runs as root on a host. When no candidate can run (no room, no gateway),
+`--with-downtime` restarts the engine on the new venv instead (ctl/downtime.py).
+docs/deployment.md, "Upgrade and rollback".
 """
 
 from __future__ import annotations
@@ -32,13 +34,10 @@ from vllm_supervisor.config.registry import Registry, default_config_dir, load_r
 from vllm_supervisor.config.rewrite import RewriteError, rewrite
 from vllm_supervisor.ctl.client import Client, CtlError
 from vllm_supervisor.ctl.commands import base
+from vllm_supervisor.ctl.downtime import checked, cost, restart_on, say
 from vllm_supervisor.ctl.gateway import running_gateway
 from vllm_supervisor.ctl.golden import compare
 from vllm_supervisor.engine.detect import EngineNotFound, detect
-
-
-def say(step: str, text: str) -> None:
-    print(f"{step:<10} {text}", flush=True)
 
 
 def registry(args: argparse.Namespace) -> Registry:
@@ -144,14 +143,22 @@ def move(
         return move_idle(args, cfg, client, target, changes, st)
     gateway = running_gateway(cfg.name)
     if gateway is None:
+        if args.with_downtime:
+            return restart_on(args, cfg, client, target, st, "no host gateway", kind)
         raise CtlError(
             f"{cfg.name}: no host gateway routes this model, so nothing can move its clients "
-            "to a new engine: start vllm-gateway, or deactivate the model and upgrade it "
-            "while inactive (its next start runs the new venv)",
+            "to a new engine: start vllm-gateway, or add --with-downtime to restart the "
+            f"engine on the new venv (down for {cost(st)})",
             exitcodes.FAILED,
         )
     say("1 check", f"{cfg.name}: {st.get('engine', {}).get('version')} -> {target}")
-    cand = candidate(args, client, target, kind, st)
+    try:
+        cand = candidate(args, client, target, kind, st)
+    except NoRoom as exc:
+        if not args.with_downtime:
+            raise
+        say("2 candidate", str(exc.why))
+        return restart_on(args, cfg, client, target, st, "no room for a candidate", kind)
     if cand is None:
         return exitcodes.FAILED
     got = client.post_json("/v1/upgrade/golden", {})
@@ -187,6 +194,16 @@ def move(
     return exitcodes.OK
 
 
+class NoRoom(CtlError):
+    """The candidate does not fit beside the serving engine; nothing was stopped."""
+
+    def __init__(self, why: CtlError, st: dict[str, Any]) -> None:
+        super().__init__(f"{why}\nNothing was stopped. Add --with-downtime to restart the "
+                         f"engine on the new venv instead: the model is down for {cost(st)}",
+                         why.code)  # fmt: skip
+        self.why = why
+
+
 def candidate(
     args: argparse.Namespace, client: Client, target: Path, kind: str, st: dict[str, Any]
 ) -> dict[str, Any] | None:
@@ -208,11 +225,7 @@ def candidate(
                       timeout=args.timeout + 60)  # fmt: skip
     except CtlError as exc:
         if "no room" in str(exc):
-            took = st.get("last_start") or st.get("time_to_ready")
-            cost = f"about {took:.0f} s, its last start" if took else "one start of the model"
-            raise CtlError(f"{exc}\nNothing was stopped. Upgrading with downtime instead: "
-                           f"deactivate the model, run this again (the config alone changes), "
-                           f"activate it; it is down for {cost}", exc.code) from None  # fmt: skip
+            raise NoRoom(exc, st) from None
         raise
     for note in last.get("notes") or []:
         say("1 check", f"note: {note}")
@@ -231,17 +244,8 @@ def move_idle(
     st: dict[str, Any],
 ) -> int:
     """No engine serves: the check, then the config alone; the next start runs TARGET."""
-    from vllm_supervisor.preflight.check import run_check
-
-    config_dir = Path(args.config_dir) if args.config_dir else default_config_dir()
-    report = run_check(config_dir, [cfg.name], probe=False, strict=True, venv=target)
-    errors = [p for p in report.all_problems() if p.severity == "error"]
-    for p in errors:
-        say("1 check", str(p))
-    if errors:
-        say("1 check", "FAILED: nothing was changed")
+    if not checked(args, cfg, target):
         return exitcodes.CONFIG
-    say("1 check", f"{cfg.name} passes against {target}")
     say("2 candidate", f"skipped: the model is {st.get('state')}, no engine serves")
     record(cfg, client, changes)
     say("5 keep", f"{cfg.venv} is kept for vllmctl rollback {cfg.name}")
