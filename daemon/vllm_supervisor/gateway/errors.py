@@ -30,7 +30,9 @@ TYPES = {
     504: "timeout",
 }
 WAITING = (429, 503, 504)  # busy, loading, slow: a warning, the model may come back
-OUT = "vsup_out"  # request key: the StreamResponse whose headers went out, if any
+# Request key: the StreamResponse whose headers went out, if any. A typed key (aiohttp
+# 3.14, hence pyproject's floor): a str key warned NotAppKeyWarning on every request.
+OUT: web.RequestKey[web.StreamResponse] = web.RequestKey("vsup_out", web.StreamResponse)
 ENGINE_DIED = "stopped while answering, so this answer is incomplete. Try again in a moment."
 
 
