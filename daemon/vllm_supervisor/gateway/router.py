@@ -371,7 +371,7 @@ class Router:
     def _set_phase(self, slot: Slot, phase: str) -> None:
         if phase == slot.phase:
             return
-        slot.phase, changed = phase, slot.phase_set
+        changed = slot.phase_set
         slot.phases.append(phase)
         if len(slot.phases) > KEPT_PHASES:  # a writer this far behind sees from the oldest kept
             drop = len(slot.phases) - KEPT_PHASES // 2

@@ -86,15 +86,19 @@ class Slot:
     served: int = 0
     seen_at: float = -1.0  # when the admin call behind `seen` was made
     looking: bool = False  # a look (GET state) is under way
-    # What an activation is doing now, in words (gateway/progress.py shows it to a client
-    # waiting for it); `phase_set` is set, and replaced, at every change. `phases` keeps the
-    # recent ones in order, the first being number `phases_from`, so a writer that wakes
-    # after two changes shows both: showing only the current one lost "checking that it
-    # answers" under CI's load when "ready" followed it within the writer's wakeup.
-    phase: str = ""
-    phase_set: asyncio.Event = field(default_factory=asyncio.Event)
+    # What its activations did, in words (gateway/progress.py shows them to a client waiting
+    # for one): the recent phases in order, the first being number `phases_from`, so a
+    # writer that wakes after two changes shows both (showing only the current one lost
+    # "checking that it answers" under CI's load when "ready" followed it within the
+    # writer's wakeup). `phase_set` is set, and replaced, at every change.
     phases: list[str] = field(default_factory=list)
     phases_from: int = 0
+    phase_set: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def phase(self) -> str:
+        """What an activation does now (or did last)."""
+        return self.phases[-1] if self.phases else ""
 
 
 @dataclass(frozen=True)
