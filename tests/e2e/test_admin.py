@@ -226,17 +226,22 @@ def test_logs_follow_streams_new_lines(admin: StartAdmin) -> None:
         text=True,
     )
     try:
-        time.sleep(0.5)
         url = f"http://127.0.0.1:{sup.port}/v1/completions"
-        urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=10).read()
         assert proc.stdout is not None
         # The first line followed may be an older one that the log pump delivered late on a
-        # loaded machine (CI saw the engine's startup line): read on until the new one.
+        # loaded machine (CI saw the engine's startup line): read on until the new one. A
+        # request is sent every 2 s until one is seen: vllmctl may not follow yet when the
+        # first is answered (a fixed 0.5 s for its start was too little in CI, stop 30),
+        # and `-n 0` rightly shows nothing from before it followed.
         seen: list[str] = []
-        deadline = time.monotonic() + 30
+        deadline, sent = time.monotonic() + 30, 0.0
         while not any("request /v1/completions started" in x for x in seen):
             assert time.monotonic() < deadline, seen
-            if select.select([proc.stdout], [], [], 1.0)[0]:
+            if time.monotonic() - sent >= 2.0:
+                req = urllib.request.Request(url, data=b"{}")
+                urllib.request.urlopen(req, timeout=10).read()
+                sent = time.monotonic()
+            if select.select([proc.stdout], [], [], 0.5)[0]:
                 seen.append(proc.stdout.readline())
         assert len(seen) <= 5, seen  # a stray late line or two, not the whole log
     finally:
